@@ -1,0 +1,28 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+export PYTHONUNBUFFERED := 1
+# Each ROS 2 process of ours picks a random domain unless told otherwise, so runs do not cross-talk.
+export ROS_LOCALHOST_ONLY ?= 1
+
+.PHONY: setup demo test bench lint clean
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m etc_training.cli demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m etc_training.cli bench all --out runs/bench
+
+lint: setup
+	$(VENV)/bin/hadolint docker/Dockerfile* || true
+
+clean:
+	rm -rf runs .pytest_cache
