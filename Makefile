@@ -22,7 +22,7 @@ bench: setup
 	$(PY) -m etc_training.cli bench all --out runs/bench
 
 lint: setup
-	$(VENV)/bin/hadolint docker/Dockerfile* || true
+	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile.robot docker/Dockerfile.train
 
 clean:
 	rm -rf runs .pytest_cache
