@@ -16,3 +16,19 @@ class BundleError(UserError):
 
 class CalibrationError(UserError):
     pass
+
+
+class UrdfError(UserError):
+    """Malformed or inconsistent URDF (the message names the offending element)."""
+
+
+class KinematicsError(UserError):
+    """Bad input to the kinematics (wrong joint vector shape, unknown link, non-finite pose...)."""
+
+
+class SafetyError(UserError):
+    """Bad input to the safety filter / executor / driver guard (wrong shape, non-finite time, misuse)."""
+
+
+class ModelError(UserError):
+    """Bad input to the VLA model side: processor, tokenizers, normalization stats, checkpoints, presets."""

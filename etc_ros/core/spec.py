@@ -36,7 +36,10 @@ ACTION_HIGH = np.array([MAX_DELTA_XYZ] * 3 + [MAX_DELTA_RPY] * 3 + [1.0])
 SLEEP_POSE = np.array([0.0, -1.80, 1.55, 0.0, 0.8, 0.0])
 HOME_POSE = np.zeros(6)
 # A comfortable start pose above the table, gripper pointing down (used by sim and policy episodes).
-READY_POSE = np.array([0.0, -0.6, 0.55, 0.0, 1.55, 0.0])
+# Derived with WidowXKinematics.ik (elbow-up branch, seeded from the previous guess): ee_gripper_link at
+# (0.280, 0.000, 0.160) m in base_link with its x axis along -z (rpy = 0, pi/2, 0; shoulder + elbow + wrist_angle
+# = pi/2); inside WorkspaceBox and >= 0.1 rad from every joint limit. Rounded to 1e-4 rad (EE error < 2e-5 m).
+READY_POSE = np.array([0.0, -0.0625, 0.2423, 0.0, 1.3910, 0.0])
 
 # Finger travel (left finger joint, m) <-> normalized gripper opening
 FINGER_CLOSED = 0.015
