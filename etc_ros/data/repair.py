@@ -1,0 +1,211 @@
+"""`repair`: bring a dataset back to a valid state after crashes or damaged files.
+
+1. hidden *.tmp leftovers of interrupted writes are deleted;
+2. orphan data / video files (an episode whose meta/episodes file was never committed) and broken episodes
+   (unreadable or truncated meta/data/video files) are moved to quarantine/<time>/ (never deleted);
+3. the remaining episodes are renumbered so that indices stay contiguous (their data and meta files are
+   rewritten only when their index or global frame range changes);
+4. meta/info.json, meta/tasks.parquet and meta/stats.json are rebuilt from the committed episodes.
+A missing or unreadable meta/info.json is rebuilt from the spec stored in every data file's parquet metadata.
+Run it with no writer open on the dataset (it takes the writer lock).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from etc_ros.core.errors import DatasetError
+from etc_ros.core.io import atomic_write, atomic_write_json
+from etc_ros.data import codec, stats as stats_mod
+from etc_ros.data.reader import _arrow_errors, episode_stats_from_row, read_episode_row, scan_episode_files
+from etc_ros.data.schema import (
+    EPISODE_INDEX, INDEX, INFO_PATH, DatasetSpec, check_info, chunk_file, data_relpath, episode_arrow_schema,
+    episodes_relpath, image_key, read_json_file, stats_to_json, to_json, video_relpath,
+)
+from etc_ros.data.validate import _progress, leftover_files
+
+
+def _spec_from_parquet(root: Path) -> DatasetSpec | None:
+    import pyarrow.parquet as pq
+
+    for top in ("data", "meta/episodes"):
+        base = root / top
+        if not base.is_dir():
+            continue
+        for p in sorted(base.rglob("file-*.parquet")):
+            try:
+                md = pq.read_schema(str(p)).metadata or {}
+                ours = json.loads(md[b"etc_ros"].decode())
+                return DatasetSpec.from_dict(ours["spec"])
+            except (KeyError, ValueError, DatasetError) + _arrow_errors():
+                continue
+    return None
+
+
+def _intact(root: Path, spec: DatasetSpec, i: int, row: dict, deep: bool) -> str | None:
+    """None when the episode's files are whole, else the reason."""
+    import pyarrow.parquet as pq
+
+    path = root / data_relpath(i, spec.chunks_size)
+    try:
+        t = pq.ParquetFile(str(path)).read()
+    except FileNotFoundError:
+        return f"data file {path} is missing"
+    except _arrow_errors() as e:
+        return f"cannot read {path} ({type(e).__name__}: {e})"
+    if t.num_rows != row["length"]:
+        return f"{path} has {t.num_rows} frames, episode length is {row['length']}"
+    try:
+        if np.any(t.column(EPISODE_INDEX).to_numpy() != i):
+            return f"{path}: episode_index column is not {i}"
+    except _arrow_errors() as e:
+        return f"{path}: bad episode_index column ({e})"
+    if deep:
+        for name in t.column_names:
+            if name.startswith("observation.images.") or name.startswith("observation.depth."):
+                for fr, b in enumerate(t.column(name).combine_chunks().field("bytes").to_pylist()):
+                    try:
+                        codec.decode_png(b or b"", f"{path} frame {fr} {name}",
+                                         depth=name.startswith("observation.depth."))
+                    except DatasetError as e:
+                        return str(e)
+    if spec.video:
+        for cam in spec.cameras:
+            vp = root / video_relpath(cam, i, spec.chunks_size)
+            try:
+                n = codec.video_frame_count(vp, f"episode {i}")
+            except DatasetError as e:
+                return str(e)
+            if n != row["length"]:
+                return f"{vp} has {n} frames, episode length is {row['length']}"
+    return None
+
+
+def _quarantine(root: Path, qdir: Path, paths: list[Path], actions: list[str], why: str) -> None:
+    for p in paths:
+        if not p.exists():
+            continue
+        dst = qdir / p.relative_to(root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(p), str(dst))
+        actions.append(f"moved {p.relative_to(root)} to {dst.relative_to(root)} ({why})")
+
+
+def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, row: dict) -> None:
+    """Move episode `old` to index `new` starting at global frame `new_from` (rewrites data + meta)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    T = int(row["length"])
+    src = root / data_relpath(old, spec.chunks_size)
+    dst = root / data_relpath(new, spec.chunks_size)
+    t = pq.ParquetFile(str(src)).read()
+    md = dict(t.schema.metadata or {})
+    if b"etc_ros" in md:
+        ours = json.loads(md[b"etc_ros"].decode())
+        ours["episode_index"] = new
+        md[b"etc_ros"] = json.dumps(ours).encode()
+    t = t.set_column(t.column_names.index(EPISODE_INDEX), EPISODE_INDEX, pa.array(np.full(T, new, np.int64)))
+    t = t.set_column(t.column_names.index(INDEX), INDEX, pa.array(np.arange(new_from, new_from + T, dtype=np.int64)))
+    t = t.replace_schema_metadata(md)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dst, lambda p: pq.write_table(t, p, row_group_size=8, use_dictionary=False))
+    if spec.video:
+        for cam in spec.cameras:
+            vs, vd = root / video_relpath(cam, old, spec.chunks_size), root / video_relpath(cam, new, spec.chunks_size)
+            vd.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(vs, vd)
+    c, f = chunk_file(new, spec.chunks_size)
+    row = dict(row)
+    row.update({"episode_index": new, "dataset_from_index": new_from, "dataset_to_index": new_from + T,
+                "data/chunk_index": c, "data/file_index": f, "meta/episodes/chunk_index": c,
+                "meta/episodes/file_index": f})
+    if spec.video:
+        for cam in spec.cameras:
+            k = image_key(cam)
+            row.update({f"videos/{k}/chunk_index": c, f"videos/{k}/file_index": f})
+    ep_stats = episode_stats_from_row(row, spec)
+    from etc_ros.data.writer import index_arrays
+
+    ep_stats.update(stats_mod.numeric_episode_stats(
+        {k: v for k, v in index_arrays(new, new_from, int(row["task_index"]), T).items() if k in (EPISODE_INDEX, INDEX)}))
+    row["stats"] = stats_to_json(ep_stats)
+    row["metadata"] = to_json(row["metadata"])
+    cams = row["cameras"]
+    row["cameras"] = None if cams is None else to_json({k: v.to_dict() for k, v in cams.items()})
+    schema = episode_arrow_schema(spec, new)
+    table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema}], schema=schema)
+    atomic_write(root / episodes_relpath(new, spec.chunks_size), lambda p: pq.write_table(table, p))
+    if new != old:
+        (root / episodes_relpath(old, spec.chunks_size)).unlink(missing_ok=True)
+        src.unlink(missing_ok=True)
+
+
+def repair_dataset(root: str | Path, *, deep: bool = False) -> list[str]:
+    """Repair the dataset at `root` in place; returns the list of actions taken (empty when nothing to do
+    besides rewriting the derived files). deep=True also decodes every PNG to find damaged images."""
+    from etc_ros.data.writer import DatasetWriter, build_info, write_tasks
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset directory")
+    actions: list[str] = []
+    try:
+        spec = check_info(read_json_file(root / INFO_PATH, "meta/info.json"), str(root / INFO_PATH))
+    except DatasetError as e:
+        spec = _spec_from_parquet(root)
+        if spec is None:
+            raise DatasetError(f"cannot repair {root}: {e}, and no data file carries the dataset spec") from None
+        atomic_write_json(root / INFO_PATH, build_info(spec, 0, 0, 0, []))
+        actions.append(f"rebuilt {INFO_PATH} from the spec stored in the parquet files ({e})")
+    # hold the writer lock during the surgery
+    probe = DatasetWriter(root, spec, _token=_token())
+    probe._acquire_lock()
+    try:
+        files = scan_episode_files(root, spec)
+        temps, orphans, _ = leftover_files(root, spec, set(files))
+        for p in temps:
+            p.unlink(missing_ok=True)
+            actions.append(f"removed temp file {p.relative_to(root)}")
+        qdir = root / "quarantine" / time.strftime("%Y%m%d-%H%M%S")
+        _quarantine(root, qdir, orphans, actions, "orphan: its episode was never committed")
+        good: list[tuple[int, dict]] = []
+        for i in _progress(sorted(files), "repair", len(files)):
+            try:
+                row = read_episode_row(files[i], i, spec)
+                why = _intact(root, spec, i, row, deep)
+            except DatasetError as e:
+                why = str(e)
+            if why is None:
+                good.append((i, row))
+                continue
+            paths = [files[i], root / data_relpath(i, spec.chunks_size)]
+            paths += [root / video_relpath(c, i, spec.chunks_size) for c in spec.cameras] if spec.video else []
+            _quarantine(root, qdir, paths, actions, f"broken episode {i}: {why}")
+        start = 0
+        for new, (old, row) in enumerate(good):
+            if new != old or row["dataset_from_index"] != start:
+                _renumber(root, spec, old, new, start, row)
+                actions.append(f"episode {old} renumbered to {new} (frames {start}..{start + row['length'] - 1})")
+            start += int(row["length"])
+        # the task table is derived from the surviving episodes only
+        write_tasks(root, {int(row["task_index"]): row["instruction"] for _, row in good})
+    finally:
+        probe.close()
+    w = DatasetWriter.open(root)
+    try:
+        w._write_derived()
+    finally:
+        w.close()
+    return actions
+
+
+def _token():
+    from etc_ros.data import writer
+
+    return writer._TOKEN
