@@ -15,7 +15,8 @@ setup:
 demo: setup
 	$(PY) -m etc_training.cli demo --out runs/demo
 
-test: setup
+test:
+	@bash scripts/setup.sh --with-browser
 	$(PY) -m pytest -q tests
 
 bench: setup

@@ -24,6 +24,7 @@ setup(
         data_dir("config"),
     ],
     include_package_data=True,
+    package_data={"etc_training.etc": ["annotate_page.html"]},
     zip_safe=False,
     maintainer="ETC-VLA team",
     maintainer_email="robot-learning@example.org",
@@ -33,6 +34,12 @@ setup(
     entry_points={
         "console_scripts": [
             "etc-vla = etc_training.cli:main",
+            "camera_node = etc_ros.nodes.camera_node:main",
+            "instruction_node = etc_ros.nodes.instruction_node:main",
+            "policy_node = etc_ros.nodes.policy_node:main",
+            "safety_node = etc_ros.nodes.safety_node:main",
+            "driver_node = etc_ros.nodes.driver_node:main",
+            "sim_robot = etc_ros.nodes.sim_robot:main",
         ],
     },
 )

@@ -10,8 +10,11 @@ PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.etc-vla-installed"
 
+# `--with-browser` (make test): also headless Chromium, for the ETC annotation page test.
+debs=(libegl1 libosmesa6 libgl1-mesa-dri libgles2)
+[ "${1:-}" = "--with-browser" ] && debs+=(chromium)
 need_deb=()
-for pkg in libegl1 libosmesa6 libgl1-mesa-dri libgles2; do
+for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_deb+=("$pkg")
 done
 if [ "${#need_deb[@]}" -gt 0 ]; then
