@@ -1,0 +1,545 @@
+"""WidowX driver logic (pure: no ROS): backends, smooth start/stop moves and the command gate.
+
+Backends (same small interface: start / read / command / update / stop):
+- FakeBackend: first-order tracking of the last target (time constant `tau`), for tests.
+- SimBackend: the MuJoCo world (`set_joint_targets(q6, gripper)`, `advance(dt)`, `joint_state()`), advanced in
+  real time by the driver's timer; a lock shared with the simulated camera serializes physics and rendering.
+- InterbotixBackend: `InterbotixManipulatorXS` from interbotix_xs_modules (ROS 2 Humble install on the robot PC),
+  imported only when selected. Arm in position mode (time-based profile), gripper in PWM mode driven through
+  grasp()/release() when the commanded opening crosses 0.5.
+
+DriverCore owns a backend and:
+- on start, moves from the measured pose to the start pose (ready/home/sleep/none), on stop to the stop pose,
+  with a synchronized trapezoidal profile under `speed_fraction` x the velocity/acceleration limits;
+- accepts external commands only when ready, and only through the JointCommandGuard (limits, workspace,
+  velocity, acceleration against the last accepted command, using the command's own stamp as its time);
+  refusals are counted by reason and never reach the backend (the arm keeps its last accepted target).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from etc_ros.core import spec
+from etc_ros.core.errors import UserError
+
+BACKENDS = ("fake", "sim", "interbotix")
+POSES = {"home": spec.HOME_POSE, "ready": spec.READY_POSE, "sleep": spec.SLEEP_POSE}
+N = len(spec.JOINT_NAMES)
+
+
+class DriverError(UserError):
+    """Driver misconfiguration or a backend that cannot start (missing package, no robot on the bus...)."""
+
+
+def _vec6(q: Any, what: str) -> np.ndarray:
+    a = np.asarray(q, dtype=float).reshape(-1)
+    if a.shape != (N,) or not np.all(np.isfinite(a)):
+        raise DriverError(f"{what} must be {N} finite joint values, got {q!r}")
+    return a
+
+
+# ---------------------------------------------------------------------------------------------------- moves
+@dataclass
+class JointMove:
+    """Synchronized trapezoidal move q0 -> q1: q(t) = q0 + (q1 - q0) s(t), s: 0 -> 1 with |s'| <= sv, |s''| <= sa,
+    so every joint stays within vmax / amax and all joints arrive together."""
+
+    q0: np.ndarray
+    q1: np.ndarray
+    g0: float
+    g1: float
+    duration: float
+    _sv: float
+    _sa: float
+    _ta: float  # acceleration phase length
+
+    def s(self, t: float) -> float:
+        if self.duration <= 0 or t >= self.duration:
+            return 1.0
+        if t <= 0:
+            return 0.0
+        ta, sa, sv, T = self._ta, self._sa, self._sv, self.duration
+        if t < ta:
+            return 0.5 * sa * t * t
+        if t <= T - ta:
+            return 0.5 * sa * ta * ta + sv * (t - ta)
+        r = T - t
+        return 1.0 - 0.5 * sa * r * r
+
+    def sample(self, t: float) -> tuple[np.ndarray, float]:
+        s = min(1.0, max(0.0, self.s(t)))
+        return self.q0 + (self.q1 - self.q0) * s, self.g0 + (self.g1 - self.g0) * s
+
+
+def plan_joint_move(q0, q1, vmax: float, amax: float, g0: float = 1.0, g1: float = 1.0,
+                    gripper_rate: float = 2.0) -> JointMove:
+    """Time-optimal synchronized trapezoid under per-joint vmax [rad/s] and amax [rad/s^2]."""
+    q0, q1 = _vec6(q0, "move start"), _vec6(q1, "move goal")
+    if not (vmax > 0 and amax > 0 and math.isfinite(vmax) and math.isfinite(amax)):
+        raise DriverError(f"move limits must be finite and > 0, got vmax={vmax}, amax={amax}")
+    D = float(np.max(np.abs(q1 - q0)))
+    # the gripper (opening fraction) moves within the same time, at most gripper_rate per second
+    Dg = abs(float(g1) - float(g0))
+    if D < 1e-12 and Dg < 1e-12:
+        return JointMove(q0, q1, float(g0), float(g1), 0.0, 0.0, 0.0, 0.0)
+    # normalized limits for s in [0, 1]
+    sv = vmax / D if D > 1e-12 else math.inf
+    sa = amax / D if D > 1e-12 else math.inf
+    if Dg > 1e-12:
+        sv = min(sv, gripper_rate / Dg)
+        sa = min(sa, 4.0 * gripper_rate / Dg)  # gripper: accelerate to its rate within 0.25 s
+    if sv * sv / sa >= 1.0:  # triangle: never reaches sv
+        ta = math.sqrt(1.0 / sa)
+        T = 2.0 * ta
+        sv = sa * ta
+    else:
+        ta = sv / sa
+        T = 1.0 / sv + ta
+    return JointMove(q0, q1, float(g0), float(g1), T, sv, sa, ta)
+
+
+# ---------------------------------------------------------------------------------------------------- backends
+class DriverBackend:
+    name = "base"
+
+    def start(self) -> None:
+        pass
+
+    def read(self) -> tuple[np.ndarray, float]:
+        """Measured (q (6,), gripper opening in [0, 1])."""
+        raise NotImplementedError
+
+    def command(self, q: np.ndarray, gripper: float) -> None:
+        raise NotImplementedError
+
+    def update(self, dt: float) -> None:
+        """Advance the backend's own dynamics by dt seconds (fake/sim); hardware: nothing to do."""
+
+    def stop(self) -> None:
+        pass
+
+
+class FakeBackend(DriverBackend):
+    """First-order tracking: x += (target - x) (1 - exp(-dt / tau)); starts at `q0` (default: sleep pose)."""
+
+    name = "fake"
+
+    def __init__(self, q0=None, gripper0: float = 1.0, tau: float = 0.05):
+        if not tau > 0:
+            raise DriverError(f"fake backend tau must be > 0, got {tau}")
+        self.q = _vec6(spec.SLEEP_POSE if q0 is None else q0, "fake backend start pose").copy()
+        self.g = float(gripper0)
+        self.q_target = self.q.copy()
+        self.g_target = self.g
+        self.tau = float(tau)
+        self.commands = 0
+
+    def read(self) -> tuple[np.ndarray, float]:
+        return self.q.copy(), self.g
+
+    def command(self, q: np.ndarray, gripper: float) -> None:
+        self.q_target = np.asarray(q, dtype=float).copy()
+        self.g_target = float(gripper)
+        self.commands += 1
+
+    def update(self, dt: float) -> None:
+        if dt <= 0:
+            return
+        a = 1.0 - math.exp(-dt / self.tau)
+        self.q = self.q + (self.q_target - self.q) * a
+        self.g = self.g + (self.g_target - self.g) * a
+
+
+class SimBackend(DriverBackend):
+    """The simulated world, shared with the simulated camera through `lock`."""
+
+    name = "sim"
+
+    def __init__(self, env: Any, lock: Any = None, max_step: float = 0.05):
+        import threading
+
+        if env is None:
+            raise DriverError("sim backend needs a simulated world")
+        for m in ("set_joint_targets", "advance", "joint_state"):
+            if not callable(getattr(env, m, None)):
+                raise DriverError(f"sim world {type(env).__name__} lacks {m}()")
+        self.env = env
+        self.lock = lock if lock is not None else threading.Lock()
+        self.max_step = float(max_step)
+
+    def read(self) -> tuple[np.ndarray, float]:
+        with self.lock:
+            q, g = self.env.joint_state()
+        return np.asarray(q, dtype=float).copy(), float(g)
+
+    def command(self, q: np.ndarray, gripper: float) -> None:
+        with self.lock:
+            self.env.set_joint_targets(np.asarray(q, dtype=float), float(gripper))
+
+    def update(self, dt: float) -> None:
+        # a late timer must not make the world jump: at most max_step of simulated time per call
+        dt = min(float(dt), self.max_step)
+        if dt > 0:
+            with self.lock:
+                self.env.advance(dt)
+
+
+class InterbotixBackend(DriverBackend):
+    """Real WidowX through the Interbotix Python API (needs the Interbotix ROS 2 Humble install and the
+    xs_sdk driver running; see /docs/ros.md)."""
+
+    name = "interbotix"
+
+    def __init__(self, robot_model: str = spec.ROBOT_MODEL, moving_time: float = 0.2, accel_time: float = 0.1):
+        self.robot_model = robot_model
+        self.moving_time = float(moving_time)
+        self.accel_time = float(accel_time)
+        self.bot = None
+        self._q_cmd: np.ndarray | None = None
+        self._g_cmd = 1.0
+        self._gripper_open: bool | None = None
+        self._shutdown: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        try:
+            from interbotix_xs_modules.xs_robot.arm import InterbotixManipulatorXS  # noqa: WPS433
+        except ImportError as e:
+            raise DriverError("backend 'interbotix' needs interbotix_xs_modules (Interbotix ROS 2 Humble "
+                              "install on the robot PC); use backend 'sim' or 'fake' elsewhere") from e
+        try:
+            self.bot = InterbotixManipulatorXS(robot_model=self.robot_model, group_name="arm",
+                                               gripper_name="gripper", moving_time=self.moving_time,
+                                               accel_time=self.accel_time)
+        except Exception as e:  # driver not running, wrong model...
+            raise DriverError(f"cannot connect to the Interbotix driver for {self.robot_model!r}: {e}") from e
+        # The ROS 2 API spins its own node: constructors with start_on_init (the default) already called
+        # robot_startup(); older ones expose only the module-level robot_startup / robot_shutdown functions.
+        self._shutdown = getattr(self.bot, "shutdown", None)
+        if not callable(getattr(self.bot, "start", None)):
+            try:
+                from interbotix_common_modules.common_robot.robot import robot_shutdown, robot_startup  # noqa: WPS433
+
+                robot_startup()
+                self._shutdown = robot_shutdown
+            except ImportError:
+                pass
+
+    def read(self) -> tuple[np.ndarray, float]:
+        core = getattr(self.bot, "core", None)
+        js = getattr(core, "joint_states", None)
+        idx = getattr(core, "js_index_map", None)
+        if js is not None and idx:
+            pos = list(js.position)
+            q = np.array([pos[idx[n]] for n in spec.JOINT_NAMES], dtype=float)
+            g = float(spec.gripper_from_finger(pos[idx[spec.GRIPPER_JOINT]])) if spec.GRIPPER_JOINT in idx \
+                else self._g_cmd
+            return q, g
+        if self._q_cmd is None:
+            self._q_cmd = np.asarray(self.bot.arm.get_joint_commands(), dtype=float)
+        return self._q_cmd.copy(), self._g_cmd
+
+    def command(self, q: np.ndarray, gripper: float) -> None:
+        self._q_cmd = np.asarray(q, dtype=float).copy()
+        self.bot.arm.set_joint_positions(list(map(float, q)), moving_time=self.moving_time,
+                                         accel_time=self.accel_time, blocking=False)
+        self._g_cmd = float(gripper)
+        want_open = gripper >= 0.5
+        if want_open != self._gripper_open:
+            (self.bot.gripper.release if want_open else self.bot.gripper.grasp)(delay=0.0)
+            self._gripper_open = want_open
+
+    def stop(self) -> None:
+        if self._shutdown is not None:
+            self._shutdown()
+
+
+def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: str = spec.ROBOT_MODEL,
+                 fake_tau: float = 0.05, moving_time: float = 0.2, accel_time: float = 0.1) -> DriverBackend:
+    name = (name or "").strip().lower()
+    if name == "fake":
+        return FakeBackend(tau=fake_tau)
+    if name == "sim":
+        if env is None:
+            raise DriverError("backend 'sim' runs inside the sim_robot node (use_sim:=true), which owns the world")
+        return SimBackend(env, lock)
+    if name == "interbotix":
+        if robot_model != spec.ROBOT_MODEL:
+            raise DriverError(f"robot_model {robot_model!r} is not supported; this stack is for {spec.ROBOT_MODEL!r}")
+        return InterbotixBackend(robot_model, moving_time, accel_time)
+    raise DriverError(f"unknown driver backend {name!r}; expected one of {list(BACKENDS)}")
+
+
+# ---------------------------------------------------------------------------------------------------- core
+def refusal_kind(reason: str) -> str:
+    """Short counter key for a guard refusal reason."""
+    r = reason.lower()
+    for key, words in (("nonfinite", ("nan", "inf")), ("acceleration", ("acceleration",)),
+                       ("velocity", ("velocity",)), ("workspace", ("workspace", "end effector")),
+                       ("position_limits", ("outside [", "limits")), ("shape", ("shape", "values"))):
+        if any(w in r for w in words):
+            return key
+    return "other"
+
+
+class DriverCore:
+    """State machine idle -> starting -> ready -> stopping -> stopped. Time is always passed in."""
+
+    def __init__(self, backend: DriverBackend, guard: Any, *, start_pose: str = "ready", stop_pose: str = "sleep",
+                 speed_fraction: float = 0.3, start_gripper: float = 1.0, max_velocity: float = 3.14,
+                 max_acceleration: float = 5.0, lower=None, upper=None, margin: float = 0.05):
+        for what, p in (("start_pose", start_pose), ("stop_pose", stop_pose)):
+            if p not in POSES and p != "none":
+                raise DriverError(f"{what} {p!r} is not one of {sorted(POSES) + ['none']}")
+        if not 0 < speed_fraction <= 1:
+            raise DriverError(f"speed_fraction must be in (0, 1], got {speed_fraction}")
+        self.backend = backend
+        self.guard = guard
+        self.start_pose = start_pose
+        self.stop_pose = stop_pose
+        self.vmax = float(max_velocity) * float(speed_fraction)
+        self.amax = float(max_acceleration) * float(speed_fraction)
+        self.start_gripper = float(start_gripper)
+        self.lower = None if lower is None else np.asarray(lower, float) + margin
+        self.upper = None if upper is None else np.asarray(upper, float) - margin
+        self.state = "idle"
+        self.move: JointMove | None = None
+        self.move_t0 = 0.0
+        self.last_update: float | None = None
+        self.q_target: np.ndarray | None = None
+        self.g_target = self.start_gripper
+        self.accepted = 0
+        self.refused = 0
+        self.refusals: dict[str, int] = {}
+        self.last_refusal = ""
+        self.ready_since: float | None = None
+        self.settle_tol = 0.005  # rad: the start move is done when the measured joints are this close
+        self.settle_timeout = 2.0  # s
+        self._settle_t0 = 0.0
+        self._last_q: np.ndarray | None = None  # last accepted command, its velocity and stamp (guard state)
+        self._last_v: np.ndarray | None = None
+        self._last_stamp: float | None = None
+
+    # -- helpers
+    def _pose(self, name: str) -> np.ndarray:
+        q = np.asarray(POSES[name], dtype=float).copy()
+        if self.lower is not None and self.upper is not None:
+            q = np.clip(q, self.lower, self.upper)
+        return q
+
+    def _begin_move(self, goal: str, now: float, g_goal: float) -> None:
+        q, g = self.backend.read()
+        if goal == "none":
+            self.move = None
+            self.q_target, self.g_target = q, g
+            return
+        self.move = plan_joint_move(q, self._pose(goal), self.vmax, self.amax, g, g_goal)
+        self.move_t0 = now
+
+    def _refuse(self, key: str, reason: str) -> tuple[bool, str]:
+        self.refused += 1
+        self.refusals[key] = self.refusals.get(key, 0) + 1
+        self.last_refusal = reason
+        return False, reason
+
+    # -- lifecycle
+    def start(self, now: float) -> None:
+        self.backend.start()
+        self.last_update = now
+        self._begin_move(self.start_pose, now, self.start_gripper)
+        self.state = "starting"
+        if self.move is None:
+            self._become_ready(now)
+
+    def _become_ready(self, now: float) -> None:
+        q, g = self.backend.read()
+        if self.q_target is None:
+            self.q_target, self.g_target = q, g
+        self._last_q, self._last_v, self._last_stamp = self.q_target.copy(), np.zeros(N), float(now)
+        self.state = "ready"
+        self.ready_since = now
+
+    def begin_stop(self, now: float) -> None:
+        if self.state in ("stopping", "stopped"):
+            return
+        self.state = "stopping"
+        self._begin_move(self.stop_pose, now, self.g_target if self.q_target is not None else 1.0)
+        if self.move is None:
+            self.state = "stopped"
+
+    def run_stop(self, now_fn: Callable[[], float] = time.monotonic, dt: float = 0.02,
+                 sleep: Callable[[float], None] = time.sleep, timeout: float = 30.0) -> None:
+        """Blocking: move to the stop pose (real time), then stop the backend."""
+        t0 = now_fn()
+        self.begin_stop(t0)
+        while self.state == "stopping" and now_fn() - t0 < timeout:
+            sleep(dt)
+            self.update(now_fn())
+        self.state = "stopped"
+        self.backend.stop()
+
+    def reset_to(self, now: float) -> None:
+        """After the world was reset externally (sim episodes): take the measured pose as the target."""
+        q, g = self.backend.read()
+        self.move = None
+        self.q_target, self.g_target = q, g
+        self.backend.command(q, g)
+        if self.state in ("starting", "ready"):
+            self._become_ready(now)
+
+    # -- commands
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def command(self, q, gripper, stamp: float, dt: float = 0.0) -> tuple[bool, str]:
+        """An external command (from the safety node). `stamp`: its header time [s]; `dt`: the control period
+        it was computed for (0 = unknown). Consecutive commands (stamp gap < 1.9 dt) are checked for velocity
+        and acceleration with that dt, exactly as the safety filter produced them; after a gap (lost or refused
+        command, first command) the velocity is checked over the real elapsed time and the acceleration check
+        restarts."""
+        if self.state != "ready":
+            return self._refuse("not_ready", f"driver is {self.state}, not accepting commands")
+        try:
+            gq = float(gripper)
+            stamp = float(stamp)
+            dt = float(dt)
+        except (TypeError, ValueError):
+            return self._refuse("format", "gripper / stamp / dt are not numbers")
+        if not math.isfinite(stamp) or not math.isfinite(dt) or dt < 0:
+            return self._refuse("stamp", f"bad command stamp {stamp!r} or dt {dt!r}")
+        if hasattr(self.guard, "check_gripper"):
+            ok, reason = self.guard.check_gripper(gq)
+        else:
+            ok, reason = (math.isfinite(gq) and 0.0 <= gq <= 1.0), f"gripper command {gq!r} outside [0, 1]"
+        if not ok:
+            return self._refuse("gripper", reason)
+        elapsed = None if self._last_stamp is None else stamp - self._last_stamp
+        if elapsed is not None and elapsed <= 0:
+            return self._refuse("stamp", f"command stamp {stamp:.6f} not after the last accepted one")
+        qa = q
+        if elapsed is None or self._last_q is None:
+            ok, reason = self.guard.check(qa)
+            v_new = None
+        elif dt > 0 and elapsed < 1.9 * dt:
+            ok, reason = self.guard.check(qa, self._last_q, dt, self._last_v)
+            v_new = (np.asarray(qa, float) - self._last_q) / dt if ok else None
+        else:
+            ok, reason = self.guard.check(qa, self._last_q, elapsed, None)
+            v_new = None  # unknown after a gap: the next acceleration check restarts
+        if not ok:
+            return self._refuse(refusal_kind(reason), reason)
+        self.q_target = np.asarray(qa, dtype=float).copy()
+        self.g_target = gq
+        self._last_q, self._last_v, self._last_stamp = self.q_target.copy(), v_new, stamp
+        self.backend.command(self.q_target, gq)
+        self.accepted += 1
+        return True, "ok"
+
+    # -- periodic
+    def update(self, now: float) -> tuple[np.ndarray, float]:
+        """Advance moves and the backend's dynamics to `now`; returns the measured (q, gripper)."""
+        dt = 0.0 if self.last_update is None else max(0.0, now - self.last_update)
+        self.last_update = now
+        if self.move is not None and self.state in ("starting", "stopping"):
+            q, g = self.move.sample(now - self.move_t0)
+            self.q_target, self.g_target = q, g
+            self.backend.command(q, g)
+            if now - self.move_t0 >= self.move.duration:
+                self.move = None
+                self._settle_t0 = now
+        self.backend.update(dt)
+        q, g = self.backend.read()
+        if self.state in ("starting", "stopping") and self.move is None and self.q_target is not None:
+            # the move is over once the arm is there (or after settle_timeout: slow servos, tracking offset)
+            if float(np.max(np.abs(q - self.q_target))) <= self.settle_tol or \
+                    now - self._settle_t0 >= self.settle_timeout:
+                if self.state == "starting":
+                    self._become_ready(now)
+                else:
+                    self.state = "stopped"
+        return q, g
+
+    def diagnostics(self) -> dict:
+        return {
+            "state": self.state,
+            "backend": self.backend.name,
+            "accepted_commands": self.accepted,
+            "refused_commands": self.refused,
+            "refusals": dict(self.refusals),
+            "last_refusal": self.last_refusal,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------- sim world
+class ThreadBoundEnv:
+    """Proxy that runs every call on the wrapped world in ONE dedicated thread.
+
+    Offscreen OpenGL contexts (MuJoCo's EGL/OSMesa renderer) are bound to the thread that made them current, while
+    ROS callbacks run on executor threads: reset(), render(), advance()... all go through this thread (which also
+    serializes them). Attribute reads (e.g. `env.instruction`) are evaluated there too."""
+
+    def __init__(self, env: Any = None, factory: Callable[[], Any] | None = None, name: str = "sim-world"):
+        import queue
+        import threading
+
+        if (env is None) == (factory is None):
+            raise DriverError("ThreadBoundEnv needs exactly one of env or factory")
+        self._queue: Any = queue.Queue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._closed = False
+        self._thread.start()
+        self._env = env if env is not None else self.call(factory)
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fn, args, kwargs, box, done = item
+            try:
+                box.append((True, fn(*args, **kwargs)))
+            except BaseException as e:  # delivered to the caller
+                box.append((False, e))
+            done.set()
+
+    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        import threading
+
+        if threading.current_thread() is self._thread:
+            return fn(*args, **kwargs)
+        if self._closed:
+            raise DriverError("the simulated world was closed")
+        box: list = []
+        done = threading.Event()
+        self._queue.put((fn, args, kwargs, box, done))
+        done.wait()
+        ok, val = box[0]
+        if not ok:
+            raise val
+        return val
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        attr = self.call(getattr, self._env, name)
+        if callable(attr):
+            return lambda *a, **k: self.call(attr, *a, **k)
+        return attr
+
+    def close(self, close_env: bool = True) -> None:
+        """Stop the thread; with close_env, first call the world's own close() (on that thread)."""
+        if self._closed:
+            return
+        try:
+            close = getattr(self._env, "close", None) if close_env else None
+            if callable(close):
+                self.call(close)
+        finally:
+            self._closed = True
+            self._queue.put(None)
+            self._thread.join(5.0)

@@ -1,0 +1,161 @@
+"""Camera node: a CameraSource (etc_ros.camera_sources) behind sensor_msgs/Image + CameraInfo.
+
+A capture thread polls a ReconnectingCamera (open on first use, reconnect with exponential backoff when the
+device disappears) and publishes /camera/<name>/image_raw (rgb8), /camera/<name>/camera_info and, for a
+RealSense with depth:=true, /camera/<name>/aligned_depth_to_color/image_raw (16UC1, mm). Image and info share
+the stamp: the ROS time right after the frame was read. /diagnostics at 1 Hz (state, frames, reconnects,
+last error).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from sensor_msgs.msg import CameraInfo, Image
+
+from etc_ros.camera_sources import CameraSource, ReconnectingCamera, make_source
+from etc_ros.core.camera import CameraIntrinsics, CameraModel
+from etc_ros.core.errors import CalibrationError
+from etc_ros.nodes import messages as M
+from etc_ros.nodes.common import GraphNode, SENSOR, run_nodes
+from etc_ros.nodes.graph import camera_info_topic, depth_topic, image_topic
+
+
+def _load_calibration(path: str) -> CameraIntrinsics:
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationError(f"camera calibration file {p} not found")
+    text = p.read_text()
+    d = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    if isinstance(d, dict) and "intrinsics" in d:
+        if "T_base_cam" in d:
+            return CameraModel.from_dict(d).intrinsics
+        return CameraIntrinsics.from_dict(d["intrinsics"])
+    return CameraIntrinsics.from_dict(d or {})
+
+
+class CameraNode(GraphNode):
+    param_set = "camera_node"
+
+    def __init__(self, params: dict[str, Any] | None = None, source: CameraSource | None = None,
+                 name: str = "camera_node", env: Any = None, lock: Any = None, autostart: bool = True,
+                 **kwargs: Any):
+        super().__init__(name, params, **kwargs)
+        self.camera_name = str(self.p("camera_name"))
+        if source is None:
+            source = make_source(self.p("camera_type"), self.camera_name, env=env, lock=lock,
+                                 width=self.p("width"), height=self.p("height"), fps=self.p("fps"),
+                                 depth=self.p("depth"), serial=self.p("serial"), device=self.p("device"))
+        self.source = source
+        self.cam = ReconnectingCamera(source, float(self.p("backoff_initial")), float(self.p("backoff_max")))
+        self.frame_id = str(self.p("frame_id"))
+        self.period = 1.0 / float(source.fps)
+        self._calib: CameraIntrinsics | None = None
+        if self.p("calibration"):
+            self._calib = _load_calibration(self.p("calibration"))
+        self.pub_img = self.create_publisher(Image, image_topic(self.camera_name), SENSOR)
+        self.pub_info = self.create_publisher(CameraInfo, camera_info_topic(self.camera_name), SENSOR)
+        self.pub_depth = self.create_publisher(Image, depth_topic(self.camera_name), SENSOR) \
+            if getattr(source, "depth", False) is True else None
+        self.published = 0
+        self.last_stamp: float | None = None
+        self.paused = False  # tests / benchmarks: simulate a camera that stops delivering
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state_logged = ""
+        dhz = float(self.p("diagnostics_hz"))
+        if dhz > 0:
+            self.create_timer(1.0 / dhz, self._diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        if autostart:
+            self.start()
+
+    def intrinsics(self, width: int, height: int) -> CameraIntrinsics:
+        intr = self._calib or self.source.intrinsics()
+        if (intr.width, intr.height) != (width, height):
+            intr = intr.resized(width, height)
+        return intr
+
+    # ---- capture thread
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name=f"camera-{self.camera_name}", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if not hasattr(self, "_stop"):
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        self.cam.close()
+
+    def _loop(self) -> None:
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            if self.paused:
+                self._stop.wait(self.period)
+                continue
+            frame = self.cam.poll()
+            if frame is None:
+                self._log_state()
+                self._stop.wait(max(0.005, min(self.cam.seconds_until_retry(), 0.5)))
+                continue
+            self._log_state()
+            self.publish_frame(frame.image, frame.depth)
+            next_t += self.period
+            wait = next_t - time.monotonic()
+            if wait > 0:
+                self._stop.wait(wait)
+            else:
+                next_t = time.monotonic()
+
+    def publish_frame(self, image: np.ndarray, depth: np.ndarray | None = None, stamp: float | None = None) -> float:
+        stamp = self.now_s() if stamp is None else stamp
+        h, w = image.shape[:2]
+        self.pub_img.publish(M.image_to_msg(image, stamp, self.frame_id, "rgb8"))
+        self.pub_info.publish(M.camera_info_msg(self.intrinsics(w, h), stamp, self.frame_id))
+        if depth is not None and self.pub_depth is not None:
+            mm = np.clip(np.nan_to_num(depth * 1000.0), 0, 65535).astype(np.uint16)
+            self.pub_depth.publish(M.image_to_msg(mm, stamp, self.frame_id, "16UC1"))
+        self.published += 1
+        self.last_stamp = stamp
+        return stamp
+
+    def _log_state(self) -> None:
+        st = self.cam.state
+        if st != self._state_logged:
+            if st == "connected":
+                self.get_logger().info(f"camera {self.camera_name} ({self.source.kind}) connected")
+            else:
+                self.get_logger().warning(f"camera {self.camera_name} {st}: {self.cam.last_error}")
+            self._state_logged = st
+
+    def _diagnostics(self) -> None:
+        d = self.cam.diagnostics()
+        d["published"] = self.published
+        level = "ok" if d["state"] == "connected" else "error"
+        self.publish_diagnostics(level, f"{d['state']}" + (f": {d['last_error']}" if level != "ok" else ""), d,
+                                 name=f"etc_ros/camera/{self.camera_name}")
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "cam"):  # absent when the constructor failed
+            self.stop()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    run_nodes(lambda: [CameraNode()], args, threads=2)
+
+
+if __name__ == "__main__":
+    main()

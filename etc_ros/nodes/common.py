@@ -1,0 +1,110 @@
+"""Shared bits of the node adapters: parameter declaration from graph.NODE_PARAMS, clock, diagnostics."""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from diagnostic_msgs.msg import DiagnosticArray
+from etc_ros.nodes import messages as M
+from etc_ros.nodes.graph import NODE_PARAMS, TOPICS
+
+LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     reliability=ReliabilityPolicy.RELIABLE)
+SENSOR = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                    durability=DurabilityPolicy.VOLATILE)
+RELIABLE = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def overrides_list(params: dict[str, Any] | None) -> list[Parameter]:
+    return [Parameter(k, value=v) for k, v in (params or {}).items()]
+
+
+def isolate_ros_env(domain_id: int | None = None, random_domain: bool = False) -> int:
+    """Before rclpy.init() of an in-process graph or a CLI tool: localhost-only discovery (unless configured) and
+    the DDS domain: `domain_id` if given, else ROS_DOMAIN_ID from the environment, else a random one
+    (random_domain: tests, benchmarks, demo episodes, so runs on one machine do not cross-talk) or 0."""
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # Jazzy and later
+    os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")  # Humble
+    if domain_id is not None and domain_id >= 0:
+        os.environ["ROS_DOMAIN_ID"] = str(int(domain_id))
+    elif "ROS_DOMAIN_ID" not in os.environ:
+        os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 200) if random_domain else 0)
+    return int(os.environ["ROS_DOMAIN_ID"])
+
+
+class GraphNode(Node):
+    """A Node that declares exactly NODE_PARAMS[param_set] and publishes its diagnostics."""
+
+    param_set = ""
+
+    def __init__(self, node_name: str, params: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(node_name, parameter_overrides=overrides_list(params), **kwargs)
+        decl = NODE_PARAMS[self.param_set or node_name]
+        for name, default in decl.items():
+            self.declare_parameter(name, default)
+        self._diag_pub = self.create_publisher(DiagnosticArray, TOPICS["diagnostics"], RELIABLE)
+
+    def p(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def publish_diagnostics(self, level: str, message: str, values: dict, name: str | None = None) -> None:
+        st = M.diagnostic_status(name or f"etc_ros/{self.get_name()}", level, message, values)
+        self._diag_pub.publish(M.diagnostic_array(self.now_s(), [st]))
+
+
+def run_nodes(make_nodes, args: list[str] | None = None, threads: int = 2, park=None) -> None:
+    """main() of a node executable: init, build the nodes, spin a MultiThreadedExecutor until Ctrl-C / SIGTERM /
+    external shutdown, then clean up. With `park(nodes)` (driver executables) rclpy's signal handlers are not
+    installed, so the context survives the signal and the arm can still be moved to its stop pose."""
+    import signal
+
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    try:
+        from rclpy.executors import ExternalShutdownException
+    except ImportError:  # pragma: no cover - very old rclpy
+        ExternalShutdownException = RuntimeError  # noqa: N806
+    if park is not None:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+
+        def _stop(signum, frame):  # noqa: ARG001
+            raise KeyboardInterrupt
+
+        # explicit handlers: a background job inherits SIGINT ignored, and ros2 launch escalates to SIGTERM
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+    else:
+        rclpy.init(args=args)
+    nodes = []
+    ex = None
+    try:
+        nodes = list(make_nodes())
+        ex = MultiThreadedExecutor(num_threads=threads)
+        for n in nodes:
+            ex.add_node(n)
+        ex.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if park is not None and nodes:
+            try:
+                park(nodes)
+            except Exception as e:  # noqa: BLE001 - report, then still clean up
+                nodes[0].get_logger().error(f"could not park the arm: {e}")
+        if ex is not None:
+            ex.shutdown()
+        for n in nodes[::-1]:
+            n.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

@@ -1,0 +1,53 @@
+"""WidowX 250 6DOF VLA stack on a ROS 2 install (robot PC: Humble, Python 3.10).
+
+    ros2 launch etc_ros widowx.launch.py policy_bundle:=/bundles/etc_tiny camera_type:=realsense
+    ros2 launch etc_ros widowx.launch.py use_sim:=true policy_bundle:=fake:circle
+    ros2 launch etc_ros widowx.launch.py dry_run:=true ...
+
+Arguments: robot_model (wx250s), use_sim (false: camera_node + driver_node on the hardware; true: sim_robot, the
+MuJoCo world with its simulated driver and camera in one process), policy_bundle, camera_type
+(realsense | opencv | fake), dry_run (the safety node computes but never sends commands), driver_backend
+('' = interbotix / sim, fake for a dry bench), params_dir ('' = this package's config/).
+Which nodes start and with which parameter files is decided by etc_ros.nodes.graph.plan_graph, the same function
+`etc-vla ros bringup` uses, so both start the same graph with the same YAML. The Interbotix xs_sdk driver
+(interbotix_xsarm_control) must be running for driver_backend interbotix; see docs/ros.md.
+"""
+from __future__ import annotations
+
+
+def generate_launch_description():
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    from etc_ros.nodes.graph import LAUNCH_ARGS, plan_graph
+
+    help_text = {
+        "robot_model": "Interbotix model (only wx250s is supported)",
+        "use_sim": "true: simulated robot and camera (MuJoCo) instead of the hardware",
+        "policy_bundle": "policy bundle directory (etc-vla export) or fake:<hold|circle|...>",
+        "camera_type": "realsense | opencv | fake (ignored with use_sim)",
+        "dry_run": "true: compute and report joint commands but never send them",
+        "driver_backend": "'' (interbotix, or sim with use_sim) | fake",
+        "params_dir": "directory of the ros_*.yaml parameter files ('' = this package's config/)",
+    }
+    args = [DeclareLaunchArgument(name, default_value=str(default), description=help_text.get(name, name))
+            for name, default in LAUNCH_ARGS.items()]
+
+    def setup(context, *unused_args, **unused_kwargs):
+        values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGS}
+        actions = []
+        for plan in plan_graph(values):
+            overrides = {}
+            for node_overrides in plan.overrides.values():
+                overrides.update(node_overrides)
+            params = list(plan.param_files) + ([overrides] if overrides else [])
+            kwargs = dict(package="etc_ros", executable=plan.executable, parameters=params, output="screen",
+                          emulate_tty=True)
+            if len(plan.nodes) == 1:  # multi-node processes (sim_robot) keep their own node names
+                kwargs["name"] = plan.nodes[0]
+            actions.append(Node(**kwargs))
+        return actions
+
+    return LaunchDescription(args + [OpaqueFunction(function=setup)])

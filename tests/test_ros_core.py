@@ -1,0 +1,496 @@
+"""Pure cores of the ROS layer (no rclpy): instruction validation, camera reconnect, driver moves and command
+gate, policy worker, the graph plan shared by the launch file and the bringup."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from etc_ros.camera_sources import (CameraError, FakeCameraSource, ReconnectingCamera, SimCameraSource,
+                                    make_source)
+from etc_ros.core import spec
+from etc_ros.driver_backends import (DriverCore, DriverError, FakeBackend, ThreadBoundEnv, make_backend,
+                                     plan_joint_move, refusal_kind)
+from etc_ros.instruction import InstructionError, check_instruction, validate_instruction
+from etc_ros.policy_worker import PolicyConfigError, PolicyWorker, load_runtime
+from etc_ros.runtime_fakes import ScriptedRuntime, make_fake_runtime
+from etc_ros.safety import JointCommandGuard
+
+
+# ------------------------------------------------------------------------------------------------ instruction
+@pytest.mark.parametrize("raw,reason", [
+    ("", "empty"), ("   \n\t ", "empty"), (None, "empty"), ("x" * 201, "too long (201 characters > 200)"),
+    ("pick\x00up", "control character U+0000"), ("pick\x1b[31m up", "control character U+001B"),
+    ("pick\nup", "control character U+000A"), ("pick \u202eup", "invisible format character U+202E"),
+    (b"pick \xff up", "not valid UTF-8"), ("pick \udcff up", "not valid UTF-8"), (42, "expected text"),
+])
+def test_instruction_rejections_carry_a_reason(raw, reason):
+    res = check_instruction(raw)
+    assert not res.ok and res.text == ""
+    assert res.reason.startswith("rejected: ") and reason in res.reason, res.reason
+    with pytest.raises(InstructionError):
+        validate_instruction(raw)
+
+
+def test_instruction_accepts_and_normalizes():
+    assert check_instruction("  put the red block in the bowl \n").text == "put the red block in the bowl"
+    assert validate_instruction("x" * 200) == "x" * 200
+    assert validate_instruction("mets le cube rouge à gauche 🙂".encode("utf-8")) == "mets le cube rouge à gauche 🙂"
+    assert not check_instruction("abcd", max_chars=3).ok
+
+
+# ------------------------------------------------------------------------------------------------ camera sources
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_reconnect_backoff_doubles_and_resets_after_success():
+    src = FakeCameraSource(fail_opens=3)
+    clk = Clock()
+    cam = ReconnectingCamera(src, backoff_initial=0.1, backoff_max=0.3, clock=clk)
+    tries = []
+    while clk.t < 2.0:
+        if cam.poll() is not None:
+            break
+        tries.append(round(clk.t, 2))
+        clk.t = round(clk.t + 0.01, 2)
+    # opens at t=0 (fail), 0.1 (fail), 0.3 (fail), then 0.6 (backoff capped at 0.3) succeeds
+    assert cam.state == "connected" and cam.frames == 1 and src.opens == 1
+    assert cam.failures == 3 and cam.reconnects == 0
+    assert 0.6 <= clk.t <= 0.61 + 1e-9, clk.t
+    # device unplugged mid-stream: reads fail -> reconnect, counted
+    src.fail_after, src.unplug_reads = src.reads + 2, 1
+    frames = [cam.poll() for _ in range(3)]
+    assert frames[0] is not None and frames[1] is not None and frames[2] is None
+    assert cam.state == "reconnecting" and "device gone" in cam.last_error
+    clk.t += 0.1  # backoff restarted at its initial value after the successful reads
+    assert cam.poll() is not None and cam.reconnects == 1 and cam.consecutive_failures == 0
+    d = cam.diagnostics()
+    assert d["reconnects"] == 1 and d["failures"] == 4 and d["state"] == "connected"
+
+
+def test_unplugged_camera_keeps_retrying_until_replugged():
+    src = FakeCameraSource()
+    clk = Clock()
+    cam = ReconnectingCamera(src, 0.05, 0.2, clock=clk)
+    assert cam.poll() is not None
+    src.unplug()
+    for _ in range(100):
+        assert cam.poll() is None
+        clk.t += 0.01
+    assert cam.failures >= 5 and cam.state == "reconnecting"
+    assert cam.seconds_until_retry() <= 0.2
+    src.plug()
+    clk.t += 0.25
+    assert cam.poll() is not None and cam.reconnects == 1
+
+
+def test_camera_sources_validate_input():
+    with pytest.raises(CameraError, match="unknown camera_type"):
+        make_source("kinect")
+    with pytest.raises(CameraError, match="use_sim"):
+        make_source("sim")
+    with pytest.raises(CameraError, match="width/height"):
+        FakeCameraSource(width=0)
+    with pytest.raises(CameraError, match="not open"):
+        FakeCameraSource().read()
+    with pytest.raises(CameraError, match="0 < initial <= max"):
+        ReconnectingCamera(FakeCameraSource(), backoff_initial=1.0, backoff_max=0.5)
+    img = make_source("fake", width=32, height=24)
+    img.open()
+    f = img.read()
+    assert f.image.shape == (24, 32, 3) and f.image.dtype == np.uint8
+
+
+def test_realsense_and_opencv_fail_with_a_clear_error_without_hardware():
+    rs = make_source("realsense", serial="000000000000")
+    with pytest.raises(CameraError) as e:
+        rs.open()
+    assert "RealSense" in str(e.value) or "pyrealsense2" in str(e.value)
+    cv = make_source("opencv", device="/dev/video_does_not_exist")
+    with pytest.raises(CameraError, match="cannot be opened"):
+        cv.open()
+    # behind the reconnect wrapper: no exception, retries with backoff
+    cam = ReconnectingCamera(cv, 0.1, 1.0)
+    assert cam.poll() is None and cam.failures == 1 and "cannot be opened" in cam.last_error
+
+
+class FakeWorld:
+    """Stands in for the MuJoCo world: first-order joints, a rendered gradient, success when the EE moved."""
+
+    def __init__(self, q0=None):
+        self.q = np.array(spec.READY_POSE if q0 is None else q0, dtype=float)
+        self.g = 1.0
+        self.target = self.q.copy()
+        self.gt = 1.0
+        self.threads = set()
+        self.resets = 0
+        self.instruction = "touch the blue pad"
+
+    def reset(self, seed=0, split="train"):
+        self.threads.add(threading.get_ident())
+        self.q = np.array(spec.READY_POSE, dtype=float)
+        self.target = self.q.copy()
+        self.resets += 1
+        self.instruction = f"episode {seed}: touch the blue pad"
+
+    def set_joint_targets(self, q, g):
+        self.target, self.gt = np.asarray(q, float).copy(), float(g)
+
+    def advance(self, dt):
+        self.threads.add(threading.get_ident())
+        a = 1 - np.exp(-dt / 0.05)
+        self.q = self.q + (self.target - self.q) * a
+        self.g += (self.gt - self.g) * a
+
+    def joint_state(self):
+        return self.q.copy(), self.g
+
+    def render(self, camera="primary"):
+        self.threads.add(threading.get_ident())
+        return np.full((24, 32, 3), int(100 * abs(self.q[0])) % 256, np.uint8)
+
+    def is_success(self):
+        return bool(np.max(np.abs(self.q - spec.READY_POSE)) > 0.02)
+
+
+def test_thread_bound_env_runs_every_call_on_one_thread():
+    w = FakeWorld()
+    env = ThreadBoundEnv(env=w)
+    results = []
+
+    def worker():
+        env.reset(seed=3)
+        env.advance(0.01)
+        results.append(env.render("primary").shape)
+        results.append(env.instruction)
+
+    ts = [threading.Thread(target=worker) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(w.threads) == 1 and threading.get_ident() not in w.threads
+    assert results.count((24, 32, 3)) == 3 and "episode 3: touch the blue pad" in results
+    with pytest.raises(AttributeError):
+        env.no_such_method()
+    env.close()
+    with pytest.raises(DriverError, match="closed"):
+        env.render("primary")
+    cam = SimCameraSource(ThreadBoundEnv(env=w), "primary", fps=10)
+    cam.open()
+    assert cam.read().image.shape == (24, 32, 3)
+
+
+# ------------------------------------------------------------------------------------------------ driver
+def test_joint_move_respects_velocity_and_acceleration_limits():
+    q0, q1 = spec.SLEEP_POSE, spec.READY_POSE
+    vmax, amax = 0.9, 1.5
+    m = plan_joint_move(q0, q1, vmax, amax, 0.0, 1.0, gripper_rate=2.0)
+    ts = np.linspace(0, m.duration, 2001)
+    Q = np.array([m.sample(t)[0] for t in ts])
+    G = np.array([m.sample(t)[1] for t in ts])
+    dt = ts[1] - ts[0]
+    V = np.diff(Q, axis=0) / dt
+    A = np.diff(V, axis=0) / dt
+    assert np.allclose(Q[0], q0) and np.allclose(Q[-1], q1) and G[0] == 0.0 and G[-1] == 1.0
+    assert np.max(np.abs(V)) <= vmax * 1.001
+    assert np.max(np.abs(A)) <= amax * 1.01
+    assert np.max(np.abs(np.diff(G) / dt)) <= 2.0 * 1.001
+    assert abs(np.max(np.abs(V)) - vmax) < 0.05  # time-optimal: reaches the cruise speed
+    assert plan_joint_move(q0, q0, vmax, amax).duration == 0.0
+    with pytest.raises(DriverError):
+        plan_joint_move(q0, q1, 0.0, amax)
+    with pytest.raises(DriverError):
+        plan_joint_move([0, 0], q1, vmax, amax)
+
+
+def _ready_core(**kw):
+    core = DriverCore(FakeBackend(q0=spec.SLEEP_POSE), JointCommandGuard(), speed_fraction=1.0, **kw)
+    t = 0.0
+    core.start(t)
+    assert core.state == "starting"
+    while not core.ready:
+        t += 0.01
+        core.update(t)
+        assert t < 10
+    return core, t
+
+
+def test_driver_starts_at_ready_pose_and_parks_at_sleep():
+    core, t = _ready_core()
+    assert np.allclose(core.backend.read()[0], spec.READY_POSE, atol=6e-3)
+    assert core.command(core.q_target, 1.0, t + 0.02, 0.02) == (True, "ok")
+    clock = [t]
+
+    def now():
+        clock[0] += 0.01
+        return clock[0]
+
+    core.run_stop(now_fn=now, dt=0.0, sleep=lambda s: None)
+    assert core.state == "stopped"
+    assert np.allclose(core.backend.read()[0], spec.SLEEP_POSE, atol=5e-3)
+    assert core.command(spec.READY_POSE, 1.0, clock[0] + 1, 0.02)[0] is False
+
+
+def test_driver_refuses_out_of_limit_commands_and_counts_them():
+    core, t = _ready_core()
+    q = core.q_target.copy()
+    t0 = t + 0.5
+    assert core.command(q, 1.0, t0, 0.02) == (True, "ok")
+    n0 = core.backend.commands
+    bad = {
+        "velocity": (q + 0.2, 1.0),  # 10 rad/s over one 20 ms period
+        "nonfinite": (np.full(6, np.nan), 1.0),
+        "position_limits": (q + np.array([0, 0, 0, 0, 5.0, 0]), 1.0),
+        "workspace": (spec.HOME_POSE, 1.0),
+        "gripper": (q, 1.5),
+    }
+    for i, (kind, (qc, g)) in enumerate(bad.items()):
+        ok, reason = core.command(qc, g, t0 + 0.02 * (i + 1), 0.02)
+        assert not ok, kind
+        assert core.refusals.get(kind, 0) == 1, (kind, reason, core.refusals)
+    assert core.backend.commands == n0  # nothing reached the backend
+    # consecutive commands: acceleration checked with the command's own dt
+    t1 = t + 10.0
+    assert core.command(q, 1.0, t1, 0.02)[0]  # after a gap: velocity only
+    q1 = q + 0.001
+    assert core.command(q1, 1.0, t1 + 0.02, 0.02)[0]  # 0.05 rad/s from unknown velocity
+    ok, reason = core.command(q1 + 0.02, 1.0, t1 + 0.04, 0.02)  # 1 rad/s after 0.05 rad/s in 20 ms: 47.5 rad/s^2
+    assert not ok and refusal_kind(reason) == "acceleration"
+    ok, _ = core.command(q1, 1.0, t1 + 0.01, 0.02)  # stamps must increase
+    assert not ok and core.refusals["stamp"] == 1
+    assert core.diagnostics()["refused_commands"] == core.refused == 7
+    assert DriverCore(FakeBackend(), JointCommandGuard()).command(q, 1.0, 1.0)[1].startswith("driver is idle")
+
+
+def test_driver_backend_factory_errors():
+    with pytest.raises(DriverError, match="unknown driver backend"):
+        make_backend("ur5")
+    with pytest.raises(DriverError, match="sim_robot"):
+        make_backend("sim")
+    with pytest.raises(DriverError, match="not supported"):
+        make_backend("interbotix", robot_model="px100")
+    with pytest.raises(DriverError, match="interbotix_xs_modules"):
+        make_backend("interbotix").start()
+    with pytest.raises(DriverError, match="start_pose"):
+        DriverCore(FakeBackend(), JointCommandGuard(), start_pose="upright")
+
+
+# ------------------------------------------------------------------------------------------------ policy worker
+def _worker(runtime, published, **kw):
+    now = [100.0]
+    w = PolicyWorker(runtime, ("primary",), lambda a, s: published.append((a, s)), clock=lambda: now[0], **kw)
+    return w, now
+
+
+def test_policy_worker_needs_instruction_image_and_state():
+    published = []
+    rt = ScriptedRuntime()
+    w, now = _worker(rt, published)
+    assert w.step_once() == "no_instruction"
+    w.set_instruction("pick up the cube")
+    assert w.step_once() == "no_image"
+    w.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
+    assert w.step_once() == "no_state"
+    w.set_state(np.r_[spec.READY_POSE, 1.0])
+    assert w.step_once() == "published" and len(published) == 1
+    a, stamp = published[0]
+    assert a.shape == (spec.CHUNK_HORIZON, 7) and stamp == 99.9
+    assert rt.last_observation["instruction"] == "pick up the cube"
+    assert rt.last_observation["state"].shape == (7,)
+    assert w.step_once() == "no_new_observation"  # same frame: no second inference
+    w.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.0)
+    now[0] = 200.0
+    w.set_instruction("another task")
+    assert w.step_once() == "stale_observation"
+    w.set_instruction(None)
+    assert w.step_once() == "no_instruction" and w.stats()["chunks"] == 1
+
+
+def test_policy_worker_survives_failures_and_bad_shapes():
+    published = []
+    rt = ScriptedRuntime(raise_on_call=0)
+    w, now = _worker(rt, published)
+    w.set_instruction("x")
+    w.set_state(np.r_[spec.READY_POSE, 1.0])
+    w.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
+    assert w.step_once() == "runtime_error" and "scripted failure" in w.last_error
+    w.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.95)
+    assert w.step_once() == "published"
+    bad = ScriptedRuntime(chunk=np.zeros((4, 6)))
+    w2, _ = _worker(bad, published)
+    w2.set_instruction("x")
+    w2.set_state(np.r_[spec.READY_POSE, 1.0])
+    w2.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
+    assert w2.step_once() == "bad_shape" and len(published) == 1
+    nan = make_fake_runtime("nan")
+    w3, _ = _worker(nan, published)
+    w3.set_instruction("x")
+    w3.set_state(np.r_[spec.READY_POSE, 1.0])
+    w3.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
+    assert w3.step_once() == "published" and w3.nonfinite_chunks == 1  # the safety layer is the gate
+
+
+def test_policy_worker_thread_does_not_block_callers():
+    published = []
+    rt = make_fake_runtime("slow", latency_s=0.3)
+    w = PolicyWorker(rt, ("primary",), lambda a, s: published.append(s), max_rate_hz=100.0, clock=time.time)
+    w.set_instruction("x")
+    w.set_state(np.r_[spec.READY_POSE, 1.0])
+    w.start()
+    try:
+        t0 = time.perf_counter()
+        w.set_image("primary", np.zeros((8, 8, 3), np.uint8), time.time())
+        assert wait(lambda: w.busy, 2.0)
+        t1 = time.perf_counter()
+        for _ in range(50):  # callbacks during inference return at once
+            w.set_image("primary", np.zeros((8, 8, 3), np.uint8), time.time())
+            w.set_state(np.r_[spec.READY_POSE, 1.0])
+        assert time.perf_counter() - t1 < 0.1
+        assert wait(lambda: len(published) >= 2, 3.0)
+        assert time.perf_counter() - t0 >= 0.55
+    finally:
+        w.stop()
+    assert w.stats()["latency_p50_ms"] >= 290
+
+
+def wait(pred, timeout):
+    t = time.monotonic() + timeout
+    while time.monotonic() < t:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return pred()
+
+
+def test_load_runtime_errors_are_clear():
+    with pytest.raises(PolicyConfigError, match="policy_bundle is empty"):
+        load_runtime("")
+    with pytest.raises(Exception, match="unknown fake runtime"):
+        load_runtime("fake:telepathy")
+    assert load_runtime("fake:hold").spec["cameras"] == ["primary"]
+
+
+# ------------------------------------------------------------------------------------------------ graph plan
+def test_plan_graph_maps_launch_arguments():
+    from etc_ros.nodes.graph import GraphConfigError, plan_graph
+
+    hw = {p.executable: p for p in plan_graph({"policy_bundle": "/b", "dry_run": "true"})}
+    assert set(hw) == {"camera_node", "driver_node", "instruction_node", "policy_node", "safety_node"}
+    assert hw["driver_node"].overrides["driver_node"]["backend"] == "interbotix"
+    assert hw["camera_node"].overrides["camera_node"]["camera_type"] == "realsense"
+    assert hw["safety_node"].overrides["safety_node"]["dry_run"] is True
+    assert hw["policy_node"].overrides["policy_node"]["policy_bundle"] == "/b"
+    sim = {p.executable: p for p in plan_graph({"use_sim": "true"})}
+    assert set(sim) == {"sim_robot", "instruction_node", "policy_node", "safety_node"}
+    assert sim["sim_robot"].nodes == ("sim_world", "driver_node", "camera_node")
+    assert sim["safety_node"].overrides["safety_node"]["dry_run"] is False
+    for bad, msg in [({"use_sim": "maybe"}, "true/false"), ({"robot_model": "px100"}, "not supported"),
+                     ({"camera_type": "kinect"}, "camera_type"), ({"driver_backend": "ur"}, "driver_backend"),
+                     ({"use_sim": "true", "driver_backend": "fake"}, "use_sim"),
+                     ({"camera_type": "sim"}, "need use_sim"), ({"bogus": 1}, "unknown launch argument"),
+                     ({"params_dir": "/nonexistent"}, "not a directory")]:
+        with pytest.raises(GraphConfigError, match=msg):
+            plan_graph(bad)
+
+
+def test_parameter_files_are_declared_by_their_nodes(tmp_path):
+    from etc_ros.core.paths import config_path
+    from etc_ros.nodes.graph import NODE_PARAMS, PARAM_FILES, GraphConfigError, node_parameters, read_param_file
+
+    for node, fname in PARAM_FILES.items():
+        sections = read_param_file(config_path(fname))
+        assert set(sections) == {node}, fname
+        for k, v in sections[node].items():
+            assert k in NODE_PARAMS[node], f"{fname}: {k} not declared by {node}"
+            d = NODE_PARAMS[node][k]
+            assert type(v) is type(d), f"{fname}: {k}={v!r} has type {type(v).__name__}, node declares " \
+                                       f"{type(d).__name__} (ros2 launch would refuse it)"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("safety_node:\n  ros__parameters:\n    control_hz: 50.0\n    max_speed: 3\n")
+    with pytest.raises(GraphConfigError, match="max_speed"):
+        node_parameters("safety_node", [str(bad)])
+    bad.write_text("safety_node:\n  control_hz: 50.0\n")
+    with pytest.raises(GraphConfigError, match="ros__parameters"):
+        node_parameters("safety_node", [str(bad)])
+    good = tmp_path / "good.yaml"
+    good.write_text("/**:\n  ros__parameters:\n    diagnostics_hz: 2\n"
+                    "safety_node:\n  ros__parameters:\n    control_hz: 100\n")
+    p = node_parameters("safety_node", [str(config_path("ros_safety.yaml")), str(good)], {"dry_run": "true"})
+    assert p["control_hz"] == 100.0 and isinstance(p["control_hz"], float)
+    assert p["diagnostics_hz"] == 2.0 and p["dry_run"] is True
+
+
+def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
+    """The real package is not installed here: a stub with the documented API checks the calls we make."""
+    import sys
+    import types
+
+    calls = []
+
+    class Arm:
+        def set_joint_positions(self, q, moving_time=None, accel_time=None, blocking=True):
+            calls.append(("arm", list(q), moving_time, accel_time, blocking))
+
+    class Gripper:
+        def grasp(self, delay=1.0):
+            calls.append(("grasp", delay))
+
+        def release(self, delay=1.0):
+            calls.append(("release", delay))
+
+    class Core:
+        def __init__(self):
+            names = list(spec.JOINT_NAMES) + ["gripper", "left_finger", "right_finger"]
+            self.js_index_map = {n: i for i, n in enumerate(names)}
+            self.joint_states = types.SimpleNamespace(position=list(spec.SLEEP_POSE) + [0.0, 0.026, -0.026])
+
+    class Bot:
+        def __init__(self, robot_model, group_name, gripper_name, moving_time, accel_time):
+            calls.append(("init", robot_model, group_name, gripper_name, moving_time, accel_time))
+            self.arm, self.gripper, self.core = Arm(), Gripper(), Core()
+
+        def start(self):
+            pass
+
+        def shutdown(self):
+            calls.append(("shutdown",))
+
+    for name in ("interbotix_xs_modules", "interbotix_xs_modules.xs_robot"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    mod = types.ModuleType("interbotix_xs_modules.xs_robot.arm")
+    mod.InterbotixManipulatorXS = Bot
+    monkeypatch.setitem(sys.modules, "interbotix_xs_modules.xs_robot.arm", mod)
+
+    b = make_backend("interbotix", moving_time=0.25, accel_time=0.1)
+    b.start()
+    assert calls[0] == ("init", "wx250s", "arm", "gripper", 0.25, 0.1)
+    q, g = b.read()
+    assert np.allclose(q, spec.SLEEP_POSE) and abs(g - 0.5) < 1e-9
+    b.command(spec.READY_POSE, 1.0)
+    b.command(spec.READY_POSE, 0.9)  # still open: no second gripper call
+    b.command(spec.READY_POSE, 0.1)
+    kinds = [c[0] for c in calls]
+    assert kinds == ["init", "arm", "release", "arm", "arm", "grasp"]
+    assert calls[1][4] is False and np.allclose(calls[1][1], spec.READY_POSE)  # streamed, non-blocking
+    b.stop()
+    assert calls[-1] == ("shutdown",)
+
+
+def test_runtime_spec_as_object_or_dict():
+    import types
+
+    from etc_ros.policy_worker import runtime_cameras, runtime_control_hz
+
+    obj = types.SimpleNamespace(spec=types.SimpleNamespace(cameras=("primary", "wrist"), control_hz=10.0))
+    assert runtime_cameras(obj) == ("primary", "wrist") and runtime_control_hz(obj) == 10.0
+    dct = types.SimpleNamespace(spec={"cameras": {"primary": {}}, "control_hz": 0})
+    assert runtime_cameras(dct) == ("primary",) and runtime_control_hz(dct) == spec.CONTROL_HZ
+    assert runtime_cameras(object()) == ("primary",)
