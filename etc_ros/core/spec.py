@@ -83,4 +83,4 @@ class SafetyLimits:
     workspace: WorkspaceBox = field(default_factory=WorkspaceBox)
     max_observation_age: float = 0.5  # s: chunks computed from older observations are rejected
     chunk_timeout: float = 1.0  # s without a fresh valid chunk -> hold
-    camera_timeout: float = 0.2  # s without a camera frame -> hold
+    camera_timeout: float = 0.1  # s without a camera frame -> hold (3 frames of a 30 fps camera)

@@ -308,6 +308,10 @@ def load_safety_limits(path: str = "", overrides=()):
     from etc_ros.core.spec import SafetyLimits
 
     if path:
+        from pathlib import Path
+
+        if not Path(path).is_absolute() and not Path(path).is_file() and config_path(path).is_file():
+            path = str(config_path(path))  # a bare name refers to the package's config/
         return load_config(SafetyLimits, path, overrides)
     default = config_path("safety.yaml")
     return load_config(SafetyLimits, default if default.is_file() else None, overrides)
