@@ -40,6 +40,8 @@ setup(
             "safety_node = etc_ros.nodes.safety_node:main",
             "driver_node = etc_ros.nodes.driver_node:main",
             "sim_robot = etc_ros.nodes.sim_robot:main",
+            "teleop_node = etc_ros.nodes.teleop_node:main",
+            "recorder_node = etc_ros.nodes.recorder_node:main",
         ],
     },
 )

@@ -1,9 +1,9 @@
 """Recorder node: teleoperated episodes -> the project's dataset (etc_ros.recorder.RecorderCore does the work).
 
 Subscribes /camera/<cam>/image_raw for each recorded camera, /joint_states, /policy/action_chunk (the gripper
-command the operator sent), /recorder/instruction (std_msgs/String: relabel). A timer at `fps` takes the newest
-image of the first camera, the other cameras' and the joint state nearest to its stamp (within
-max_sync_error), and hands the sample to the core.
+command the operator sent), /recorder/instruction (std_msgs/String: relabel). A timer at 4 x `fps` takes the
+newest image of the first camera once it is ~1/fps newer than the last frame, the other cameras' images and the
+joint state nearest to its stamp (within max_sync_error), and hands the sample to the core.
 Services (std_srvs/Trigger): ~/start, ~/stop (success), ~/stop_failed, ~/discard, ~/capture (saves the current
 image + joint state as a calibration view into `capture_dir`). Parameter `instruction` (rcl SetParameters,
 `ros2 param set`) relabels like the topic. /recorder/status (std_msgs/String JSON, transient local) after every
@@ -33,7 +33,7 @@ from etc_ros.core.camera import CameraModel
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR, overrides_list, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
-from etc_ros.recorder import RecorderConfig, RecorderCore, StampedBuffer, check_recorder_config
+from etc_ros.recorder import RecorderConfig, RecorderCore, RecorderError, StampedBuffer, check_recorder_config
 
 RECORDER_TOPICS = {
     "instruction": "/recorder/instruction",  # std_msgs/String -> recorder (relabel)
@@ -116,14 +116,19 @@ class RecorderNode(Node):
         missing = [c for c in cfg.cameras if c not in self.core.camera_models]
         if missing:
             self.get_logger().warning(f"no camera calibration for {missing}: episodes are recorded without "
-                                      "(trajectory / affordance ETC needs it: etc-vla calibrate extrinsics)")
+                                      "(trajectory / affordance ETC needs it: etc-vla calibrate extrinsics)"
+                                      + "".join(f"; {p}" for p in self.core.calibration_problems))
 
     def _config_from_params(self) -> RecorderConfig:
         kw: dict[str, Any] = {}
         for f in dataclasses.fields(RecorderConfig):
             v = self.get_parameter(f.name).value
             if f.name == "task":
-                v = json.loads(v) if isinstance(v, str) and v.strip() else {}
+                try:
+                    v = json.loads(v) if isinstance(v, str) and v.strip() else {}
+                except ValueError as e:
+                    raise RecorderError(f"parameter task must be a JSON object like "
+                                        f"'{{\"family\": \"pick_place\"}}', got {v!r}: {e}") from None
             elif f.name == "cameras":
                 v = [str(x) for x in v]
             kw[f.name] = v
@@ -133,6 +138,12 @@ class RecorderNode(Node):
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _log(self, ok: bool, msg: str) -> None:
+        if ok:
+            self.get_logger().info(msg)
+        else:
+            self.get_logger().warning(msg)
 
     # ---- inputs
     def _log_raw(self, topic: str, type_name: str, data: bytes) -> None:
@@ -186,7 +197,7 @@ class RecorderNode(Node):
     def relabel(self, text: Any, publish: bool = True) -> tuple[bool, str]:
         with self._lock:
             ok, msg = self.core.relabel(text)
-        (self.get_logger().info if ok else self.get_logger().warning)(msg)
+        self._log(ok, msg)
         if publish:
             self._publish_status()
         return ok, msg
@@ -207,7 +218,7 @@ class RecorderNode(Node):
                 ok, msg = self._capture()
             else:
                 ok, msg = False, f"unknown recorder command {name!r}"
-        (self.get_logger().info if ok else self.get_logger().warning)(msg)
+        self._log(ok, msg)
         self._publish_status()
         return ok, msg
 
@@ -223,13 +234,21 @@ class RecorderNode(Node):
         from etc_ros.calibration import save_views
 
         cam = self.cfg.cameras[0]
-        latest = self._images[cam].latest()
-        if latest is None:
+        images = self._images[cam].items()
+        if not images:
             return False, f"capture: no image from camera {cam!r} yet"
-        stamp, msg = latest
-        js = self._joints.nearest(stamp)
-        if js is None or abs(js[0] - stamp) > self.cfg.max_sync_error:
-            return False, "capture: no joint state within max_sync_error of the image"
+        best = None  # newest image with a joint state close enough to its stamp
+        for stamp, msg in reversed(images):
+            js = self._joints.nearest(stamp)
+            if js is not None:
+                dt = abs(js[0] - stamp)
+                if dt <= self.cfg.max_sync_error:
+                    best = (stamp, msg, js)
+                    break
+        if best is None:
+            return False, (f"capture: no joint state within max_sync_error ({self.cfg.max_sync_error} s) of the "
+                           f"last {len(images)} images")
+        stamp, msg, js = best
         d = Path(str(self.get_parameter("capture_dir").value))
         start = len(list(d.glob("view_*.png"))) if d.is_dir() else 0
         img = M.msg_to_image(msg)

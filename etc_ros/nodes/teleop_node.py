@@ -7,8 +7,9 @@ time_from_start = i / policy_hz) at teleop.rate_hz once joint states arrive (the
 measured opening). Inputs (parameter `input`): keyboard (keys fed by `etc-vla teleop run` through feed_key),
 joy (sensor_msgs/Joy on `joy_topic`, e.g. from the ROS joy package), spacemouse (pyspacemouse, optional),
 script (a scripted event file, `script`), none. Shortcuts become calls of the recorder node's Trigger services
-(~/start, ~/stop, ~/stop_failed, ~/discard, ~/capture), std_msgs/String on /recorder/instruction (relabel) and the
-safety node's ~/estop / ~/reset_estop. Run the graph WITHOUT a policy node (or with no instruction accepted),
+(~/start, ~/stop, ~/stop_failed, ~/discard, ~/capture), its `instruction` parameter (relabel, via SetParameters;
+std_msgs/String on /recorder/instruction when the recorder does not answer) and the safety node's ~/estop /
+~/reset_estop. Run the graph WITHOUT a policy node (or with no instruction accepted),
 otherwise two sources publish chunks.
 
     start_teleop_session(...)   in-process: robot graph (sim / fake / interbotix, no policy node) + teleop
@@ -27,6 +28,8 @@ from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -73,6 +76,9 @@ class TeleopNode(Node):
         self.mapper = TeleopMapper(teleop_config)
         self.cfg = self.mapper.cfg
         self.policy_hz = float(p("policy_hz"))
+        if abs(self.cfg.rate_hz - self.policy_hz) > 1e-6:
+            raise TeleopError(f"teleop.rate_hz ({self.cfg.rate_hz:g}) must equal the safety node's policy_hz "
+                              f"({self.policy_hz:g}): each action is one policy step")
         self.publish_idle = bool(p("publish_idle"))
         self.on_event = on_event
         self.events: deque[tuple[float, str, bool, str]] = deque(maxlen=200)  # (time, command, ok, message)
@@ -99,6 +105,10 @@ class TeleopNode(Node):
         self._triggers = {s: self.create_client(Trigger, f"{rec}/{s}", callback_group=group) for s in RECORDER_SERVICES}
         self._triggers.update({s: self.create_client(Trigger, f"{saf}/{s}", callback_group=group)
                               for s in ("estop", "reset_estop")})
+        # relabel = the recorder's `instruction` parameter (a verdict comes back); recorder commands sent while a
+        # relabel is in flight wait for it, so "relabel then start" always records the new instruction
+        self._set_params = self.create_client(SetParameters, f"{rec}/set_parameters", callback_group=group)
+        self._relabel_future = None
         if self.input == "spacemouse":
             self.spacemouse = spacemouse or SpaceMouseSource()
             self._sm_stop = threading.Event()
@@ -110,6 +120,12 @@ class TeleopNode(Node):
 
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _log(self, ok: bool, msg: str) -> None:
+        if ok:
+            self.get_logger().info(msg)
+        else:
+            self.get_logger().warning(msg)
 
     # ---- inputs
     def _on_joints(self, msg: JointState) -> None:
@@ -151,7 +167,7 @@ class TeleopNode(Node):
     # ---- commands
     def _note(self, cmd: str, ok: bool, msg: str) -> None:
         self.events.append((time.time(), cmd, ok, msg))
-        (self.get_logger().info if ok else self.get_logger().warning)(f"{cmd}: {msg}")
+        self._log(ok, f"{cmd}: {msg}")
         if self.on_event is not None:
             try:
                 self.on_event(cmd, ok, msg)
@@ -166,8 +182,7 @@ class TeleopNode(Node):
                 self._note(cmd, True, f"speed level {self.mapper.speed:g}")
             elif cmd == "relabel":
                 if text:
-                    self.pub_instruction.publish(String(data=text))
-                    self._note(cmd, True, f"sent {text!r} to the recorder")
+                    self._relabel(text)
             elif cmd in RECORDER_COMMANDS or cmd in ("estop", "reset_estop"):
                 if cmd == "estop":
                     with self._lock:
@@ -181,7 +196,32 @@ class TeleopNode(Node):
 
                 self._note(cmd, True, "\n" + help_text(self.cfg))
 
+    def _relabel(self, text: str) -> None:
+        if not self._set_params.service_is_ready():  # no recorder answering: fire and forget on the topic
+            self.pub_instruction.publish(String(data=text))
+            self._note("relabel", True, f"sent {text!r} to the recorder ({RECORDER_TOPICS['instruction']})")
+            return
+        req = SetParameters.Request()
+        req.parameters = [Parameter("instruction", value=str(text)).to_parameter_msg()]
+        fut = self._set_params.call_async(req)
+        self._relabel_future = fut
+
+        def done(f):
+            r = f.result()
+            if r is None or not r.results:
+                self._note("relabel", False, "the recorder did not answer")
+            elif r.results[0].successful:
+                self._note("relabel", True, f"instruction set to {text!r}")
+            else:
+                self._note("relabel", False, r.results[0].reason)
+
+        fut.add_done_callback(done)
+
     def _call(self, cmd: str) -> None:
+        pending = self._relabel_future
+        if cmd in RECORDER_SERVICES and pending is not None and not pending.done():
+            pending.add_done_callback(lambda f, c=cmd: self._call(c))  # keep the operator's order
+            return
         client = self._triggers[cmd]
         if not client.service_is_ready():
             self._note(cmd, False, f"service {client.srv_name} is not available (is the "
@@ -247,6 +287,7 @@ class TeleopSession:
                  teleop_params: dict | None = None):
         self.graph = None
         self.nodes: dict[str, Node] = {}
+        self._thread: threading.Thread | None = None
         if robot.bringup != "none":
             from etc_ros.nodes.bringup import Graph
             from etc_ros.nodes.graph import BringupConfig
@@ -259,6 +300,9 @@ class TeleopSession:
 
             params = {k: dict(v) for k, v in (robot.params or {}).items()}
             if robot.bringup == "sim":
+                # the sim defaults of config/ros_bringup.yaml (camera rate, sim safety limits), ours on top
+                for node, vals in _sim_bringup_params().items():
+                    params[node] = {**vals, **params.get(node, {})}
                 params.setdefault("sim_world", {}).setdefault("announce_instruction", False)
                 params.setdefault("camera_node", {}).setdefault("fps", 10.0)
                 cfg = BringupConfig(use_sim=True, policy_bundle="fake:hold", camera_type="sim", params=params,
@@ -294,7 +338,6 @@ class TeleopSession:
         except BaseException:
             self.stop(park=False)
             raise
-        self._thread = None
         if self.graph is None:
             self._thread = threading.Thread(target=self._spin, name="teleop-executor", daemon=True)
             self._thread.start()
@@ -358,6 +401,17 @@ class TeleopSession:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop(park=False)
+
+
+def _sim_bringup_params() -> dict[str, dict[str, Any]]:
+    """Per-node parameters of config/ros_bringup.yaml (the package's simulated bringup), {} if absent."""
+    from etc_ros.core.paths import config_path
+    from etc_ros.nodes.bringup import load_bringup_config
+
+    f = config_path("ros_bringup.yaml")
+    if not f.is_file():
+        return {}
+    return {k: dict(v) for k, v in (load_bringup_config(f).params or {}).items()}
 
 
 def _sim_camera_models(world: Any, recorder_cfg: Any) -> dict | None:
