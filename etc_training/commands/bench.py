@@ -25,6 +25,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/bench", help="output directory for JSON results")
     p.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     p.add_argument("--list", action="store_true", help="list the benchmarks")
+    p.add_argument("--bundle", default=None, help="policy bundle to benchmark (benchmarks that take one: policy)")
     p.set_defaults(func=_run)
 
 
@@ -50,7 +51,10 @@ def _run(args) -> int:
         mod = importlib.import_module(f"etc_training.benchmarks.{n}_bench")
         d = out / n
         d.mkdir(parents=True, exist_ok=True)
-        res = mod.run(d, quick=args.quick)
+        kw = {}
+        if getattr(args, "bundle", None) and "bundle" in __import__("inspect").signature(mod.run).parameters:
+            kw["bundle"] = args.bundle
+        res = mod.run(d, quick=args.quick, **kw)
         res["wall_s"] = round(time.perf_counter() - t0, 2)
         atomic_write_json(out / f"{n}.json", res)
         summary["results"][n] = res

@@ -1,0 +1,348 @@
+"""Policy bundles: the self-describing directory `etc-vla export` writes and `PolicyRuntime` loads (robot side:
+json + hashlib + numpy + the shared processor; no torch, no onnx).
+
+Layout (bundle format version 1):
+
+    BUNDLE/
+      manifest.json          format, version, producer versions, source checkpoint hash, head, graph I/O,
+                             variants (graph files per precision), sha256 + size of EVERY other file
+      spec.json              observation / action spec: cameras, model image size, state layout, control rate,
+                             chunk horizon, action space
+      processor/             processor.json, tokenizer.json, action_tokenizer.json, norm_stats.json
+                             (VLAProcessor.save: the one preprocessing path shared with training)
+      fp32/                  vision.onnx, embed.onnx, prefill.onnx, decode.onnx   (token head)
+      int8-dynamic/ int8-static/ fp16/     the same graphs, quantized / converted (optional)
+      torch/                 the source checkpoint (optional; backend="torch")
+      model_card.md, model_card.json       parity figures, export settings, checkpoint hash
+
+Graph roles: "vision" (pixel_values -> image_embeds), "embed" (input_ids -> embeds), "prefill" (the language
+model over inputs_embeds -> last logits, hidden states, KV cache), "decode" (one token + KV cache -> logits, KV
+cache), and the slot "head" for a single-pass continuous action head (prefix hidden states + condition mask +
+noise -> normalized chunk), used instead of "decode" when head.type == "continuous".
+
+`load_bundle(dir)` validates everything before a model is touched: any missing / extra / tampered file,
+unsupported version, inconsistent spec or unknown variant raises BundleError naming the file and the expected
+vs found values. There is no fallback to another variant or model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from etc_ros.core.errors import BundleError
+
+BUNDLE_FORMAT = "etc-vla-bundle"
+BUNDLE_FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MANIFEST_FILE = "manifest.json"
+SPEC_FILE = "spec.json"
+PROCESSOR_DIR = "processor"
+TORCH_DIR = "torch"
+MODEL_CARD_MD = "model_card.md"
+MODEL_CARD_JSON = "model_card.json"
+SPEC_VERSION = 1
+
+VARIANTS = ("fp32", "int8-dynamic", "int8-static", "fp16")
+HEAD_TYPES = ("tokens", "continuous")
+TOKEN_ROLES = ("vision", "embed", "prefill", "decode")
+CONTINUOUS_ROLES = ("vision", "embed", "prefill", "head")
+PROCESSOR_FILES = ("processor.json", "tokenizer.json", "norm_stats.json")  # action_tokenizer.json: token heads
+
+
+def roles_for(head_type: str) -> tuple[str, ...]:
+    if head_type == "tokens":
+        return TOKEN_ROLES
+    if head_type == "continuous":
+        return CONTINUOUS_ROLES
+    raise BundleError(f"unknown head type {head_type!r}; this runtime knows {list(HEAD_TYPES)}")
+
+
+# ------------------------------------------------------------------------------------------------ checksums
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def list_files(root: str | Path) -> list[str]:
+    """Relative POSIX paths of every regular file under root (sorted), manifest.json excluded."""
+    root = Path(root)
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file() or p.is_symlink():
+            rel = p.relative_to(root).as_posix()
+            if rel != MANIFEST_FILE:
+                out.append(rel)
+    return out
+
+
+def file_table(root: str | Path) -> dict[str, dict]:
+    root = Path(root)
+    return {rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size} for rel in list_files(root)}
+
+
+def directory_digest(root: str | Path) -> str:
+    """One sha256 over (relative path, file sha256) of every file of a directory (the source checkpoint hash)."""
+    h = hashlib.sha256()
+    root = Path(root)
+    for rel in list_files(root) + ([MANIFEST_FILE] if (root / MANIFEST_FILE).is_file() else []):
+        h.update(rel.encode("utf-8") + b"\0" + sha256_file(root / rel).encode("ascii") + b"\n")
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ spec
+def build_spec(processor: Any, *, cameras: list[str], control_hz: float, camera_resolution: Mapping[str, Any]
+               | None = None, head_type: str = "tokens", extra: Mapping[str, Any] | None = None) -> dict:
+    """The observation / action spec of a policy, derived from its processor (the values the model was trained
+    with) plus what the checkpoint does not know (camera names, control rate)."""
+    from etc_ros.core import spec as rspec
+
+    c = processor.config
+    at = processor.action_tokenizer
+    horizon = int(at.horizon) if at is not None else int((extra or {}).get("horizon", rspec.CHUNK_HORIZON))
+    action_dim = int(at.action_dim) if at is not None else int((extra or {}).get("action_dim", rspec.ACTION_DIM))
+    st = processor.norm_stats.get("state")
+    state_dim = int(st.dim) if st is not None else rspec.STATE_DIM
+    cams = [str(x) for x in cameras]
+    if len(cams) != int(c.n_views):
+        raise BundleError(f"the model takes {c.n_views} camera view(s) but {len(cams)} camera name(s) were given: "
+                          f"{cams}")
+    if len(set(cams)) != len(cams):
+        raise BundleError(f"camera names must be unique, got {cams}")
+    if not (isinstance(control_hz, (int, float)) and math.isfinite(control_hz) and control_hz > 0):
+        raise BundleError(f"control_hz must be a positive number, got {control_hz!r}")
+    out = {
+        "spec_version": SPEC_VERSION,
+        "robot": rspec.ROBOT_MODEL,
+        "control_hz": float(control_hz),
+        "horizon": horizon,
+        "chunk_horizon": horizon,
+        "cameras": cams,
+        "image_size": [int(c.image_size), int(c.image_size)],
+        "image_format": "uint8 HxWx3 RGB (any size; resized by the processor)",
+        "camera_resolution": {k: list(v) for k, v in (camera_resolution or {}).items()},
+        "state_dim": state_dim,
+        "state_names": list(rspec.STATE_NAMES) if state_dim == rspec.STATE_DIM else [f"s{i}" for i in range(state_dim)],
+        "state_layout": "6 arm joint positions [rad] (waist..wrist_rotate) + gripper opening in [0, 1] (1 = open)",
+        "uses_state": bool(c.use_state),
+        "action_dim": action_dim,
+        "action_names": list(rspec.ACTION_NAMES) if action_dim == rspec.ACTION_DIM else [f"a{i}" for i in range(action_dim)],
+        "action_space": "Bridge: delta EE xyz [m] + delta roll/pitch/yaw [rad] in base_link + absolute gripper [0, 1]",
+        "instruction": "free text (one task per episode)",
+        "head": head_type,
+        "normalization": {k: v.mode for k, v in processor.norm_stats.items()},
+    }
+    if extra:
+        out.update({k: v for k, v in extra.items() if k not in ("horizon", "action_dim")})
+    return out
+
+
+def check_spec_against_processor(spec: Mapping[str, Any], processor: Any, where: str = SPEC_FILE) -> None:
+    """spec.json must describe what the processor (and so the model) really takes and produces."""
+    c = processor.config
+    want: list[tuple[str, Any, Any]] = [
+        ("image_size", list(spec.get("image_size", [])), [int(c.image_size), int(c.image_size)]),
+        ("number of cameras", len(spec.get("cameras", []) or []), int(c.n_views)),
+        ("uses_state", bool(spec.get("uses_state", c.use_state)), bool(c.use_state)),
+    ]
+    if spec.get("head") == "tokens" and c.action_format != "tokens":
+        raise BundleError(f"{where}: head 'tokens' but the processor builds {c.action_format!r} prompts "
+                          "(spec and model do not match)")
+    at = processor.action_tokenizer
+    if at is not None:
+        want += [("horizon", spec.get("horizon"), int(at.horizon)), ("action_dim", spec.get("action_dim"), int(at.action_dim))]
+    st = processor.norm_stats.get("state")
+    if st is not None:
+        want.append(("state_dim", spec.get("state_dim"), int(st.dim)))
+    ac = processor.norm_stats.get("action")
+    if ac is not None:
+        want.append(("action_dim (action norm stats)", spec.get("action_dim"), int(ac.dim)))
+    for name, found, expected in want:
+        if found != expected:
+            raise BundleError(f"{where}: {name} is {found!r} but the processor/model says {expected!r} "
+                              "(spec and model do not match)")
+    for key in ("control_hz", "horizon", "cameras", "state_dim", "action_dim"):
+        if key not in spec:
+            raise BundleError(f"{where}: missing key {key!r}")
+    hz = spec["control_hz"]
+    if not (isinstance(hz, (int, float)) and math.isfinite(hz) and hz > 0):
+        raise BundleError(f"{where}: control_hz must be a positive number, got {hz!r}")
+
+
+def check_expected_spec(spec: Mapping[str, Any], expect: Mapping[str, Any] | None, bundle: str | Path) -> None:
+    """The caller's expectations (e.g. the ROS config's cameras and rate) must match the bundle's spec."""
+    for k, v in (expect or {}).items():
+        if k not in spec:
+            raise BundleError(f"{bundle}: spec has no {k!r} to compare with the expected {v!r}")
+        found = spec[k]
+        same = found == v
+        if isinstance(v, (list, tuple)) and isinstance(found, (list, tuple)):
+            same = list(found) == list(v)
+        elif isinstance(v, (int, float)) and isinstance(found, (int, float)):
+            same = math.isclose(float(found), float(v), rel_tol=1e-9, abs_tol=1e-12)
+        if not same:
+            raise BundleError(f"{bundle}: spec mismatch for {k!r}: expected {v!r}, the bundle has {found!r}")
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+@dataclass
+class BundleInfo:
+    """A validated bundle: what the runtime needs to open it."""
+
+    root: Path
+    manifest: dict
+    spec: dict
+    head_type: str
+    variants: dict = field(default_factory=dict)
+
+    def graph_paths(self, variant: str) -> dict[str, Path]:
+        v = self.variant(variant)
+        return {role: self.root / rel for role, rel in v["graphs"].items()}
+
+    def variant(self, name: str) -> dict:
+        if name not in self.variants:
+            raise BundleError(f"{self.root}: variant {name!r} is not in this bundle (it has {sorted(self.variants)}); "
+                              f"export it with `etc-vla export --quantize {name}`")
+        return self.variants[name]
+
+    @property
+    def processor_dir(self) -> Path:
+        return self.root / self.manifest.get("processor_dir", PROCESSOR_DIR)
+
+    @property
+    def torch_dir(self) -> Path | None:
+        d = self.manifest.get("torch_dir")
+        return None if not d else self.root / d
+
+    @property
+    def head(self) -> dict:
+        return dict(self.manifest.get("head") or {})
+
+
+def read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise BundleError(f"{path.parent}: missing {what} ({path.name})")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path}: cannot read {what}: {e}") from None
+    if not isinstance(obj, dict):
+        raise BundleError(f"{path}: {what} must be a JSON object")
+    return obj
+
+
+def verify_files(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Every listed file exists with its size and sha256; no file exists that is not listed."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{root / MANIFEST_FILE}: 'files' (the checksum table) is missing or empty")
+    for rel, meta in sorted(files.items()):
+        if not isinstance(meta, dict) or "sha256" not in meta:
+            raise BundleError(f"{root / MANIFEST_FILE}: entry for {rel!r} has no sha256")
+        p = root / rel
+        if not p.is_file():
+            raise BundleError(f"{root}: file {rel} listed in the manifest is missing")
+        size = p.stat().st_size
+        if "bytes" in meta and int(meta["bytes"]) != size:
+            raise BundleError(f"{root}: file {rel} has {size} bytes, the manifest expects {int(meta['bytes'])} "
+                              "(modified or truncated)")
+        digest = sha256_file(p)
+        if digest != meta["sha256"]:
+            raise BundleError(f"{root}: checksum mismatch for {rel}: expected sha256 {meta['sha256']}, "
+                              f"found {digest} (the file was modified)")
+    extra = sorted(set(list_files(root)) - set(files))
+    if extra:
+        raise BundleError(f"{root}: file(s) not in the manifest: {extra[:5]}{' ...' if len(extra) > 5 else ''} "
+                          "(a bundle is read-only; re-export instead of editing it)")
+
+
+def load_bundle(root: str | Path, *, verify: bool = True, variant: str | None = None) -> BundleInfo:
+    """Read and validate a bundle (see the module docstring). `variant`: also check that it exists."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle directory")
+    man = read_json(root / MANIFEST_FILE, "bundle manifest")
+    if man.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{root / MANIFEST_FILE}: format is {man.get('format')!r}, expected {BUNDLE_FORMAT!r} "
+                          "(not a policy bundle)")
+    ver = man.get("bundle_format_version")
+    if ver not in SUPPORTED_VERSIONS:
+        raise BundleError(f"{root / MANIFEST_FILE}: bundle format version {ver!r} is not supported by this runtime "
+                          f"(supports {list(SUPPORTED_VERSIONS)}); re-export the bundle or update etc_ros")
+    if verify:
+        verify_files(root, man)
+    head = man.get("head") or {}
+    head_type = head.get("type")
+    roles = roles_for(str(head_type)) if head_type in HEAD_TYPES else None
+    if roles is None:
+        raise BundleError(f"{root / MANIFEST_FILE}: head type {head_type!r} is not one of {list(HEAD_TYPES)}")
+    spec = read_json(root / man.get("spec_file", SPEC_FILE), "policy spec")
+    sv = spec.get("spec_version")
+    if sv != SPEC_VERSION:
+        raise BundleError(f"{root / SPEC_FILE}: spec_version {sv!r} is not supported (expected {SPEC_VERSION})")
+    if spec.get("head") != head_type:
+        raise BundleError(f"{root / SPEC_FILE}: head is {spec.get('head')!r} but the manifest says {head_type!r}")
+    variants = man.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise BundleError(f"{root / MANIFEST_FILE}: no variants (graph sets) listed")
+    files = man.get("files") or {}
+    for name, v in variants.items():
+        if name not in VARIANTS:
+            raise BundleError(f"{root / MANIFEST_FILE}: unknown variant {name!r} (known: {list(VARIANTS)})")
+        graphs = (v or {}).get("graphs")
+        if not isinstance(graphs, dict):
+            raise BundleError(f"{root / MANIFEST_FILE}: variant {name!r} has no 'graphs'")
+        missing = [r for r in roles if r not in graphs]
+        if missing:
+            raise BundleError(f"{root / MANIFEST_FILE}: variant {name!r} lacks graph(s) {missing} needed by a "
+                              f"{head_type!r} head (has {sorted(graphs)})")
+        for role, rel in graphs.items():
+            if verify and rel not in files:
+                raise BundleError(f"{root / MANIFEST_FILE}: variant {name!r} graph {role!r} -> {rel} is not in the "
+                                  "checksum table")
+            if not (root / rel).is_file():
+                raise BundleError(f"{root}: variant {name!r} graph {role!r}: file {rel} is missing")
+    pdir = root / man.get("processor_dir", PROCESSOR_DIR)
+    for f in PROCESSOR_FILES:
+        if not (pdir / f).is_file():
+            raise BundleError(f"{root}: processor file {pdir.name}/{f} is missing")
+    info = BundleInfo(root=root, manifest=man, spec=spec, head_type=str(head_type), variants=dict(variants))
+    if variant is not None:
+        info.variant(variant)
+    return info
+
+
+def load_processor(info: BundleInfo):
+    """The bundle's VLAProcessor (the shared preprocessing code), checked against spec.json."""
+    from etc_ros.core.errors import ModelError
+    from etc_ros.core.processor import VLAProcessor
+
+    try:
+        proc = VLAProcessor.load(info.processor_dir)
+    except ModelError as e:
+        raise BundleError(f"{info.root}: processor files are invalid: {e}") from None
+    check_spec_against_processor(info.spec, proc, str(info.root / SPEC_FILE))
+    if info.head_type == "tokens" and proc.action_tokenizer is None:
+        raise BundleError(f"{info.root}: a token-head bundle needs processor/action_tokenizer.json")
+    return proc
+
+
+def write_manifest(root: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Add the checksum table of every file now under root and write manifest.json atomically."""
+    from etc_ros.core.io import atomic_write_json
+
+    root = Path(root)
+    man = dict(manifest)
+    man["format"] = BUNDLE_FORMAT
+    man["bundle_format_version"] = BUNDLE_FORMAT_VERSION
+    man["files"] = file_table(root)
+    return atomic_write_json(root / MANIFEST_FILE, man)
