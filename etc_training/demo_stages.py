@@ -20,6 +20,9 @@ class DemoContext:
     episodes: int = 24
     workers: int = 2
     seed: int = 0
+    train_overrides: tuple = ()
+    ros_episodes: int = 3
+    ros_max_steps: int = 40
     results: dict = field(default_factory=dict)
     md: list = field(default_factory=list)
 
@@ -74,31 +77,44 @@ def stage_robot(ctx: DemoContext) -> tuple[dict, list[str]]:
     return r, lines
 
 
+# The demo's data roles (one dataset, the recipe reads the split of each episode):
+#   train  = sim "train" split (in-distribution scenes)            -> Stage 1/2 actions + ETC
+#   val    = more "train"-split episodes, other seeds              -> held-out metrics
+#   target = sim "ood_combo" (unseen object/target combinations)   -> Stage 3 target-scene actions + ETC
+#   ood    = sim "ood_color" (unseen colors), ETC only             -> Stage 3 OOD ETC
+DATA_ROLES = (("train", "train", 1.0, 0), ("val", "train", 0.125, 500), ("target", "ood_combo", 0.34, 1000),
+              ("ood", "ood_color", 0.25, 2000))
+
+
 def stage_sim(ctx: DemoContext) -> tuple[dict, list[str]]:
+    import shutil
+
     from etc_ros.data import DatasetReader
     from etc_training.sim.collect import collect
     from etc_training.sim.config import SimConfig
     from etc_training.sim.video import save_episode_gif
 
     data = ctx.out / "data"
+    if data.exists():
+        shutil.rmtree(data)  # the demo always starts from fresh data
     res = {}
-    for split, n in (("train", ctx.episodes), ("ood_color", max(4, ctx.episodes // 4))):
-        d = data / split
-        if d.exists():
-            import shutil
-
-            shutil.rmtree(d)  # the demo always starts from fresh data
-        cfg = SimConfig(split=split, episodes=n, workers=ctx.workers, seed=ctx.seed)
-        res[split] = collect(cfg, d, progress=True)
-    reader = DatasetReader(data / "train")
+    for label, sim_split, frac, seed_off in DATA_ROLES:
+        n = max(2, int(round(ctx.episodes * frac)))
+        cfg = SimConfig(split=sim_split, episodes=n, workers=ctx.workers, seed=ctx.seed + seed_off)
+        res[label] = collect(cfg, data, progress=True, split_label=label)
+    reader = DatasetReader(data)
     gif = ctx.out / "expert_episode.gif"
     save_episode_gif(reader.load_episode(0), gif)
     tr = res["train"]
     fams = ", ".join(f"{f} {v['success']}/{v['episodes']}" for f, v in tr["expert_success"].items())
+    frames = sum(r["frames"] for r in res.values())
+    wall = sum(r["wall_s"] for r in res.values())
     lines = [
         f"scripted expert, train split: {tr['expert_success_rate']:.0%} success over {tr['attempts']} attempts ({fams})",
-        f"collected {tr['episodes']} train episodes ({tr['frames']} frames, {tr['frames_per_s']} frames/s with "
-        f"{tr['workers']} workers) + {res['ood_color']['episodes']} ood_color episodes -> {data}",
+        "collected " + ", ".join(f"{k} {v['episodes']}" for k, v in res.items())
+        + f" episodes ({frames} frames, {frames / max(wall, 1e-9):.1f} frames/s with {ctx.workers} workers) -> {data}",
+        "roles: train/val = in-distribution scenes, target = unseen object/target combinations (Stage 3), "
+        "ood = unseen colors (OOD ETC)",
         f"expert episode video: {gif}",
     ]
     return {"collect": res, "gif": str(gif), "dataset": str(data)}, lines
@@ -107,7 +123,7 @@ def stage_sim(ctx: DemoContext) -> tuple[dict, list[str]]:
 def stage_data(ctx: DemoContext) -> tuple[dict, list[str]]:
     from etc_ros.data import DatasetReader, validate_dataset
 
-    d = ctx.out / "data" / "train"
+    d = ctx.out / "data"
     t0 = time.perf_counter()
     errors = validate_dataset(d)
     t_val = time.perf_counter() - t0
@@ -139,25 +155,80 @@ def stage_data(ctx: DemoContext) -> tuple[dict, list[str]]:
 def stage_etc(ctx: DemoContext) -> tuple[dict, list[str]]:
     from etc_training.etc import build_etc, validate_etc, write_overlays
 
-    etc_root = ctx.out / "etc"
-    res = {}
-    for split in ("train", "ood_color"):
-        res[split] = build_etc(ctx.out / "data" / split, etc_root / split, {"stride": 2}, progress=True,
-                               write_extras=False)
-        v = validate_etc(etc_root / split)
-        res[split + "_validation_errors"] = v["n_errors"]
-    overlays = write_overlays(etc_root / "train", ctx.out / "etc_overlays", n=8, seed=ctx.seed)
-    tr = res["train"]
-    n_train = tr.get("n_samples", tr.get("total"))
+    etc_dir = ctx.out / "etc"
+    res = build_etc(ctx.out / "data", etc_dir, {"stride": 2}, progress=True, write_extras=True)
+    v = validate_etc(etc_dir)
+    overlays = write_overlays(etc_dir, ctx.out / "etc_overlays", n=8, seed=ctx.seed)
+    by_split = res.get("by_split", {})
     lines = [
-        f"ETC from train episodes: {n_train} samples {tr.get('by_category', tr.get('categories', ''))}, "
-        f"{res['train_validation_errors']} validation errors",
-        f"OOD ETC from ood_color episodes: {res['ood_color'].get('n_samples', res['ood_color'].get('total'))} samples, "
-        f"{res['ood_color_validation_errors']} validation errors",
+        f"ETC samples: {res['n_samples']} from {res.get('n_episodes', '?')} episodes, by split {dict(by_split)}, "
+        f"by category {res.get('by_category', '')}; {res['samples_per_s']} samples/s",
+        f"validation against ground truth: {v['n_errors']} errors",
         f"overlays (points, boxes, trajectories drawn on frames): {len(overlays)} PNGs in {ctx.out / 'etc_overlays'}",
     ]
-    if res["train_validation_errors"] or res["ood_color_validation_errors"]:
-        raise RuntimeError("ETC validation errors")
+    if v["n_errors"]:
+        raise RuntimeError(f"ETC validation errors: {v.get('errors_by_check')}")
+    return {"build": {k: v_ for k, v_ in res.items() if k not in ("files", "overlays", "stats")},
+            "validation_errors": v["n_errors"]}, lines
+
+
+def stage_train(ctx: DemoContext) -> tuple[dict, list[str]]:
+    from etc_ros.core.config import load_config
+    from etc_ros.core.paths import config_path
+    from etc_training.recipe.config import TrainConfig
+    from etc_training.recipe.stages import run_recipe
+
+    cfg = load_config(TrainConfig, config_path("train_tiny.yaml"), [
+        f"out={ctx.out / 'train'}", f"data.episodes={ctx.out / 'data'}", f"data.etc={ctx.out / 'etc'}",
+        f"seed={ctx.seed}", "run.resume=never",
+    ] + list(ctx.train_overrides))
+    summary = run_recipe(cfg, progress=True)
+    stages = {k: v for k, v in summary.get("stages", {}).items()} if isinstance(summary.get("stages"), dict) else {}
+    lines = [f"three-stage recipe (config/train_tiny.yaml) on the sim data: {summary.get('seconds')} s, "
+             f"final policy {summary.get('final_policy')}"]
+    for name, st in stages.items():
+        if isinstance(st, dict):
+            lines.append(f"{name}: {st.get('steps')} steps, {st.get('samples_per_s')} samples/s, "
+                         f"final loss {st.get('final_loss', st.get('loss'))}")
+    if summary.get("plots"):
+        lines.append(f"plots (losses, CKA drift): {', '.join(summary['plots'])}")
+    ctx.results["_final_policy"] = summary.get("final_policy")
+    return summary, lines
+
+
+def stage_export(ctx: DemoContext) -> tuple[dict, list[str]]:
+    from etc_training.export.bundle_write import export_bundle
+
+    ckpt = ctx.results.get("_final_policy") or str(ctx.out / "train" / "stage3" / "final")
+    bundle = ctx.out / "bundle"
+    card = export_bundle(ckpt, bundle, quantize=("int8-dynamic",), calib_dataset=str(ctx.out / "data"),
+                         force=True, progress=True)
+    ctx.results["_bundle"] = str(bundle)
+    par = card.get("parity", {})
+    lines = [f"policy bundle {bundle} from {ckpt}"]
+    for variant, p in (par.items() if isinstance(par, dict) else []):
+        if isinstance(p, dict):
+            keys = [k for k in ("tokens_identical", "actions_identical", "max_abs_err", "min_cosine") if k in p]
+            lines.append(f"parity {variant}: " + ", ".join(f"{k}={p[k]}" for k in keys))
+    return {"bundle": str(bundle), "model_card": card}, lines
+
+
+def stage_ros(ctx: DemoContext) -> tuple[dict, list[str]]:
+    from etc_ros.core.paths import config_path
+    from etc_ros.nodes.bringup import run_closed_loop_episodes
+
+    bundle = ctx.results.get("_bundle") or str(ctx.out / "bundle")
+    res = run_closed_loop_episodes(config_path("ros_bringup.yaml"), bundle, episodes=ctx.ros_episodes,
+                                   seed=ctx.seed + 5000, max_steps=ctx.ros_max_steps)
+    lines = [
+        f"ROS 2 graph over real DDS (sim_robot + camera + instruction + policy + safety nodes), bundle {bundle}",
+        f"closed-loop episodes: {len(res.get('episodes', []))}, success rate {res.get('success_rate')}",
+        f"inference latency p50/p99: {res.get('inference_latency_p50_ms')} / {res.get('inference_latency_p99_ms')} ms",
+        f"control period p50/p99: {res.get('control_period_p50_ms')} / {res.get('control_period_p99_ms')} ms "
+        f"(50 Hz target: 20 ms)",
+        f"camera-to-command latency p50/p99: {res.get('camera_to_command_p50_ms')} / "
+        f"{res.get('camera_to_command_p99_ms')} ms",
+    ]
     return res, lines
 
 
@@ -166,11 +237,14 @@ STAGE_FUNCS: dict[str, Callable[[DemoContext], tuple[dict, list[str]]]] = {
     "sim": stage_sim,
     "data": stage_data,
     "etc": stage_etc,
+    "train": stage_train,
+    "export": stage_export,
+    "ros": stage_ros,
 }
 
 
 def _write_report(ctx: DemoContext) -> None:
-    atomic_write_json(ctx.out / "report.json", ctx.results)
+    atomic_write_json(ctx.out / "report.json", {k: v for k, v in ctx.results.items() if not k.startswith("_")})
     atomic_write_text(ctx.out / "report.md", "# etc-vla demo report\n\n" + "\n".join(ctx.md) + "\n")
 
 

@@ -122,8 +122,11 @@ def _close_local_env() -> None:
         _ENV = None
 
 
-def collect(cfg: SimConfig, out: str | Path, *, progress: bool = True, mp_context: str = "spawn") -> dict:
-    """Collect cfg.episodes episodes of cfg.split into the dataset at `out`. Returns a summary dict."""
+def collect(cfg: SimConfig, out: str | Path, *, progress: bool = True, mp_context: str = "spawn",
+            split_label: str | None = None) -> dict:
+    """Collect cfg.episodes episodes of cfg.split into the dataset at `out` (appending if it exists with the same
+    spec). split_label: the split written into the dataset (default cfg.split) — e.g. the recipe's "target" / "ood"
+    / "val" roles; the simulator's split stays in metadata["split"]. Returns a summary dict."""
     from etc_ros.core.config import to_dict
     from etc_ros.data import DatasetSpec, DatasetWriter
 
@@ -167,6 +170,8 @@ def collect(cfg: SimConfig, out: str | Path, *, progress: bool = True, mp_contex
                 per_family.setdefault(fam, []).append(bool(ep.success))
                 if written >= cfg.episodes or not (ep.success or cfg.keep_failures):
                     continue
+                if split_label:
+                    ep.split = split_label
                 writer.write_episode(ep)
                 written += 1
                 frames += len(ep)
