@@ -1,0 +1,163 @@
+"""Evaluation and ablation: ETC answer scoring through the answer parser, the closed-loop episode loop in the MuJoCo
+world, the `etc-vla eval` command on a real tiny checkpoint, and the ablation variants / table."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from etc_training.recipe import evaluate as ev  # noqa: E402
+from etc_training.recipe.config import RecipeError, load_train_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "config/train_tiny.yaml")
+
+
+# ---------------------------------------------------------------- answer scoring
+def test_point_box_trajectory_plan_scores():
+    # 1023-grid locs on a 1024 x 512 image: loc 0 -> -0.5 px, loc 1023 -> 1023.5 px
+    s = ev.score_answer("point", "[0, 0]", "[1023, 0]", 1024, 512)
+    assert s["parsed"] and s["point_error_px"] == pytest.approx(1024.0)
+    s = ev.score_answer("affordance_grasp", "[10, 20]", "[10, 20]", 640, 480)
+    assert s["point_error_px"] == 0.0
+    s = ev.score_answer("box", "[0, 0, 511, 1023]", "[0, 0, 1023, 1023]", 1023, 1023)
+    assert s["box_iou"] == pytest.approx(0.5, abs=1e-3)
+    s = ev.score_answer("trajectory", "[[0, 0, 1], [1023, 0, 0]]", "[[0, 0, 1], [0, 0, 1]]", 1023, 100)
+    assert s["trajectory_ade_px"] == pytest.approx(1023 / 2, rel=1e-6)
+    assert s["trajectory_fde_px"] == pytest.approx(1023.0, rel=1e-6) and s["trajectory_gripper_acc"] == 0.5
+    s = ev.score_answer("plan", "1. reach the cube; 2. grasp it", "1. Reach the cube; 2. grasp it; 3. lift", 10, 10)
+    assert s["plan_exact"] is False and s["plan_step_acc"] == pytest.approx(2 / 3)
+    assert ev.score_answer("done", "yes.", "yes", 10, 10)["correct"] is True
+    assert ev.score_answer("relation", "left of", "right of", 10, 10)["correct"] is False
+    bad = ev.score_answer("point", "somewhere", "[1, 2]", 10, 10)
+    assert bad["parsed"] is False and "point_error_px" not in bad
+
+
+def test_summary_and_record_picking():
+    recs = [{"subtype": st, "id": f"{st}{i}"} for st in ("point", "plan", "goal") for i in range(5)]
+    picked = ev.pick_records(recs, 6, seed=0)
+    assert sorted(r["subtype"] for r in picked) == ["goal", "goal", "plan", "plan", "point", "point"]
+    assert ev.pick_records(recs, 6, seed=0) == picked
+    summ = ev.summarize_etc([ev.score_answer("point", "[1, 1]", "[1, 1]", 100, 100),
+                             ev.score_answer("point", "??", "[1, 1]", 100, 100)])
+    assert summ["parse_rate"] == 0.5 and summ["point_error_px"] == 0.0
+    lo, hi = ev.wilson_interval(0, 2)
+    assert lo == 0.0 and hi == pytest.approx(0.658, abs=1e-3)
+    assert ev.wilson_interval(10, 10)[1] == 1.0
+
+
+# ---------------------------------------------------------------- closed loop (stub policy, real sim)
+class StubPolicy:
+    """Predicts 'move down 2 cm, keep the gripper open' for every observation."""
+
+    calls = 0
+
+    def predict_chunk(self, images, state, instruction, return_valid=False):
+        StubPolicy.calls += 1
+        assert np.asarray(images).dtype == np.uint8 and len(state) == 7 and isinstance(instruction, str)
+        c = np.zeros((10, 7))
+        c[:, 2] = -0.02
+        c[:, 6] = 1.0
+        c[3] = np.nan  # a broken action is replaced by a hold, never sent to the sim
+        return (c, False) if return_valid else c
+
+
+def test_closed_loop_runs_episodes_and_writes_videos(tmp_path, monkeypatch):
+    def fake_init(checkpoint, threads, cameras, max_steps):
+        from etc_training.sim import SimConfig, SimEnv
+
+        scfg = SimConfig()
+        scfg.max_steps = max_steps
+        ev._WORKER.update(policy=StubPolicy(), env=SimEnv(scfg), cameras=list(cameras))
+
+    monkeypatch.setattr(ev, "_worker_init", fake_init)
+    cfg = ev.EvalConfig(checkpoint="unused", out=str(tmp_path), splits=["train", "ood_color"], episodes=1,
+                        max_steps=4, exec_horizon=5, videos=1)
+    res = ev.closed_loop(cfg, progress=False)
+    eps = res["episodes"]
+    assert [e["split"] for e in eps] == ["train", "ood_color"]
+    assert all(e["steps"] == 4 and e["chunks"] == 1 and e["invalid_chunks"] == 1 for e in eps)
+    assert all(Path(e["video"]).is_file() and Path(e["video"]).stat().st_size > 1000 for e in eps)
+    assert res["per_split"]["train"]["episodes"] == 1 and res["per_split"]["train"]["invalid_chunk_rate"] == 1.0
+    md = ev.eval_markdown({"checkpoint": "x", "closed_loop": res})
+    assert "| ood_color | 1 |" in md
+    with pytest.raises(RecipeError, match="unknown sim split"):
+        ev.closed_loop(ev.EvalConfig(splits=["mars"]), progress=False)
+
+
+# ---------------------------------------------------------------- the command on a real tiny checkpoint
+def test_eval_command_on_tiny_checkpoint(tmp_path):
+    import torch
+
+    from etc_training.cli import main
+    from etc_training.etc import EtcConfig, build_etc
+    from etc_training.etc.synthetic import make_episode, write_dataset
+    from etc_training.models.presets import get_preset
+    from etc_training.models.vla import VLAPolicy
+
+    torch.set_num_threads(1)
+    eps = write_dataset(tmp_path / "eps", [make_episode(0, "pick_place", split="val")])
+    build_etc(eps, tmp_path / "etc", EtcConfig(stride=10, overlays=0), progress=False, write_extras=False)
+    preset = get_preset("tiny", image_size=64, patch_size=16, action_tokenizer="bin")
+    VLAPolicy.build(preset, seed=0).save(tmp_path / "ckpt")
+    out = tmp_path / "eval"
+    rc = main(["eval", "--checkpoint", str(tmp_path / "ckpt"), "--split", "ood_phrase", "--episodes", "1",
+               "--workers", "1", "--max-steps", "2", "--videos", "0", "--etc", str(tmp_path / "etc"),
+               "--etc-samples", "2", "--data", str(eps), "--action-samples", "3", "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["closed_loop"]["per_split"]["ood_phrase"]["episodes"] == 1
+    assert res["etc"]["summary"]["samples"] == 2 and len(res["etc"]["samples"]) == 2
+    a = res["actions"]
+    assert a["samples"] == 3 and np.isfinite(a["action_loss"]) and 0.0 <= a["valid_chunk_rate"] <= 1.0
+    assert "Offline action quality" in (out / "eval.md").read_text()
+    assert main(["eval", "--checkpoint", str(tmp_path / "nope"), "--episodes", "0"]) == 2  # clear error, exit 2
+
+
+# ---------------------------------------------------------------- ablation
+def test_ablation_variants_share_budget():
+    from etc_training.recipe.ablate import variant_config
+
+    base = load_train_config(TINY)
+    s1 = base.stages.stage1.steps
+    ao = variant_config(base, "action_only")
+    assert not ao.stages.stage1.enabled
+    assert ao.stages.stage2.resolved_etc_batch() == 0 and ao.stages.stage3.resolved_etc_batch() == 0
+    e2 = variant_config(base, "etc_stage2")
+    assert not e2.stages.stage1.enabled and e2.stages.stage2.resolved_etc_batch() == 2
+    full = variant_config(base, "three_stage")
+    assert all(s.enabled for _, s in full.stages.items())
+    dba = variant_config(base, "db_action_only")
+    assert dba.stages.stage1.enabled and dba.stages.stage2.resolved_etc_batch() == 0
+    for v in (ao, e2, full):  # same Stage-2/3 budget
+        assert (v.stages.stage2.steps, v.stages.stage3.steps) == (base.stages.stage2.steps, base.stages.stage3.steps)
+    tot = variant_config(base, "action_only", budget="total")
+    assert tot.stages.stage2.steps == base.stages.stage2.steps + s1
+    assert base.stages.stage1.enabled and base.stages.stage2.resolved_etc_batch() == 2  # base untouched
+    with pytest.raises(RecipeError, match="unknown ablation variant"):
+        variant_config(base, "magic")
+
+
+def test_ablation_table_and_plots(tmp_path):
+    from etc_training.recipe.ablate import AblationConfig, _write
+
+    acfg = AblationConfig(out=str(tmp_path), seeds=[0, 1], eval_splits=["train"])
+    runs = []
+    for v, loss in (("action_only", 6.0), ("etc_stage2", 5.5), ("three_stage", 5.0)):
+        for s in (0, 1):
+            runs.append({"variant": v, "seed": s, "steps": 240, "val_action_loss": loss + 0.1 * s,
+                         "val_action_accuracy": 0.1, "val_chunk_mse": 0.2, "etc_parse_rate": None,
+                         "etc_point_error_px": None, "success": {"train": 0.5 * s}, "cka_final": 0.9,
+                         "cka_curve": [(10, 0.99), (20, 0.9)]})
+    res = _write(tmp_path, acfg, runs, 12.0)
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| three_stage | 2 | 240 | 5.050 ± 0.071 |" in md
+    assert "| action_only | 2 | 240 | 6.050 ± 0.071 |" in md and "0.25 ± 0.35" in md
+    assert len(res["table"]) == 3 and "plot_error" not in res
+    assert (tmp_path / "ablation.png").stat().st_size > 0 and (tmp_path / "cka_ablation.png").stat().st_size > 0
