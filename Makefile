@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export PYTHONUNBUFFERED := 1
+# torch on a busy 2-core machine: spinning OpenMP workers make 2 threads 10-50x slower than 1 (measured)
+export OMP_WAIT_POLICY ?= PASSIVE
 # Each ROS 2 process of ours picks a random domain unless told otherwise, so runs do not cross-talk.
 export ROS_LOCALHOST_ONLY ?= 1
 
