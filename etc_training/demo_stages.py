@@ -208,8 +208,12 @@ def stage_export(ctx: DemoContext) -> tuple[dict, list[str]]:
     lines = [f"policy bundle {bundle} from {ckpt}"]
     for variant, p in (par.items() if isinstance(par, dict) else []):
         if isinstance(p, dict):
-            keys = [k for k in ("tokens_identical", "actions_identical", "max_abs_err", "min_cosine") if k in p]
-            lines.append(f"parity {variant}: " + ", ".join(f"{k}={p[k]}" for k in keys))
+            outs = p.get("outputs", {})
+            desc = ", ".join(f"{k} cos {o.get('cosine')} max|d| {o.get('max_abs')}" for k, o in outs.items()
+                             if k != "actions")
+            lines.append(f"parity ONNX Runtime {variant} vs PyTorch on {p.get('observations')} dataset frames: {desc}; "
+                         f"identical action tokens {p.get('identical_action_ids', 0):.0%}; "
+                         f"cleanly decoded chunks {p.get('valid_rate_exported', 0):.0%}")
     return {"bundle": str(bundle), "model_card": card}, lines
 
 
@@ -223,6 +227,10 @@ def stage_ros(ctx: DemoContext) -> tuple[dict, list[str]]:
     lines = [
         f"ROS 2 graph over real DDS (sim_robot + camera + instruction + policy + safety nodes), bundle {bundle}",
         f"closed-loop episodes: {len(res.get('episodes', []))}, success rate {res.get('success_rate')}",
+        f"chunks: {res.get('safety', {}).get('chunks_received')} received, "
+        f"{res.get('safety_executor', {}).get('chunks_accepted')} accepted, rejections "
+        f"{res.get('safety_executor', {}).get('rejections')} (a chunk that does not decode cleanly arrives as NaN "
+        "and the arm holds); clamps " + str(res.get('safety_executor', {}).get('clamps')),
         f"inference latency p50/p99: {res.get('inference_latency_p50_ms')} / {res.get('inference_latency_p99_ms')} ms",
         f"control period p50/p99: {res.get('control_period_p50_ms')} / {res.get('control_period_p99_ms')} ms "
         f"(50 Hz target: 20 ms)",
