@@ -18,6 +18,7 @@ from etc_ros.camera_sources import FakeCameraSource  # noqa: E402
 from etc_ros.core import spec  # noqa: E402
 from etc_ros.driver_backends import FakeBackend  # noqa: E402
 from etc_ros.runtime_fakes import ScriptedRuntime, circle_fn  # noqa: E402
+from etc_ros.nodes.bringup import wait_until  # noqa: E402,F401  (shared with the tests)
 from etc_ros.safety import SafetyExecutor  # noqa: E402
 
 
@@ -48,13 +49,6 @@ class RecordingExecutor(SafetyExecutor):
         return cmd
 
 
-def wait_until(pred, timeout: float, period: float = 0.005) -> bool:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if pred():
-            return True
-        time.sleep(period)
-    return bool(pred())
 
 
 def alternating_fn(bad_every: int = 2):

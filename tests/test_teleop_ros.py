@@ -27,12 +27,9 @@ def _domain(k: int) -> int:
 
 
 def _wait(pred, timeout: float, period: float = 0.05) -> bool:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if pred():
-            return True
-        time.sleep(period)
-    return bool(pred())
+    from etc_ros.nodes.bringup import wait_until
+
+    return wait_until(pred, timeout, period)
 
 
 SCRIPT = [

@@ -66,3 +66,16 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def iter_jsonl(path: str | Path, error_cls: type[Exception] = ValueError):
+    """Yield (line_number, record) for every non-empty line of a JSONL file; a bad line raises error_cls
+    naming the file and line."""
+    with open(path, encoding="utf-8") as fh:
+        for ln, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield ln, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error_cls(f"{path}:{ln}: invalid JSON: {e}") from None

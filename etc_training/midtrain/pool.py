@@ -131,16 +131,9 @@ def read_pool(path: str | Path) -> Pool:
     if f.suffix == ".parquet":
         records = _read_parquet(f)
     else:
-        records = []
-        with open(f, encoding="utf-8") as fh:
-            for ln, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise MidtrainError(f"{f}:{ln}: invalid JSON: {e}") from None
-                records.append(validate_record(rec, f"{f}:{ln}"))
+        from etc_ros.core.io import iter_jsonl
+
+        records = [validate_record(rec, f"{f}:{ln}") for ln, rec in iter_jsonl(f, MidtrainError)]
     if not records:
         raise MidtrainError(f"{f}: the pool is empty")
     seen: set[str] = set()

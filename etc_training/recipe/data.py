@@ -252,19 +252,14 @@ def _jsonl_files(path: Path) -> list[Path]:
 
 
 def read_jsonl(path: str | Path, kind: str = "general") -> list[dict]:
+    from etc_ros.core.io import iter_jsonl
+
     out = []
     for f in _jsonl_files(Path(path)):
-        with open(f, encoding="utf-8") as fh:
-            for ln, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RecipeError(f"{f}:{ln}: invalid JSON: {e}") from None
-                rec = normalize_record(rec, f"{f}:{ln}", kind)
-                rec["_base_dir"] = str(f.parent)
-                out.append(rec)
+        for ln, rec in iter_jsonl(f, RecipeError):
+            rec = normalize_record(rec, f"{f}:{ln}", kind)
+            rec["_base_dir"] = str(f.parent)
+            out.append(rec)
     return out
 
 
