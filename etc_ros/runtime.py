@@ -39,6 +39,7 @@ from etc_ros.bundle import (
     load_bundle,
     load_processor,
 )
+from etc_ros.core.action_tokenizer import decode_phase
 from etc_ros.core.errors import BundleError, ModelError, UserError
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
@@ -252,6 +253,9 @@ class GraphPolicy:
             self.stop_ids = np.asarray([processor.stop_id], dtype=np.int64)
             self.allowed_ids = np.asarray(processor.action_ids, dtype=np.int64)
             self.max_new_tokens = int(self.head.get("max_new_tokens") or (at.max_tokens + 1))
+            self.fixed_length = at.fixed_length  # binning: exactly horizon x dim tokens, then stop
+            if self.fixed_length is not None:
+                self.max_new_tokens = max(self.max_new_tokens, self.fixed_length + 1)
             self._bias: np.ndarray | None = None
         self._rng = np.random.default_rng(self.head.get("noise_seed", 0))
 
@@ -318,7 +322,14 @@ class GraphPolicy:
             if force is not None:
                 nxt = np.asarray(force, dtype=np.int64)[:, k]
             else:
-                nxt = np.argmax(logits + bias, axis=-1).astype(np.int64)
+                scores = logits + bias
+                phase = decode_phase(k, getattr(self, "fixed_length", None))
+                if phase == "actions":
+                    scores = scores.copy()
+                    scores[:, self.stop_ids] = -np.inf
+                nxt = np.argmax(scores, axis=-1).astype(np.int64)
+                if phase == "stop":
+                    nxt = np.full_like(nxt, self.stop_ids[0])
                 nxt = np.where(done, self.stop_ids[0], nxt)
             gen.append(nxt)
             done = done | np.isin(nxt, self.stop_ids)

@@ -20,7 +20,9 @@ class DemoContext:
     episodes: int = 24
     workers: int = 2
     seed: int = 0
-    train_overrides: tuple = ()
+    # Binning action tokens: decoding is length-constrained, so even a briefly trained policy emits well-formed
+    # chunks the arm can execute (FAST tokens need a trained model to decode; config/train_tiny.yaml keeps FAST).
+    train_overrides: tuple = ("model.action_tokenizer=bin",)
     ros_episodes: int = 3
     ros_max_steps: int = 40
     results: dict = field(default_factory=dict)

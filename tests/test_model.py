@@ -355,3 +355,23 @@ def test_pluggable_continuous_head_trains_saves_and_loads(data, tmp_path):
         assert np.array_equal(a, back.predict_chunk(_img(1), states[1], "go"))
     finally:
         ACTION_HEADS.pop("meanpool", None)
+
+
+def test_binning_decoding_is_length_constrained_so_every_chunk_is_valid(data):
+    """A fixed-length tokenizer decodes exactly horizon x dim action tokens then the stop token, even from an
+    untrained model (the rule etc_ros.core.action_tokenizer.decode_phase, shared with the robot runtime)."""
+    from etc_ros.core.action_tokenizer import BinningActionTokenizer, decode_phase
+
+    raw, states = data
+    tok = BinningActionTokenizer(horizon=raw.shape[1], action_dim=raw.shape[2])
+    pol = VLAPolicy.build("tiny", action_chunks=raw, states=states, seed=1, action_tokenizer=tok)
+    P = pol.processor
+    prefix = pol.to_torch(P.collate([P.build_inference_prompt(_img(2), states[2], "open the drawer")], "left"))
+    n = tok.fixed_length
+    gen = greedy_decode(pol.backbone, prefix, [P.stop_id], n + 5, allowed_ids=torch.as_tensor(P.action_ids),
+                        fixed_length=n)[0].tolist()
+    assert len(gen) == n + 1 and gen[-1] == P.stop_id and P.stop_id not in gen[:-1]
+    chunk, valid = pol.predict_chunk(_img(2), states[2], "open the drawer", return_valid=True)
+    assert valid and chunk.shape == raw.shape[1:] and np.all(np.isfinite(chunk))
+    assert [decode_phase(k, 3) for k in range(5)] == ["actions"] * 3 + ["stop", "stop"]
+    assert decode_phase(0, None) == "any"

@@ -120,13 +120,19 @@ def test_left_padded_batch_equals_single_steps(rt):
 
 
 def test_invalid_decodes_become_nan_by_default(bundle_dir, rt):
-    """The random micro model never emits the stop token: its decodes are invalid. Default: NaN chunk (the
-    safety layer rejects it); on_invalid='keep' returns the best-effort decode."""
+    """The micro bundle bins its actions, so decoding is length-constrained and always well-formed. Decoded freely
+    (as a variable-length FAST head decodes), the random micro model never emits the stop token: invalid.
+    Default: NaN chunk (the safety layer rejects it); on_invalid='keep' returns the best-effort decode."""
     strict = PolicyRuntime.load(bundle_dir, threads=1)
     c = strict.step(observation(5))
+    assert strict.last_valid is True and np.all(np.isfinite(c))  # constrained: exactly horizon x dim tokens
+    strict.model.fixed_length = None  # free decoding
+    c = strict.step(observation(5))
     assert strict.last_valid is False and c.shape == (10, 7) and np.all(np.isnan(c))
-    k = rt.step(observation(5))
-    assert rt.last_valid is False and np.all(np.isfinite(k))
+    keep = PolicyRuntime.load(bundle_dir, threads=1, on_invalid="keep")
+    keep.model.fixed_length = None
+    k = keep.step(observation(5))
+    assert keep.last_valid is False and np.all(np.isfinite(k))
     with pytest.raises(Exception, match="on_invalid"):
         PolicyRuntime.load(bundle_dir, on_invalid="zero")
 

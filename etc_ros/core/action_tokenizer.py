@@ -72,6 +72,11 @@ class ActionTokenizer:
         """Upper bound on the number of tokens of one chunk."""
         return self.horizon * self.action_dim
 
+    @property
+    def fixed_length(self) -> int | None:
+        """Exact number of tokens per chunk, or None for variable-length tokenizers (FAST)."""
+        return None
+
     def encode(self, chunk: Any) -> list[int]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -87,6 +92,16 @@ class ActionTokenizer:
         return atomic_write_json(path, self.to_dict())
 
 
+def decode_phase(step: int, fixed_length: int | None) -> str:
+    """Constrained decoding rule shared by the PyTorch decoder and the robot runtime: for a tokenizer with a fixed
+    number of tokens per chunk (binning), the first `fixed_length` steps may only emit action tokens and the next one
+    must be the stop token, so every decoded chunk has the right shape (as OpenVLA-style decoders do). Variable-length
+    tokenizers (FAST) decode freely ("any")."""
+    if fixed_length is None:
+        return "any"
+    return "actions" if step < fixed_length else "stop"
+
+
 class BinningActionTokenizer(ActionTokenizer):
     """Per-dimension uniform binning of [-1, 1] into `n_bins` bins; token = bin index."""
 
@@ -100,6 +115,11 @@ class BinningActionTokenizer(ActionTokenizer):
         self.n_bins = int(n_bins)
         self.action_dim = int(action_dim)
         self.horizon = int(horizon)
+
+    @property
+    def fixed_length(self) -> int:
+        """Tokens per chunk (always horizon x action_dim): decoding can be constrained to exactly this many."""
+        return self.horizon * self.action_dim
 
     @property
     def vocab_size(self) -> int:

@@ -71,9 +71,12 @@ def torch_reference(policy: Any, batch: Mapping[str, Any], noise: np.ndarray | N
             if head_type_of(policy) == "tokens":
                 head = policy.action_head
                 max_new = int(getattr(head, "max_new_tokens", 0) or (P.action_tokenizer.max_tokens + 1))
+                fixed = P.action_tokenizer.fixed_length
+                if fixed is not None:
+                    max_new = max(max_new, fixed + 1)
                 gen = greedy_decode(bb, prefix, stop_ids=[P.stop_id], max_new_tokens=max_new,
                                     allowed_ids=torch.as_tensor(P.action_ids, dtype=torch.long),
-                                    use_cache=getattr(head, "use_cache", True))
+                                    use_cache=getattr(head, "use_cache", True), fixed_length=fixed)
                 B, L = prefix["input_ids"].shape
                 T = gen.shape[1]
                 ids = torch.cat([prefix["input_ids"], gen], 1)

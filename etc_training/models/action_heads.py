@@ -79,10 +79,15 @@ def greedy_decode(
     max_new_tokens: int,
     allowed_ids: torch.Tensor | None = None,
     use_cache: bool = True,
+    fixed_length: int | None = None,
 ) -> torch.Tensor:
     """Greedy generation after a (left-padded) prefix; returns (B, T) generated ids. Rows that emitted a stop
     id keep emitting it. `allowed_ids` restricts the choice (e.g. action tokens + the stop token).
-    With use_cache=False every step recomputes the whole sequence (reference for tests)."""
+    With use_cache=False every step recomputes the whole sequence (reference for tests).
+    fixed_length: exactly that many tokens then the stop token (etc_ros.core.action_tokenizer.decode_phase, the
+    same rule as the robot runtime)."""
+    from etc_ros.core.action_tokenizer import decode_phase
+
     ids = prefix["input_ids"]
     am = prefix["attention_mask"]
     tt = prefix["token_type_ids"]
@@ -106,9 +111,15 @@ def greedy_decode(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     gen: list[torch.Tensor] = []
     last_pos = pos[:, -1:]
-    for _ in range(int(max_new_tokens)):
+    for step in range(int(max_new_tokens)):
         scores = logits if bias is None else logits + bias
+        phase = decode_phase(step, fixed_length)
+        if phase == "actions":
+            scores = scores.clone()
+            scores[:, stops] = float("-inf")
         nxt = scores.argmax(-1)
+        if phase == "stop":
+            nxt = stops[0].expand_as(nxt)
         nxt = torch.where(done, stops[0].expand_as(nxt), nxt)
         gen.append(nxt)
         done = done | torch.isin(nxt, stops)
@@ -158,9 +169,12 @@ class TokenActionHead:
         p = self.processor
         allowed = torch.as_tensor(p.action_ids, dtype=torch.long)
         max_new = self.max_new_tokens or (p.action_tokenizer.max_tokens + 1)
+        fixed = p.action_tokenizer.fixed_length
+        if fixed is not None:
+            max_new = max(max_new, fixed + 1)
         gen = greedy_decode(
             policy.backbone, prefix, stop_ids=[p.stop_id], max_new_tokens=max_new, allowed_ids=allowed,
-            use_cache=self.use_cache if use_cache is None else use_cache,
+            use_cache=self.use_cache if use_cache is None else use_cache, fixed_length=fixed,
         ).cpu().numpy()
         chunks, valid = [], []
         for row in gen:
