@@ -191,7 +191,7 @@ def stage_train(ctx: DemoContext) -> tuple[dict, list[str]]:
     for name, st in stages.items():
         if isinstance(st, dict):
             lines.append(f"{name}: {st.get('steps')} steps, {st.get('samples_per_s')} samples/s, "
-                         f"final loss {st.get('final_loss', st.get('loss'))}")
+                         f"peak RSS {st.get('peak_rss_mb')} MB, sources {st.get('sources')}")
     if summary.get("plots"):
         lines.append(f"plots (losses, CKA drift): {', '.join(summary['plots'])}")
     ctx.results["_final_policy"] = summary.get("final_policy")
