@@ -19,7 +19,8 @@ demo: setup
 
 test:
 	@bash scripts/setup.sh --with-browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not realtime"
+	$(PY) -m pytest -q tests -m realtime
 
 bench: setup
 	$(PY) -m etc_training.cli bench all --out runs/bench

@@ -109,9 +109,10 @@ def test_camera_stop_makes_the_arm_hold_and_replug_recovers():
         assert rest_latency <= hold_latency + 0.2
         # nothing moves while the camera is away: every later command repeats the rest pose, and so does the
         # last one the driver received
-        time.sleep(0.5)
+        # at least 10 further ticks (0.2 s at 50 Hz; given up to 3 s on a starved machine)
+        assert wait_until(lambda: sum(1 for r in list(ex.ticks) if r[0] > rest[0]) >= 10, 3.0)
         later = [r[3] for r in list(ex.ticks) if r[0] > rest[0]]
-        assert len(later) >= 10 and float(np.max(np.abs(np.array(later) - rest[3]))) < 1e-12
+        assert float(np.max(np.abs(np.array(later) - rest[3]))) < 1e-12
         assert float(np.max(np.abs(backend.log[-1][1] - rest[3]))) < 1e-12
         d = cam_node.cam.diagnostics()
         assert d["state"] == "reconnecting" and d["failures"] >= 1
@@ -195,7 +196,11 @@ def test_estop_latches_until_reset_and_dry_run_sends_nothing():
         n = len(rec.commands)
         time.sleep(1.0)
         assert len(rec.commands) == n
-        assert ex.ticks[-1][5] is False and not ex.ticks[-1][1]  # tracking, but not executed
+        # every tick after the switch is computed but not executed (whether it tracks or holds depends on how
+        # fresh the chunks are on a loaded machine; the dry-run invariant is that nothing is executed)
+        t_dry = time.time() - 1.0
+        dry = [tk for tk in list(ex.ticks) if tk[0] > t_dry]
+        assert dry and all(tk[5] is False for tk in dry)
         assert rec.call(SetBool, "/safety_node/dry_run", SetBool.Request(data=False)).success
         assert wait_until(lambda: len(rec.commands) > n + 10, 3.0)
     finally:
