@@ -576,15 +576,11 @@ def load_teleop_file(path: str | Path | None = None, overrides: Sequence[str] = 
         default = config_path("teleop.yaml")
         path = default if default.is_file() else None
     if path is not None:
+        from etc_ros.core.config import read_yaml_mapping
+
         p = Path(path)
-        if not p.is_file():
-            raise TeleopError(f"teleop config {p} not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise TeleopError(f"{p}: invalid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise TeleopError(f"{p}: top level must be a mapping with teleop / recorder / robot")
+        loaded = read_yaml_mapping(p, TeleopError, what="teleop config",
+                                   top_level="a mapping with teleop / recorder / robot")
         unknown = sorted(set(loaded) - {"teleop", "recorder", "robot"})
         if unknown:
             raise ConfigError(f"{p}: unknown section(s) {unknown}; known: ['recorder', 'robot', 'teleop']")

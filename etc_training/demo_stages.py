@@ -42,8 +42,7 @@ def stage_robot(ctx: DemoContext) -> tuple[dict, list[str]]:
 
     kin = WidowXKinematics.from_urdf()
     rng = np.random.default_rng(ctx.seed)
-    qs = kin.random_configurations(200, rng, margin=0.2) if "margin" in kin.random_configurations.__code__.co_varnames \
-        else kin.random_configurations(200, rng)
+    qs = kin.random_configurations(200, rng, margin=0.2)
     fk_err = max(float(np.abs(kin.fk(q) - kin.fk_poe(q)).max()) for q in qs)
     ok, pos_errs, t_ik = 0, [], []
     for q in qs:
@@ -185,7 +184,7 @@ def stage_train(ctx: DemoContext) -> tuple[dict, list[str]]:
         f"seed={ctx.seed}", "run.resume=never",
     ] + list(ctx.train_overrides))
     summary = run_recipe(cfg, progress=True)
-    stages = {k: v for k, v in summary.get("stages", {}).items()} if isinstance(summary.get("stages"), dict) else {}
+    stages = summary.get("stages") or {}
     lines = [f"three-stage recipe (config/train_tiny.yaml) on the sim data: {summary.get('seconds')} s, "
              f"final policy {summary.get('final_policy')}"]
     for name, st in stages.items():

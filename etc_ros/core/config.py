@@ -153,18 +153,26 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     """Defaults of `cls`, then the YAML file (if given), then `key=value` overrides."""
     data = to_dict(cls())
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        data = _merge(data, loaded)
+        data = _merge(data, read_yaml_mapping(path, ConfigError, what="config file"))
     data = apply_overrides(data, overrides)
     return from_dict(cls, data)
+
+
+def read_yaml_mapping(path: str | Path, error_cls: type[Exception] = None, what: str = "file",
+                      top_level: str = "a mapping") -> dict:
+    """A YAML file whose top level is a mapping ({} when empty); a missing file, bad YAML or another top level
+    raises error_cls (default ConfigError) naming the file."""
+    error_cls = error_cls or ConfigError
+    p = Path(path)
+    if not p.is_file():
+        raise error_cls(f"{what} not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error_cls(f"{p}: invalid YAML: {e}") from None
+    if not isinstance(loaded, dict):
+        raise error_cls(f"{p}: top level must be {top_level}")
+    return loaded
 
 
 def _merge(base: dict, new: dict) -> dict:

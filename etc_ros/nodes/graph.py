@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from etc_ros.core import spec
 from etc_ros.core.errors import UserError
@@ -235,15 +234,11 @@ def plan_graph(args: dict[str, Any]) -> list[NodePlan]:
 # ------------------------------------------------------------------------------------------------ YAML
 def read_param_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """ROS 2 parameter file -> {node_name: {param: value}} ('/**' applies to every node)."""
+    from etc_ros.core.config import read_yaml_mapping
+
     p = Path(path)
-    if not p.is_file():
-        raise GraphConfigError(f"parameter file {p} not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise GraphConfigError(f"{p}: invalid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise GraphConfigError(f"{p}: top level must map node names to {{ros__parameters: ...}}")
+    data = read_yaml_mapping(p, GraphConfigError, what="parameter file",
+                             top_level="a mapping of node names to {ros__parameters: ...}")
     out: dict[str, dict[str, Any]] = {}
     for node, body in data.items():
         if not isinstance(body, dict) or "ros__parameters" not in body or not isinstance(body["ros__parameters"], dict):
