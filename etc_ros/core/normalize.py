@@ -1,11 +1,15 @@
 """Normalization statistics for states and actions, shared by training and the robot runtime.
 
-Two modes:
-- "quantile" (default, the recipe's): the 1st and 99th percentiles of each dimension map to -1 and +1,
-  values outside are clipped to [-1, 1]. unnormalize() maps [-1, 1] back to [q01, q99].
+Three modes:
+- "quantile" (the recipe's default for the state): the 1st and 99th percentiles of each dimension map to -1 and
+  +1, values outside are clipped to [-1, 1]. unnormalize() maps [-1, 1] back to [q01, q99].
+- "minmax" (the default for actions): the data's min and max map to -1 and +1, nothing is clipped in either
+  direction, so every action the data (or the robot) can do survives the round trip. Quantile clipping is wrong
+  for actions: a policy trained on clipped targets cannot reproduce the large corrective steps of its own
+  demonstrations (measured: 84 of 162 expert replays fail after a quantile round trip, 0 after minmax).
 - "meanstd": (x - mean) / std, no clipping.
-A dimension whose range is degenerate (q99 - q01 or std below `eps`, e.g. a constant gripper) normalizes to 0
-and unnormalizes to its constant value (q01 or mean) instead of dividing by ~0.
+A dimension whose range is degenerate (q99 - q01, max - min or std below `eps`, e.g. a constant gripper)
+normalizes to 0 and unnormalizes to its constant value (q01, min or mean) instead of dividing by ~0.
 
 Stats are computed from data (`NormStats.from_data`), stored as JSON next to a checkpoint
 (`save_norm_stats` / `load_norm_stats`: {"state": {...}, "action": {...}}) and loaded by the robot: numpy only.
@@ -21,7 +25,7 @@ import numpy as np
 
 from etc_ros.core.errors import ModelError
 
-MODES = ("quantile", "meanstd")
+MODES = ("quantile", "minmax", "meanstd")
 NORM_STATS_FILE = "norm_stats.json"
 
 
@@ -46,6 +50,8 @@ class NormStats:
     count: int = 0
     eps: float = 1e-6
     names: tuple[str, ...] = field(default_factory=tuple)
+    min: np.ndarray | None = None  # per-dimension data range; required by "minmax" (older stats files lack it)
+    max: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -61,6 +67,15 @@ class NormStats:
             raise ModelError("norm stats: std must be >= 0")
         if np.any(self.q99 < self.q01):
             raise ModelError("norm stats: q99 must be >= q01 in every dimension")
+        if (self.min is None) != (self.max is None):
+            raise ModelError("norm stats: min and max must be given together")
+        if self.min is not None:
+            self.min = _vec("min", self.min, dim)
+            self.max = _vec("max", self.max, dim)
+            if np.any(self.max < self.min):
+                raise ModelError("norm stats: max must be >= min in every dimension")
+        elif self.mode == "minmax":
+            raise ModelError("norm stats: mode 'minmax' needs min and max")
         self.names = tuple(self.names)
         if self.names and len(self.names) != dim:
             raise ModelError(f"norm stats: {len(self.names)} names for {dim} dimensions")
@@ -93,6 +108,8 @@ class NormStats:
             std=flat.std(axis=0),
             q01=q01,
             q99=q99,
+            min=flat.min(axis=0),
+            max=flat.max(axis=0),
             mode=mode,
             count=int(flat.shape[0]),
             names=tuple(names),
@@ -101,7 +118,8 @@ class NormStats:
     @classmethod
     def identity(cls, dim: int, mode: str = "quantile") -> "NormStats":
         """Stats under which normalize() is the identity on [-1, 1] (quantile) or everywhere (meanstd)."""
-        return cls(mean=np.zeros(dim), std=np.ones(dim), q01=-np.ones(dim), q99=np.ones(dim), mode=mode)
+        return cls(mean=np.zeros(dim), std=np.ones(dim), q01=-np.ones(dim), q99=np.ones(dim), mode=mode,
+                   min=-np.ones(dim), max=np.ones(dim))
 
     @property
     def dim(self) -> int:
@@ -114,6 +132,10 @@ class NormStats:
             scale = (self.q99 - self.q01) / 2.0
             offset = (self.q99 + self.q01) / 2.0
             ok = (self.q99 - self.q01) > self.eps
+        elif self.mode == "minmax":
+            scale = (self.max - self.min) / 2.0
+            offset = (self.max + self.min) / 2.0
+            ok = (self.max - self.min) > self.eps
         else:
             scale = self.std.copy()
             offset = self.mean.copy()
@@ -144,12 +166,12 @@ class NormStats:
         if self.mode == "quantile":
             arr = np.clip(arr, -1.0, 1.0)
         scale, offset, ok = self._scale_offset()
-        const = self.q01 if self.mode == "quantile" else self.mean
+        const = {"quantile": self.q01, "minmax": self.min}.get(self.mode, self.mean)
         return np.where(ok, arr * scale + offset, const)
 
     # ------------------------------------------------------------------ serialization
     def to_dict(self) -> dict:
-        return {
+        d = {
             "mode": self.mode,
             "count": int(self.count),
             "eps": float(self.eps),
@@ -159,6 +181,9 @@ class NormStats:
             "q01": self.q01.tolist(),
             "q99": self.q99.tolist(),
         }
+        if self.min is not None:
+            d.update(min=self.min.tolist(), max=self.max.tolist())
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "NormStats":
@@ -167,7 +192,7 @@ class NormStats:
         missing = [k for k in ("mean", "std", "q01", "q99") if k not in d]
         if missing:
             raise ModelError(f"norm stats: missing key(s) {missing}")
-        unknown = sorted(set(d) - {"mode", "count", "eps", "names", "mean", "std", "q01", "q99"})
+        unknown = sorted(set(d) - {"mode", "count", "eps", "names", "mean", "std", "q01", "q99", "min", "max"})
         if unknown:
             raise ModelError(f"norm stats: unknown key(s) {unknown}")
         return cls(
@@ -179,6 +204,8 @@ class NormStats:
             count=int(d.get("count", 0)),
             eps=float(d.get("eps", 1e-6)),
             names=tuple(d.get("names", ())),
+            min=d.get("min"),
+            max=d.get("max"),
         )
 
     def with_mode(self, mode: str) -> "NormStats":

@@ -77,6 +77,16 @@ class ProcessorConfig:
         return cls(**kw)
 
 
+def resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 -> size x size x 3 uint8 (PIL bicubic): the one resize of every model input, at training
+    (frame cache, processor) and on the robot."""
+    if img.shape[:2] == (size, size):
+        return img
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BICUBIC))
+
+
 def clean_text(text: Any, what: str = "text") -> str:
     """Collapse whitespace and strip; non-strings and empty text are errors."""
     if not isinstance(text, str):
@@ -177,8 +187,6 @@ class VLAProcessor:
     # ------------------------------------------------------------------ images / state
     def preprocess_images(self, images: Any) -> np.ndarray:
         """One HxWx3 uint8 image or a sequence / (V, H, W, 3) array of n_views -> float32 (V, 3, S, S)."""
-        from PIL import Image
-
         if isinstance(images, np.ndarray) and images.ndim == 3:
             views = [images]
         elif isinstance(images, np.ndarray) and images.ndim == 4:
@@ -196,8 +204,7 @@ class VLAProcessor:
             img = np.asarray(img)
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
                 raise ModelError(f"view {k}: expected an HxWx3 uint8 RGB image, got {img.dtype} {img.shape}")
-            if img.shape[:2] != (s, s):
-                img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((s, s), Image.BICUBIC))
+            img = resize_image(img, s)
             chw = img.transpose(2, 0, 1).astype(np.float32) / 255.0
             out[k] = (chw - self._mean) / self._std
         return out

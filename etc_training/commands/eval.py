@@ -27,6 +27,12 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="episode dataset for offline action quality")
     p.add_argument("--data-split", default="val")
     p.add_argument("--action-samples", type=int, default=32)
+    p.add_argument("--family", "--families", dest="families", default="",
+                   help="comma-separated task families (pick_place, pick_up, push, stack); several are assigned "
+                        "round-robin; default: the sim's mix")
+    p.add_argument("--seeds-from", default=None,
+                   help="memorization check: run the scenes (seed, split, family) of this dataset's first "
+                        "--episodes episodes instead of new seeded scenes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default="runs/eval")
     p.set_defaults(func=run)
@@ -49,11 +55,14 @@ def run(args) -> int:
                      workers=args.workers, seed=args.seed, max_steps=args.max_steps, exec_horizon=args.exec_horizon,
                      videos=args.videos, cameras=_csv(args.cameras), etc=args.etc, etc_splits=_csv(args.etc_splits),
                      etc_samples=args.etc_samples, data=args.data, data_split=args.data_split,
-                     action_samples=args.action_samples, threads=args.threads)
+                     action_samples=args.action_samples, threads=args.threads, families=_csv(args.families),
+                     seeds_from=args.seeds_from)
     res = evaluate(cfg)
     brief = {"out": args.out, "seconds": res.get("seconds")}
     if "closed_loop" in res:
         brief["success_rate"] = {s: v["success_rate"] for s, v in res["closed_loop"]["per_split"].items()}
+        brief["ci95"] = {s: v["ci95"] for s, v in res["closed_loop"]["per_split"].items()}
+        brief["failure_mode"] = {s: v["failure_mode"] for s, v in res["closed_loop"]["per_split"].items()}
     if "etc" in res:
         brief["etc"] = {k: v for k, v in res["etc"]["summary"].items() if k != "per_subtype"}
     if "actions" in res:

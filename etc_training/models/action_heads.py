@@ -157,12 +157,15 @@ class TokenActionHead:
         self.processor = processor
         self.use_cache = bool(use_cache)
         self.max_new_tokens = int(max_new_tokens)
+        self.last_metrics: dict | None = None
 
     def config_dict(self) -> dict:
         return {"use_cache": self.use_cache, "max_new_tokens": self.max_new_tokens}
 
     def loss(self, model_outputs: BackboneOutputs, batch: dict) -> torch.Tensor:
-        loss, _, _ = lm_loss(model_outputs, batch["labels"])
+        loss, acc, n = lm_loss(model_outputs, batch["labels"])
+        # token accuracy of this very computation, for the policy's metrics (no second LM pass to report it)
+        self.last_metrics = {"accuracy": acc, "tokens": n}
         return loss
 
     def predict(self, policy: Any, prefix: dict, use_cache: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -199,8 +202,15 @@ def _hybrid_head(processor: VLAProcessor, hidden_size: int, **cfg: Any):
     return HybridActionHead(processor, hidden_size, **cfg)
 
 
+def _regression_head(processor: VLAProcessor, hidden_size: int, **cfg: Any):
+    from etc_training.models.regression_head import RegressionActionHead  # one-pass L1 chunk regression
+
+    return RegressionActionHead(processor, hidden_size, **cfg)
+
+
 ACTION_HEADS: dict[str, HeadFactory] = {
     "tokens": lambda processor, hidden_size, **cfg: TokenActionHead(processor, **cfg),
+    "regression": _regression_head,
     "diffusion": _diffusion_head,
     "both": _hybrid_head,
 }

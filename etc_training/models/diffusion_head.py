@@ -378,6 +378,10 @@ class HybridActionHead(nn.Module):
         return {"token_weight": self.token_weight, "predict_with": self.predict_with,
                 "tokens": self.tokens.config_dict(), "diffusion": self.diffusion.config_dict()}
 
+    @property
+    def last_metrics(self) -> dict | None:
+        return self.tokens.last_metrics
+
     def loss(self, model_outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
         return self.token_weight * self.tokens.loss(model_outputs, batch) + self.diffusion.loss(model_outputs, batch)
 

@@ -37,6 +37,9 @@ class ModelPreset:
     max_length: int = 0  # 0 = no limit
     requires_checkpoint: bool = False
     dtype: str = "float32"
+    use_state: bool = True  # write the robot state into the action prompt (ProcessorConfig.use_state)
+    vision_tower: str = "siglip"  # "siglip" (the checkpoint's) | "conv" (ConvVisionTower, random init only)
+    conv_width: int = 32  # conv tower: channels of the first stage (doubling per stage, at most 4x)
 
     @property
     def image_tokens_per_view(self) -> int:
@@ -86,6 +89,24 @@ PRESETS: dict[str, ModelPreset] = {
         n_action_tokens=1024,
         max_length=512,
     ),
+    "tiny-conv": ModelPreset(
+        name="tiny-conv",
+        description="random-init VLA that learns on a CPU: conv vision tower with coordinate channels (96 px, "
+                    "6x6 = 36 image tokens) + the tiny Gemma decoder; the embedded world's policy",
+        vision=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=2),
+        text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=1, head_dim=32, max_position_embeddings=1024),
+        image_size=96,
+        patch_size=16,
+        projection_dim=128,
+        text_vocab_size=2048,
+        n_action_tokens=1024,
+        action_tokenizer="bin",
+        max_length=512,
+        use_state=False,  # the image shows the arm; the state cost ~25 prompt tokens (measured: 2x slower steps)
+        vision_tower="conv",
+        conv_width=16,
+    ),
     "paligemma-3b": ModelPreset(
         name="paligemma-3b",
         description="PaliGemma-3B-pt-224 (SigLIP So400m/14 + Gemma-2B); load from a local checkpoint path",
@@ -105,6 +126,9 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
+VISION_TOWERS = ("siglip", "conv")
+
+
 def get_preset(name: str | ModelPreset, **overrides: Any) -> ModelPreset:
     if isinstance(name, ModelPreset):
         preset = name
@@ -112,4 +136,11 @@ def get_preset(name: str | ModelPreset, **overrides: Any) -> ModelPreset:
         if name not in PRESETS:
             raise ModelError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
         preset = PRESETS[name]
-    return preset.with_overrides(**overrides) if overrides else preset
+    preset = preset.with_overrides(**overrides) if overrides else preset
+    if preset.vision_tower not in VISION_TOWERS:
+        raise ModelError(f"preset {preset.name}: vision_tower must be one of {list(VISION_TOWERS)}, "
+                         f"got {preset.vision_tower!r}")
+    if preset.vision_tower == "conv" and preset.requires_checkpoint:
+        raise ModelError(f"preset {preset.name}: the conv vision tower is random-init; it cannot replace a "
+                         "checkpoint's pretrained tower")
+    return preset

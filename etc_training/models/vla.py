@@ -39,6 +39,9 @@ from etc_training.models.text_tokenizer import ACTION_TOKEN_FMT, IMAGE, build_te
 VLA_FILE = "vla.json"
 HEAD_WEIGHTS_FILE = "action_head.safetensors"
 FORMAT = "etc-vla-policy"
+# Actions: min/max, never clipped (a quantile clip makes half the expert's own demonstrations unreproducible);
+# the state keeps quantiles (outliers only shift an input).
+DEFAULT_NORM_MODES = {"action": "minmax", "state": "quantile"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -69,6 +72,37 @@ def _load_backbone(path: Path, dtype: torch.dtype):
         return PaliGemmaForConditionalGeneration.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     except OSError as e:
         raise ModelError(f"{path}: cannot load the checkpoint weights: {e}") from None
+
+
+def _load_conv_backbone(path: Path, preset: Mapping[str, Any], dtype: torch.dtype):
+    """A checkpoint whose SigLIP tower was replaced by the ConvVisionTower: transformers loads the decoder and
+    projector (with its own checkpoint key mapping), then the conv tower is installed and its weights loaded
+    strictly from the same safetensors."""
+    import logging
+
+    from safetensors.torch import load_file
+
+    from etc_training.models.conv_vision import install_conv_tower
+
+    tf_log = logging.getLogger("transformers.modeling_utils")
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)  # the SigLIP tower it builds is replaced right below: its warnings are noise
+    try:
+        backbone = _load_backbone(path, dtype)
+    finally:
+        tf_log.setLevel(level)
+    size, patch = int(preset["image_size"]), int(preset["patch_size"])
+    tower = install_conv_tower(backbone, size, size // patch, int(preset.get("conv_width", 32)))
+    state: dict = {}
+    for f in sorted(path.glob("model*.safetensors")):
+        for k, v in load_file(str(f)).items():
+            if "vision_tower." in k:
+                state[k.split("vision_tower.", 1)[1]] = v
+    try:
+        tower.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelError(f"{path}: conv vision tower weights do not match the preset: {e}") from None
+    return backbone.to(dtype)
 
 
 def _action_block(tokenizer: Any, preset: ModelPreset) -> tuple[int, int]:
@@ -138,12 +172,15 @@ class VLAPolicy(torch.nn.Module):
         head: str = "tokens",
         head_config: Mapping[str, Any] | None = None,
         seed: int = 0,
+        norm_modes: Mapping[str, str] | None = None,
         **preset_overrides: Any,
     ) -> "VLAPolicy":
         """A new policy. Random init from the preset, or the weights and tokenizer of a local PaliGemma
         checkpoint (`backbone_path`). Norm stats missing from `norm_stats` are computed from `action_chunks`
-        (raw (N, H, D)) and `states` (raw (N, D)); the FAST tokenizer is fitted on the normalized chunks."""
+        (raw (N, H, D)) and `states` (raw (N, D)) with `norm_modes` ({"action": "minmax", "state": "quantile"} by
+        default: actions are never clipped); the FAST tokenizer is fitted on the normalized chunks."""
         p = get_preset(preset, **preset_overrides)
+        modes = {**DEFAULT_NORM_MODES, **dict(norm_modes or {})}
         stats = dict(norm_stats or {})
         chunks = None
         if action_chunks is not None:
@@ -151,9 +188,9 @@ class VLAPolicy(torch.nn.Module):
             if chunks.ndim != 3 or chunks.shape[1:] != (p.horizon, p.action_dim):
                 raise ModelError(f"action_chunks must have shape (N, {p.horizon}, {p.action_dim}), got {chunks.shape}")
             if "action" not in stats:
-                stats["action"] = NormStats.from_data(chunks)
+                stats["action"] = NormStats.from_data(chunks, mode=modes["action"])
         if states is not None and "state" not in stats:
-            stats["state"] = NormStats.from_data(np.asarray(states, dtype=np.float64))
+            stats["state"] = NormStats.from_data(np.asarray(states, dtype=np.float64), mode=modes["state"])
         normalized = stats["action"].normalize(chunks) if chunks is not None else None
         if "action" not in stats:
             stats["action"] = NormStats.identity(p.action_dim)
@@ -175,6 +212,10 @@ class VLAPolicy(torch.nn.Module):
             cfg = p.backbone_config(vocab_size=vocab, image_token_id=tokenizer.token_to_id(IMAGE))
             torch.manual_seed(seed)
             backbone = PaliGemmaForConditionalGeneration(cfg).to(dtype)
+            if p.vision_tower == "conv":
+                from etc_training.models.conv_vision import install_conv_tower
+
+                install_conv_tower(backbone, p.image_size, p.image_size // p.patch_size, p.conv_width)
         bcfg = backbone.config
         offset, n_act = _action_block(tokenizer, p)
         if offset + n_act > bcfg.text_config.vocab_size:
@@ -189,6 +230,7 @@ class VLAPolicy(torch.nn.Module):
             action_token_offset=offset,
             n_action_tokens=n_act,
             action_format="tokens" if head in TOKEN_FORMAT_HEADS else "continuous",
+            use_state=p.use_state,
         )
         if tokenizer.token_to_id(pcfg.image_token) != bcfg.image_token_index:
             raise ModelError(f"tokenizer's {pcfg.image_token} id {tokenizer.token_to_id(pcfg.image_token)} != "
@@ -275,12 +317,12 @@ class VLAPolicy(torch.nn.Module):
             raise ModelError(f"unknown batch kind {kind!r}; use 'action' or 'etc'")
         loss = self.action_head.loss(outputs, b)
         res = {"loss": loss, "action_loss": loss.detach()}
-        if "labels" in b and self.action_head.action_format == "tokens":
-            with torch.no_grad():
-                _, acc, n = lm_loss(BackboneOutputs(outputs.hidden_states.detach(), outputs.attention_mask,
-                                                    self.logits), b["labels"])
-            res["action_accuracy"] = acc
-            res["action_tokens"] = torch.tensor(n)
+        metrics = getattr(self.action_head, "last_metrics", None)  # token heads: accuracy of the same LM pass
+        if metrics:
+            res["action_accuracy"] = metrics["accuracy"]
+            res["action_tokens"] = torch.tensor(metrics["tokens"])
+        for k, v in (getattr(self.action_head, "aux_losses", None) or {}).items():
+            res[k] = v
         return res
 
     # ------------------------------------------------------------------ inference
@@ -366,8 +408,12 @@ class VLAPolicy(torch.nn.Module):
         if meta.get("format") != FORMAT:
             raise ModelError(f"{d / VLA_FILE}: not an etc-vla policy checkpoint")
         processor = VLAProcessor.load(d)
-        preset_dtype = (meta.get("preset") or {}).get("dtype", "float32")
-        backbone = _load_backbone(d, _dtype(dtype or preset_dtype))
+        preset_meta = meta.get("preset") or {}
+        preset_dtype = preset_meta.get("dtype", "float32")
+        if preset_meta.get("vision_tower", "siglip") == "conv":
+            backbone = _load_conv_backbone(d, preset_meta, _dtype(dtype or preset_dtype))
+        else:
+            backbone = _load_backbone(d, _dtype(dtype or preset_dtype))
         head_meta = meta.get("head") or {"type": "tokens", "config": {}}
         head = make_action_head(head_meta["type"], processor, int(backbone.config.text_config.hidden_size),
                                 head_meta.get("config") or {})

@@ -113,6 +113,8 @@ class ModelConfig:
     head_config: dict[str, Any] = field(default_factory=dict)
     action_tokenizer: Literal["fast", "bin"] = "fast"
     overrides: dict[str, Any] = field(default_factory=dict)  # ModelPreset field overrides
+    # normalization mode per key (stored in the checkpoint / bundle): actions are never clipped (minmax)
+    norm: dict[str, str] = field(default_factory=lambda: {"action": "minmax", "state": "quantile"})
 
 
 @dataclass
@@ -137,7 +139,9 @@ class DataConfig:
     general: list[str] = field(default_factory=list)  # general VLM JSONL sources (files or directories)
     cameras: list[str] = field(default_factory=list)  # camera views fed to the model (empty = first camera)
     val_split: str = "val"  # split used for held-out metrics (skipped when absent)
-    cache_episodes: int = 64  # whole episodes kept decoded in memory (LRU)
+    cache_episodes: int = 64  # whole episodes kept decoded in memory (LRU) when the frame cache is off
+    frame_cache: bool = True  # decode frames once at the model resolution into a memory map (frame_cache.py)
+    augment_shift: int = 0  # random shift of action images by up to N pixels at the model resolution (0 = off)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -154,6 +158,7 @@ class RunConfig:
     log_every: int = 5
     checkpoint_every: int = 50  # steps; a checkpoint is also written at the end of each stage
     keep_checkpoints: int = 2
+    export_checkpoints: bool = False  # also save the (EMA) policy at each checkpoint: <stage>/policies/step_N
     resume: Literal["auto", "never"] = "auto"  # auto: continue a matching run in `out`
     stop_after: int = 0  # stop the process after this many optimizer steps in this invocation (tests, 0 = off)
     threads: int = 2  # torch CPU threads (at most 2 on the shared 2-core machine)
@@ -183,6 +188,15 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     enabled = [(n, s) for n, s in cfg.stages.items() if s.enabled]
     if not enabled:
         raise RecipeError("all three stages are disabled: enable at least one of stages.stage1/2/3")
+    from etc_ros.core.normalize import MODES
+
+    for key, mode in cfg.model.norm.items():
+        if key not in ("action", "state"):
+            raise RecipeError(f"model.norm: unknown key {key!r}; use 'action' and/or 'state'")
+        if mode not in MODES:
+            raise RecipeError(f"model.norm.{key}: unknown mode {mode!r}; use one of {list(MODES)}")
+    if cfg.data.augment_shift < 0:
+        raise RecipeError(f"data.augment_shift must be >= 0, got {cfg.data.augment_shift}")
     for name, s in cfg.stages.items():
         k = f"stages.{name}"
         if s.steps < 0:

@@ -34,10 +34,22 @@ IMAGE_PREFIX = "observation.images."
 class EpisodeStore:
     """Opens etc_ros.data datasets once and keeps recently used decoded episodes in memory (LRU)."""
 
-    def __init__(self, cache: int = 64):
+    def __init__(self, cache: int = 64, frame_size: int = 0):
         self.cache = max(0, int(cache))
+        self.frame_size = int(frame_size)  # > 0: frames come from a FrameCache at this (model) resolution
         self._readers: dict[str, Any] = {}
         self._episodes: OrderedDict = OrderedDict()
+        self._frame_caches: dict[tuple[str, str], Any] = {}
+
+    def frame_cache(self, root: str | Path, camera: str):
+        from etc_training.recipe.frame_cache import FrameCache
+
+        key = (str(Path(root).resolve()), str(camera))
+        fc = self._frame_caches.get(key)
+        if fc is None:
+            fc = FrameCache.open(key[0], camera, self.frame_size, reader=self.reader(root))
+            self._frame_caches[key] = fc
+        return fc
 
     def reader(self, root: str | Path):
         from etc_ros.data import DatasetReader
@@ -68,7 +80,9 @@ class EpisodeStore:
         return ep
 
     def image(self, root: str | Path, episode: int, frame: int, camera: str) -> np.ndarray:
-        """One RGB frame (H, W, 3) uint8."""
+        """One RGB frame (H, W, 3) uint8 (frame_size x frame_size with the frame cache)."""
+        if self.frame_size > 0:
+            return self.frame_cache(root, camera).frame(episode, frame)
         if self.cache:
             ep = self.episode(root, episode, images=True)
             if camera not in ep.images:
@@ -155,13 +169,34 @@ class ActionChunkDataset:
     def item(self, i: int) -> dict:
         e, t = (int(v) for v in self.index[i])
         imgs = [self.store.image(self.root, e, t, c) for c in self.cameras]
-        return {"images": imgs if len(imgs) > 1 else imgs[0], "state": self._states[e][t],
-                "instruction": self._instr[e], "actions": chunk_at(self._actions[e], t, self.horizon),
-                "episode": e, "frame": t}
+        out = {"images": imgs if len(imgs) > 1 else imgs[0], "state": self._states[e][t],
+               "instruction": self._instr[e], "actions": chunk_at(self._actions[e], t, self.horizon),
+               "episode": e, "frame": t}
+        if self.store.frame_size > 0:  # object / target image points of the first camera (grounding target)
+            out["grounding"] = self.store.frame_cache(self.root, self.cameras[0]).points(e, t)
+        return out
 
-    def example(self, processor, i: int) -> dict:
+    def example(self, processor, i: int, rng: np.random.Generator | None = None, shift: int = 0) -> dict:
+        """Training example of item i; with `rng` and `shift` > 0 every view is randomly shifted by up to
+        `shift` pixels (the grounding points move with the first view's content)."""
+        from etc_training.recipe.frame_cache import random_shift
+
         it = self.item(i)
-        return processor.build_action_example(it["images"], it["state"], it["instruction"], it["actions"])
+        g = it.get("grounding")
+        if rng is not None and shift > 0:
+            views = it["images"] if isinstance(it["images"], list) else [it["images"]]
+            out_views = []
+            for k, v in enumerate(views):
+                v2, dx, dy = random_shift(np.asarray(v), shift, rng)
+                out_views.append(v2)
+                if k == 0 and g is not None:
+                    h, w = v.shape[:2]
+                    g = g + np.asarray([2 * dx / w, 2 * dy / h] * 2, dtype=np.float32)
+            it["images"] = out_views if len(out_views) > 1 else out_views[0]
+        ex = processor.build_action_example(it["images"], it["state"], it["instruction"], it["actions"])
+        if g is not None:
+            ex["grounding"] = np.asarray(g, dtype=np.float32)
+        return ex
 
     def inference_prompt(self, processor, i: int) -> dict:
         it = self.item(i)
@@ -480,8 +515,10 @@ class StageData:
 
     def __init__(self, processor, actions: ActionChunkDataset | None, sources: Sequence[tuple[LanguageSource, float]],
                  action_batch: int, etc_batch: int, seed: int, images: RecordImages | None = None,
-                 etc_groups: Sequence[Mapping[str, float] | None] | None = None):
+                 etc_groups: Sequence[Mapping[str, float] | None] | None = None, augment_shift: int = 0):
         self.processor = processor
+        self.augment_shift = int(augment_shift)
+        self.aug_rng = np.random.default_rng([int(seed), 0xA06])
         self.actions = actions
         self.action_batch = int(action_batch)
         self.etc_batch = int(etc_batch)
@@ -533,7 +570,10 @@ class StageData:
                                "etc_sources": [self.sources[k].name for k, _ in e_idx]}
         a_loc, e_loc = shard(a_idx, rank, world), shard(e_idx, rank, world)
         if a_loc:
-            out["action"] = self.processor.collate([self.actions.example(self.processor, i) for i in a_loc])
+            exs = [self.actions.example(self.processor, i, self.aug_rng, self.augment_shift) for i in a_loc]
+            out["action"] = self.processor.collate(exs)
+            if all("grounding" in e for e in exs):
+                out["action"]["grounding"] = np.stack([e["grounding"] for e in exs]).astype(np.float32)
         if e_loc:
             out["etc"] = self.processor.collate([self.etc_example(k, i) for k, i in e_loc])
         return out
@@ -545,6 +585,7 @@ class StageData:
             "sources": [s.state_dict() for s in self.source_samplers],
             "allocator": self.allocator.state_dict() if self.allocator else None,
             "counts": dict(self.counts),
+            "aug_rng": self.aug_rng.bit_generator.state,
         }
 
     def load_state_dict(self, s: Mapping) -> None:
@@ -559,6 +600,8 @@ class StageData:
         if self.allocator is not None and s.get("allocator") is not None:
             self.allocator.load_state_dict(s["allocator"])
         self.counts = {k: int(v) for k, v in s.get("counts", self.counts).items()}
+        if s.get("aug_rng") is not None:
+            self.aug_rng.bit_generator.state = s["aug_rng"]
 
 
 def _known_subtypes() -> set[str]:

@@ -39,6 +39,11 @@ class EvalConfig:
     exec_horizon: int = 5  # actions executed per predicted chunk
     videos: int = 1  # GIFs per split
     cameras: list[str] = field(default_factory=lambda: ["primary"])
+    # task families (empty = the sim's mix); several are assigned round-robin: episode i gets families[i % n]
+    families: list[str] = field(default_factory=list)
+    # memorization check: evaluate on the (seed, sim split, family) of the first `episodes` episodes of this
+    # dataset instead of new seeded scenes
+    seeds_from: str | None = None
     etc: str | None = None  # ETC directory for offline answer quality
     etc_splits: list[str] = field(default_factory=lambda: ["val"])
     etc_samples: int = 24
@@ -96,15 +101,45 @@ def _hold_action(state: np.ndarray) -> np.ndarray:
     return a
 
 
+def close_geometry(env, obs: dict, step: int) -> dict:
+    """Failure-mode geometry at the first gripper close: where the EE is relative to the object to grasp
+    (horizontal and vertical miss, metres)."""
+    obj = getattr(env.task, "object", None)
+    ee = np.asarray(obs["ee_pose"][:3], dtype=float)
+    out: dict = {"step": int(step), "ee_z": round(float(ee[2]), 4)}
+    if obj:
+        pos, _ = env.pose(obj)
+        out["horizontal_miss"] = round(float(np.linalg.norm(ee[:2] - np.asarray(pos[:2]))), 4)
+        out["vertical_offset"] = round(float(ee[2] - pos[2]), 4)
+    return out
+
+
+def miss_summary(episodes: Sequence[dict]) -> dict:
+    """Median horizontal miss at the first close over the episodes that closed, split by outcome."""
+    def med(rs):
+        v = [r["first_close"]["horizontal_miss"] for r in rs
+             if r.get("first_close") and r["first_close"].get("horizontal_miss") is not None]
+        return (round(float(np.median(v)), 4) if v else None), len(v)
+
+    all_m, n = med(episodes)
+    fail_m, nf = med([r for r in episodes if not r["success"]])
+    ok_m, ns = med([r for r in episodes if r["success"]])
+    return {"median_horizontal_miss_m": all_m, "closed_episodes": n, "never_closed": len(episodes) - n,
+            "median_miss_failures_m": fail_m, "median_miss_successes_m": ok_m,
+            "median_first_close_step": (float(np.median([r["first_close"]["step"] for r in episodes
+                                                         if r.get("first_close")])) if n else None)}
+
+
 def run_episode(task: dict) -> dict:
     """One closed-loop episode in this process's env (see _worker_init). task: {split, index, seed, video,
     exec_horizon, video_path}."""
     policy, env, cams = _WORKER["policy"], _WORKER["env"], _WORKER["cameras"]
     t0 = time.perf_counter()
-    obs = env.reset(seed=int(task["seed"]), split=task["split"])
+    obs = env.reset(seed=int(task["seed"]), split=task["split"], family=task.get("family"))
     instr = env.instruction
     frames = [obs["images"][cams[0]]] if task.get("video") else None
     success, steps, invalid, chunks = False, 0, 0, 0
+    first_close: dict | None = None
     H = max(1, int(task["exec_horizon"]))
     while not env.done and not success:
         imgs = [obs["images"][c] for c in cams]
@@ -115,6 +150,8 @@ def run_episode(task: dict) -> dict:
         for a in np.asarray(chunk)[:H]:
             if not np.all(np.isfinite(a)):
                 a = _hold_action(obs["state"])
+            if first_close is None and float(a[6]) < 0.5 <= float(obs["state"][6]):
+                first_close = close_geometry(env, obs, steps)
             obs = env.step(np.asarray(a, dtype=float))
             steps += 1
             if frames is not None:
@@ -126,7 +163,7 @@ def run_episode(task: dict) -> dict:
                 break
     out = {"split": task["split"], "index": task["index"], "seed": task["seed"], "success": bool(success),
            "steps": steps, "chunks": chunks, "invalid_chunks": invalid, "instruction": instr,
-           "family": env.task.family, "seconds": round(time.perf_counter() - t0, 2)}
+           "family": env.task.family, "first_close": first_close, "seconds": round(time.perf_counter() - t0, 2)}
     if frames is not None and task.get("video_path"):
         out["video"] = str(write_gif(task["video_path"], frames, fps=5.0, caption=f"{instr} | success={success}"))
     return out
@@ -151,6 +188,46 @@ def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 5.0, 
     return p
 
 
+def episode_tasks(cfg: EvalConfig) -> list[dict]:
+    """The closed-loop episodes of an evaluation: new seeded scenes (episode i of split s: seed * 100000 + i,
+    family round-robin over cfg.families), or the scenes of a dataset's first episodes (cfg.seeds_from)."""
+    from etc_training.sim.tasks import FAMILIES
+
+    bad = [f for f in cfg.families if f not in FAMILIES]
+    if bad:
+        raise RecipeError(f"unknown task family(ies) {bad}; choose from {list(FAMILIES)}")
+    tasks = []
+    out = Path(cfg.out)
+
+    def video(s: str, i: int) -> dict:
+        return {"video": i < cfg.videos,
+                "video_path": str(out / "videos" / f"{s}_{i:03d}.gif") if i < cfg.videos else None}
+
+    if cfg.seeds_from:
+        from etc_ros.data import DatasetReader
+
+        reader = DatasetReader(cfg.seeds_from)
+        for i, e in enumerate(reader.episodes()[: cfg.episodes]):
+            meta = reader.episode_meta(e).get("metadata") or {}
+            if "seed" not in meta:
+                raise RecipeError(f"{cfg.seeds_from}: episode {e} has no metadata.seed (not a sim episode)")
+            fam = (meta.get("task") or {}).get("family")
+            if cfg.families and fam not in cfg.families:
+                continue
+            tasks.append({"split": str(meta.get("split", "train")), "index": i, "seed": int(meta["seed"]),
+                          "family": fam, "exec_horizon": cfg.exec_horizon, "dataset_episode": int(e),
+                          **video("seeds", i)})
+        if not tasks:
+            raise RecipeError(f"{cfg.seeds_from}: no episodes to evaluate (families {cfg.families or 'all'})")
+        return tasks
+    for s in cfg.splits:
+        for i in range(cfg.episodes):
+            fam = cfg.families[i % len(cfg.families)] if cfg.families else None
+            tasks.append({"split": s, "index": i, "seed": cfg.seed * 100_000 + i, "family": fam,
+                          "exec_horizon": cfg.exec_horizon, **video(s, i)})
+    return tasks
+
+
 def closed_loop(cfg: EvalConfig, progress: bool = True) -> dict:
     from etc_training.sim import SPLITS
 
@@ -160,12 +237,7 @@ def closed_loop(cfg: EvalConfig, progress: bool = True) -> dict:
     if cfg.episodes <= 0:
         return {}
     out = Path(cfg.out)
-    tasks = []
-    for s in cfg.splits:
-        for i in range(cfg.episodes):
-            tasks.append({"split": s, "index": i, "seed": cfg.seed * 100_000 + i, "exec_horizon": cfg.exec_horizon,
-                          "video": i < cfg.videos,
-                          "video_path": str(out / "videos" / f"{s}_{i:03d}.gif") if i < cfg.videos else None})
+    tasks = episode_tasks(cfg)
     from tqdm import tqdm
 
     import sys
@@ -187,9 +259,10 @@ def closed_loop(cfg: EvalConfig, progress: bool = True) -> dict:
                 results.append(r)
                 bar.update(1)
     bar.close()
-    results.sort(key=lambda r: (cfg.splits.index(r["split"]), r["index"]))
+    splits = list(dict.fromkeys(t["split"] for t in tasks))
+    results.sort(key=lambda r: (splits.index(r["split"]), r["index"]))
     per_split = {}
-    for s in cfg.splits:
+    for s in splits:
         rs = [r for r in results if r["split"] == s]
         k = sum(r["success"] for r in rs)
         lo, hi = wilson_interval(k, len(rs))
@@ -197,7 +270,17 @@ def closed_loop(cfg: EvalConfig, progress: bool = True) -> dict:
                         "ci95": [round(lo, 4), round(hi, 4)],
                         "mean_steps": float(np.mean([r["steps"] for r in rs])) if rs else 0.0,
                         "invalid_chunk_rate": float(sum(r["invalid_chunks"] for r in rs) /
-                                                    max(1, sum(r["chunks"] for r in rs)))}
+                                                    max(1, sum(r["chunks"] for r in rs))),
+                        "failure_mode": miss_summary(rs)}
+        fams = sorted({r["family"] for r in rs})
+        if len(fams) > 1:
+            per_split[s]["per_family"] = {}
+            for f in fams:
+                fr = [r for r in rs if r["family"] == f]
+                kf = sum(r["success"] for r in fr)
+                per_split[s]["per_family"][f] = {"episodes": len(fr), "successes": kf,
+                                                 "success_rate": kf / len(fr),
+                                                 "ci95": [round(v, 4) for v in wilson_interval(kf, len(fr))]}
     return {"per_split": per_split, "episodes": results}
 
 
@@ -426,10 +509,16 @@ def eval_markdown(res: dict) -> str:
     cl = res.get("closed_loop") or {}
     if cl:
         lines += ["## Closed-loop success (MuJoCo WidowX)", "", "| split | episodes | success rate | 95% CI | mean steps "
-                  "| invalid chunks |", "|---|---|---|---|---|---|"]
+                  "| invalid chunks | median miss at first close (mm) | never closed |", "|---|---|---|---|---|---|---|---|"]
         for s, v in cl["per_split"].items():
+            fm = v.get("failure_mode") or {}
+            miss = fm.get("median_horizontal_miss_m")
             lines.append(f"| {s} | {v['episodes']} | {v['success_rate']:.3f} | [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]"
-                         f" | {v['mean_steps']:.1f} | {v['invalid_chunk_rate']:.2f} |")
+                         f" | {v['mean_steps']:.1f} | {v['invalid_chunk_rate']:.2f} | "
+                         f"{'-' if miss is None else f'{1000 * miss:.1f}'} | {fm.get('never_closed', '-')} |")
+            for f, fv in (v.get("per_family") or {}).items():
+                lines.append(f"| {s} / {f} | {fv['episodes']} | {fv['success_rate']:.3f} | "
+                             f"[{fv['ci95'][0]:.2f}, {fv['ci95'][1]:.2f}] | | | | |")
         vids = [e["video"] for e in cl["episodes"] if e.get("video")]
         if vids:
             lines += ["", "Videos: " + ", ".join(f"`{Path(v).name}`" for v in vids)]

@@ -48,7 +48,12 @@ class RecipeContext:
         self.cfg = cfg
         self.dist = dist
         self.out = out
-        self.store = EpisodeStore(cfg.data.cache_episodes)
+        frame_size = 0
+        if cfg.data.frame_cache:
+            from etc_training.models.presets import get_preset
+
+            frame_size = int(get_preset(cfg.model.preset, **cfg.model.overrides).image_size)
+        self.store = EpisodeStore(cfg.data.cache_episodes, frame_size=frame_size)
         self._actions: dict[tuple[str, ...], ActionChunkDataset] = {}
         self._sources: dict[str, LanguageSource] = {}
         self.episodes: Path | None = None
@@ -145,7 +150,7 @@ class RecipeContext:
             preset = get_preset(m.preset, **overrides)
             pol = VLAPolicy.build(preset, backbone_path=m.backbone_path, action_chunks=np.concatenate(chunks),
                                   states=np.concatenate(states), head=m.head, head_config=dict(m.head_config),
-                                  seed=self.cfg.seed)
+                                  seed=self.cfg.seed, norm_modes=dict(m.norm))
             pol.save(d)
         barrier(self.dist)
         return d
@@ -395,7 +400,7 @@ def _stage_data(ctx: RecipeContext, name: str, scfg: StageConfig, processor, see
             groups.append(dict(src.groups) or None)
     sseed = int(np.random.default_rng([seed, {"stage1": 1, "stage2": 2, "stage3": 3}[name]]).integers(2**31))
     return StageData(processor, actions, sources, scfg.action_batch, eb, sseed, images=ctx.images(),
-                     etc_groups=groups)
+                     etc_groups=groups, augment_shift=ctx.cfg.data.augment_shift)
 
 
 def write_plots(out: Path, rows_by_stage: dict[str, list[dict]]) -> list[Path]:

@@ -464,6 +464,8 @@ class StageTrainer:
                         self._run_hook(fn)
                 if run.checkpoint_every and self.step % run.checkpoint_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint()
+                    if run.export_checkpoints:  # a loadable policy per checkpoint: learning curves in success
+                        self.export(self.dir / "policies" / f"step_{self.step:06d}")
         finally:
             bar.close()
         if status == "done":

@@ -56,7 +56,7 @@ def run_episode(env, seed: int, split: str = "train", family: str | None = None,
         ees.append(obs["ee_pose"])
         ts.append(obs["timestamp"])
         objs.append(env.annotations() if annotate else [])
-        acts.append(a)
+        acts.append(expert.last_clean)  # DART: record the intended action, execute the noisy one
         obs = env.step(a)
     T = len(acts)
     if T == 0:  # pragma: no cover - the expert always acts at least once
@@ -74,7 +74,8 @@ def run_episode(env, seed: int, split: str = "train", family: str | None = None,
         "split": split,
         "template_id": task.template_id,
         "expert": {"retries": trace.retries, "done": bool(expert.done), "steps": T,
-                   "noise_xyz": env.cfg.expert.noise_xyz, "noise_rot": env.cfg.expert.noise_rot},
+                   "noise_xyz": env.cfg.expert.noise_xyz, "noise_rot": env.cfg.expert.noise_rot,
+                   "labels": "clean"},
         "scene": {
             "objects": [dict(po.spec.to_dict(), role=po.role) for po in ep.scene.objects],
             "table_texture": ep.scene.appearance.table_texture,

@@ -2,10 +2,11 @@
 
 The expert reads privileged state (object poses, finger contacts), plans waypoints for the EE (top-down gripper,
 yaw aligned with the object) and emits Bridge 7-D actions at 5 Hz: delta xyz towards the waypoint (clipped to
-+-5 cm), delta rpy towards the waypoint orientation (clipped to +-0.25 rad), absolute gripper. Gaussian noise is
-added to the emitted action (config expert.noise_xyz / noise_rot) and the noisy action is what gets executed and
-recorded, so the dataset's actions are exactly the commands that produced its observations; the closed loop
-corrects the noise on the next step.
++-5 cm), delta rpy towards the waypoint orientation (clipped to +-0.25 rad), absolute gripper. DART-style noise
+injection: `act()` returns the noisy action (Gaussian, config expert.noise_xyz / noise_rot), which is executed, and
+`last_clean` holds the clean action the expert intended from the same state, which is what gets recorded as the
+label. The observations thus cover the states a slightly-off policy visits, while the labels are the corrections
+an expert would make there (not the noise itself).
 
 Phases (subtask labels in parentheses): pick = approach above and descend ("approach the X"), close ("grasp the
 X"), lift ("lift the X"); a failed grasp (object not between both fingers after the lift) opens, backs off
@@ -88,6 +89,7 @@ class ScriptedExpert:
         self.task = env.task
         self.trace = ExpertTrace()
         self.done = False
+        self.last_clean: np.ndarray | None = None  # the intended (noise-free) action of the last act()
         self._phases: list[Phase] = []
         self._last_g = 1.0
         self._label: str | None = None
@@ -337,7 +339,9 @@ class ScriptedExpert:
         if not self._phases:
             self.done = True
             self._close_label(self._frame)
-            return self._action_to(self._ee()[0], ee_yaw(self._ee()[1]), self._last_g, 0.0)
+            a = self._action_to(self._ee()[0], ee_yaw(self._ee()[1]), self._last_g, 0.0)
+            self.last_clean = a.copy()
+            return a
         ph = self._phases[0]
         if ph.target is None:
             pos, R = self._ee()
@@ -345,6 +349,7 @@ class ScriptedExpert:
         else:
             goal, yaw = ph.target()
         a = self._action_to(goal, yaw, ph.gripper, ph.noise)
+        self.last_clean = self._action_to(goal, yaw, ph.gripper, 0.0)
         ph.steps += 1
         self._record(ph.label, a[6])
         self._frame += 1
