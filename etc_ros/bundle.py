@@ -133,7 +133,7 @@ def build_spec(processor: Any, *, cameras: list[str], control_hz: float, camera_
         "state_dim": state_dim,
         "state_names": list(rspec.STATE_NAMES) if state_dim == rspec.STATE_DIM else [f"s{i}" for i in range(state_dim)],
         "state_layout": "6 arm joint positions [rad] (waist..wrist_rotate) + gripper opening in [0, 1] (1 = open)",
-        "uses_state": bool(c.use_state),
+        "uses_state": bool(c.use_state or c.state_embedding),
         "action_dim": action_dim,
         "action_names": list(rspec.ACTION_NAMES) if action_dim == rspec.ACTION_DIM else [f"a{i}" for i in range(action_dim)],
         "action_space": "Bridge: delta EE xyz [m] + delta roll/pitch/yaw [rad] in base_link + absolute gripper [0, 1]",
@@ -152,7 +152,7 @@ def check_spec_against_processor(spec: Mapping[str, Any], processor: Any, where:
     want: list[tuple[str, Any, Any]] = [
         ("image_size", list(spec.get("image_size", [])), [int(c.image_size), int(c.image_size)]),
         ("number of cameras", len(spec.get("cameras", []) or []), int(c.n_views)),
-        ("uses_state", bool(spec.get("uses_state", c.use_state)), bool(c.use_state)),
+        ("uses_state", bool(spec.get("uses_state", c.use_state)), bool(c.use_state or c.state_embedding)),
     ]
     if spec.get("head") == "tokens" and c.action_format != "tokens":
         raise BundleError(f"{where}: head 'tokens' but the processor builds {c.action_format!r} prompts "

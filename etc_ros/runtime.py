@@ -369,8 +369,10 @@ class GraphPolicy:
         if noise is None:
             noise = self._rng.standard_normal((am.shape[0], H, D)).astype(np.float32)
         cond = (am * (tt == 0)).astype(np.float32)
-        x = self.graphs.run("head", {"hidden_states": out["hidden_states"], "condition_mask": cond,
-                                     "noise": noise})["actions"]
+        feeds = {"hidden_states": out["hidden_states"], "condition_mask": cond, "noise": noise}
+        if "state" in batch:  # state-embedding heads (graphs without a "state" input ignore it)
+            feeds["state"] = np.asarray(batch["state"], dtype=np.float32)
+        x = self.graphs.run("head", feeds)["actions"]
         if timing is not None:
             timing["prefill_ms"] = 1000 * (t1 - t0)
             timing["head_ms"] = 1000 * (time.perf_counter() - t1)

@@ -51,7 +51,10 @@ class ProcessorConfig:
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     state_bins: int = 256
-    use_state: bool = True
+    use_state: bool = True  # the state written into the prompt as bin numbers (~25 tokens)
+    # the state as a vector input (batch key "state": quantile-normalized, (B, D) float32) that the action head
+    # projects: the compact form (no prompt tokens)
+    state_embedding: bool = False
     max_length: int = 0  # 0 = no limit; longer examples have their target truncated (prompt never)
     action_token_offset: int = 0  # VLM id of action token 0
     n_action_tokens: int = 0  # size of the reserved block (>= the action tokenizer's vocab_size)
@@ -322,6 +325,24 @@ class VLAProcessor:
             "truncated": truncated,
         }
 
+    @property
+    def needs_state(self) -> bool:
+        return bool(self.config.use_state or self.config.state_embedding)
+
+    def state_vector(self, state: Any) -> np.ndarray:
+        """Raw state (D,) -> the normalized float32 vector the state-embedding head reads."""
+        arr = np.asarray(state, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(arr)):
+            raise ModelError("state contains NaN or Inf")
+        return self.state_stats(arr.shape[0]).normalize(arr).astype(np.float32)
+
+    def _with_state(self, ex: dict, state: Any) -> dict:
+        if self.config.state_embedding:
+            if state is None:
+                raise ModelError("this processor feeds the state to the action head: a state is required")
+            ex["state"] = self.state_vector(state)
+        return ex
+
     def build_action_example(self, images: Any, state: Any, instruction: str, actions: Any) -> dict:
         """Training example from one observation and its (H, D) raw action chunk."""
         pix = self.preprocess_images(images)
@@ -333,7 +354,7 @@ class VLAProcessor:
         else:  # continuous head: prompt (+ "Action: ") only, the head reads "actions"
             ex = self._assemble(prompt + list(self._action_prefix_ids), [], pix, "action")
         ex["actions"] = norm.astype(np.float32)
-        return ex
+        return self._with_state(ex, state)
 
     def build_etc_example(self, question: str, answer: str, images: Any) -> dict:
         """ETC training example: loss on "Answer: {answer}<eos>" only."""
@@ -351,7 +372,7 @@ class VLAProcessor:
         else:
             ex = self._assemble(prompt + list(self._action_prefix_ids), [], pix, "action")
         del ex["labels"]
-        return ex
+        return self._with_state(ex, state)
 
     def build_etc_prompt(self, question: str, images: Any) -> dict:
         """Prompt for generating an ETC answer (up to and including "Answer: ")."""
@@ -396,6 +417,8 @@ class VLAProcessor:
             out["labels"] = labels
         if all("actions" in e for e in examples):
             out["actions"] = np.stack([e["actions"] for e in examples]).astype(np.float32)
+        if all("state" in e for e in examples):
+            out["state"] = np.stack([e["state"] for e in examples]).astype(np.float32)
         return out
 
     # ------------------------------------------------------------------ save / load

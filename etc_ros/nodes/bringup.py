@@ -272,10 +272,12 @@ def _stat_ms(values, q: float) -> float | None:
 def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, policy: Any, episodes: int = 3,
                              instructions: Sequence[str] | None = None, *, env: Any = None, seed: int = 0,
                              max_steps: int | None = None, overrides: Sequence[str] = (),
-                             on_episode: Callable[[dict], None] | None = None, park: bool = False) -> dict:
+                             on_episode: Callable[[dict], None] | None = None, park: bool = False,
+                             family: str | None = None, seeds: Sequence[int] | None = None) -> dict:
     """Closed-loop episodes in the simulated world through the whole ROS graph (sim_robot + instruction + policy +
     safety nodes, real time). `policy`: a runtime object with .step(obs) or a bundle path / fake:<name>.
-    Each episode: e-stop, world reset (seed + i), driver re-sync, safety re-anchor, e-stop cleared, instruction
+    Each episode: e-stop, world reset (seeds[i] when given, else seed + i; task family `family` when given: the
+    scenes `etc-vla eval --family F` runs for the same seeds), driver re-sync, safety re-anchor, e-stop cleared, instruction
     (instructions[i % len] or the episode's own), then run until the world reports success or max_steps policy
     steps (default: the world's cfg.max_steps, else 60) have elapsed at the policy rate.
     Returns success_rate, per-episode results, inference latency p50/p99 [ms], control period p50/p99 [ms],
@@ -293,7 +295,12 @@ def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, p
         raise BringupError(f"policy must be a runtime with .step(observation) or a bundle path, got {type(policy)}")
     params = {k: dict(v) for k, v in (cfg.params or {}).items()}
     params.setdefault("sim_world", {})["announce_instruction"] = False
-    params["sim_world"]["seed"] = int(seed)
+    seed_list = [int(v) for v in seeds] if seeds is not None else [int(seed) + i for i in range(episodes)]
+    if len(seed_list) < episodes:
+        raise BringupError(f"{episodes} episodes need as many seeds, got {len(seed_list)}")
+    params["sim_world"]["seed"] = seed_list[0]
+    if family:
+        params["sim_world"]["family"] = str(family)
     cfg = replace(cfg, params=params)
     g = Graph(cfg, runtime=runtime, env=env, random_domain=True)
     results: list[dict] = []
@@ -318,7 +325,7 @@ def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, p
                 instr = world.instruction
                 g.node("driver_node").resync()
             else:
-                instr = world.reset_episode(seed=seed + i, announce=False)  # re-syncs the driver too
+                instr = world.reset_episode(seed=seed_list[i], announce=False)  # re-syncs the driver too
             if instructions:
                 instr = instructions[i % len(instructions)]
             if not wait_until(lambda: safety.resets > r0 and safety._initialized, 10.0):
@@ -336,7 +343,7 @@ def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, p
                 if world.is_success():
                     success = True
                     break
-            r = {"episode": i, "seed": seed + i, "instruction": instr, "success": success,
+            r = {"episode": i, "seed": seed_list[i], "instruction": instr, "success": success,
                  "duration_s": round(time.monotonic() - t0, 2)}
             results.append(r)
             if on_episode is not None:

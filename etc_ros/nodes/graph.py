@@ -111,6 +111,7 @@ NODE_PARAMS: dict[str, dict[str, Any]] = {
         "sim_env": "etc_training.sim:SimEnv",  # module:callable building the world (imported lazily)
         "seed": 0,  # episode seed of the first reset; each ~/reset takes the next one
         "split": "train",
+        "family": "",  # task family of every episode ('' = the world's mix)
         "announce_instruction": True,  # publish each episode's instruction on /instruction
         "success_hz": 2.0,  # /sim/success rate
     },

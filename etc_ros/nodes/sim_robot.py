@@ -55,9 +55,13 @@ class SimWorldNode(GraphNode):
 
     def _reset_world(self, seed: int) -> str:
         with self.lock:
+            family = str(self.p("family") or "") or None
             try:
-                self.env.reset(seed=seed, split=self.p("split"))
-            except TypeError:  # worlds without splits
+                if family:
+                    self.env.reset(seed=seed, split=self.p("split"), family=family)
+                else:
+                    self.env.reset(seed=seed, split=self.p("split"))
+            except TypeError:  # worlds without splits / families
                 self.env.reset(seed=seed)
             self.instruction = str(getattr(self.env, "instruction", "") or "")
         self.seed = seed

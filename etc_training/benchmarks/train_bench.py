@@ -1,5 +1,13 @@
 """Training throughput and peak memory of each recipe stage at tiny size (`etc-vla bench train`).
 
+`variants` (one thread, the same synthetic data, in the same run): the action-batch step of
+- "baseline": config/train_tiny.yaml as it was trained before the data-path work (episode reader per frame, no
+  frame cache; tiny SigLIP preset, FAST token head, state digits in the prompt);
+- "frame_cache": the same model fed from the frame cache;
+- "policy": config/policy_pickup.yaml's model (tiny-conv preset, regression head, no state tokens) fed from the
+  frame cache with augmentation;
+each with samples/s, ms per step split into data and model time, and the ratio to the baseline.
+
 Per stage (the batch composition of config/train_tiny.yaml): samples/s and ms/step over measured steps after
 warm-up, peak RSS of the process during the stage (Linux VmHWM, reset per stage through /proc/self/clear_refs),
 the tracemalloc peak of Python-heap allocations over two extra steps (tensor storage is not traced there: the RSS
@@ -80,6 +88,61 @@ def run(out_dir, quick: bool = False, threads: int = 2) -> dict:
         res["stages"][name] = st
         del tr, policy, data
     res["config"] = {k: to_dict(v) for k, v in cfg.stages.items()}
+    res["variants"] = variants(out, eps, quick=quick)
+    return res
+
+
+def variants(out: Path, episodes: Path, quick: bool = False, batch: int = 16) -> dict:
+    """Action-batch training steps of three configurations on one thread (see the module docstring)."""
+    from etc_ros.core.paths import config_path
+    from etc_training.recipe.config import RunConfig, load_train_config
+    from etc_training.recipe.stages import RecipeContext, _load_policy, _stage_data
+    from etc_training.recipe.trainer import DistInfo, StageTrainer, set_threads
+
+    set_threads(1)
+    common = [f"data.episodes={episodes}", "data.etc=null", "stages.stage1.enabled=false",
+              "stages.stage3.enabled=false", f"stages.stage2.action_batch={batch}", "stages.stage2.etc_ratio=0.0",
+              "stages.stage2.etc_sources=[]", "cka.enabled=false", "run.threads=1"]
+    runs = {
+        "baseline": ("train_tiny.yaml", ["data.frame_cache=false"]),
+        "frame_cache": ("train_tiny.yaml", ["data.frame_cache=true"]),
+        "policy": ("policy_pickup.yaml", ["data.frame_cache=true"]),
+    }
+    warm, steps = (1, 3) if quick else (2, 12)
+    res: dict = {"threads": 1, "action_batch": batch, "measured_steps": steps}
+    for name, (file, extra) in runs.items():
+        cfg = load_train_config(str(config_path(file)), common + extra + [f"out={out / ('v_' + name)}"])
+        ctx = RecipeContext(cfg, DistInfo(), out / ("v_" + name))
+        ctx.prepare_data()
+        init = ctx.base_policy_dir()
+        policy = _load_policy(init, "cpu")
+        scfg = cfg.stages.stage2
+        data = _stage_data(ctx, "stage2", scfg, policy.processor, cfg.seed)
+        tr = StageTrainer(policy, "stage2", scfg, data, out / ("v_" + name) / "stage2",
+                          RunConfig(progress=False, threads=1, checkpoint_every=0, tensorboard=False), DistInfo(),
+                          seed=cfg.seed)
+        for _ in range(warm):
+            tr.train_step(data.next())
+        t_data = t_step = 0.0
+        n = 0
+        for _ in range(steps):
+            a = time.perf_counter()
+            b = data.next()
+            t_data += time.perf_counter() - a
+            a = time.perf_counter()
+            tr.train_step(b)
+            t_step += time.perf_counter() - a
+            n += b["n_action"]
+        res[name] = {"preset": cfg.model.preset, "head": cfg.model.head, "frame_cache": cfg.data.frame_cache,
+                     "samples_per_s": round(n / (t_data + t_step), 2),
+                     "data_ms_per_step": round(1000 * t_data / steps, 1),
+                     "model_ms_per_step": round(1000 * t_step / steps, 1),
+                     "params": policy.num_parameters()}
+        del tr, policy, data
+    base = res["baseline"]["samples_per_s"]
+    for name in runs:
+        res[name]["speedup_vs_baseline"] = round(res[name]["samples_per_s"] / base, 2)
+    set_threads(2)
     return res
 
 

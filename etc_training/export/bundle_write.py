@@ -214,8 +214,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, quantize: Sequence
                     action_vocab=int(at.vocab_size), decoding="greedy over action-token block + stop id, KV cache")
     else:
         core = onnx_export.continuous_core(policy)
+        deterministic = getattr(core, "name", "") == "regression"
         head.update(horizon=int(core.horizon), action_dim=int(core.action_dim), noise_seed=int(seed),
-                    decoding="single pass: noise (B, H, D) ~ N(0, 1) from the runtime's generator")
+                    decoding=("single pass, deterministic (L1 chunk regression; the noise input is unused)"
+                              if deterministic else
+                              "single pass: noise (B, H, D) ~ N(0, 1) from the runtime's generator"))
     spec = build_spec(P, cameras=cams, control_hz=hz, head_type=head_type,
                       extra=None if P.action_tokenizer is not None else {"horizon": head.get("horizon"),
                                                                         "action_dim": head.get("action_dim")})

@@ -113,8 +113,11 @@ class ContinuousHeadGraph(torch.nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, hidden_states, condition_mask, noise):
-        cond = self.head.condition(hidden_states, condition_mask)
+    def forward(self, hidden_states, condition_mask, noise, state=None):
+        if state is None:
+            cond = self.head.condition(hidden_states, condition_mask)
+        else:  # state-embedding heads: the normalized state is a graph input
+            cond = self.head.condition(hidden_states, condition_mask, state)
         return self.head.sample(cond, noise).float()
 
 
@@ -315,9 +318,16 @@ def export_graphs(policy: Any, out_dir: str | Path, precision: str = "float32", 
             t = time.perf_counter()
             if progress:
                 progress("head")
-            _export(ContinuousHeadGraph(core).eval(), (hidden, cond, noise), out / GRAPH_FILES["head"],
-                    ["hidden_states", "condition_mask", "noise"], ["actions"],
-                    {"hidden_states": {0: B, 1: S}, "condition_mask": {0: B, 1: S}, "noise": {0: B}}, opset, big)
+            args, names = (hidden, cond, noise), ["hidden_states", "condition_mask", "noise"]
+            axes = {"hidden_states": {0: B, 1: S}, "condition_mask": {0: B, 1: S}, "noise": {0: B}}
+            sd = int(getattr(core, "state_dim", 0) or 0)
+            if sd:
+                st = batch.get("state") if hasattr(batch, "get") else None
+                st = torch.zeros(hidden.shape[0], sd) if st is None else torch.as_tensor(np.asarray(st))
+                args, names = args + (st.to(dtype),), names + ["state"]
+                axes["state"] = {0: B}
+            _export(ContinuousHeadGraph(core).eval(), args, out / GRAPH_FILES["head"], names, ["actions"], axes,
+                    opset, big)
             files["head"] = GRAPH_FILES["head"]
             timings["head_s"] = time.perf_counter() - t
     if dtype != policy.dtype:

@@ -94,7 +94,11 @@ def torch_reference(policy: Any, batch: Mapping[str, Any], noise: np.ndarray | N
                 from etc_training.models.diffusion_head import condition_mask
 
                 core = continuous_core(policy)
-                cond = core.condition(hidden, condition_mask(prefix["attention_mask"], prefix["token_type_ids"]))
+                mask = condition_mask(prefix["attention_mask"], prefix["token_type_ids"])
+                if int(getattr(core, "state_dim", 0) or 0):
+                    cond = core.condition(hidden, mask, torch.as_tensor(np.asarray(prefix["state"])))
+                else:
+                    cond = core.condition(hidden, mask)
                 x = core.sample(cond, torch.from_numpy(np.asarray(noise, dtype=np.float32)))
                 out["actions"] = x.float().numpy()
                 out["valid"] = np.all(np.isfinite(out["actions"]), axis=(1, 2))

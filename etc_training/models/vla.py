@@ -231,12 +231,18 @@ class VLAPolicy(torch.nn.Module):
             n_action_tokens=n_act,
             action_format="tokens" if head in TOKEN_FORMAT_HEADS else "continuous",
             use_state=p.use_state,
+            state_embedding=p.state_embedding,
         )
         if tokenizer.token_to_id(pcfg.image_token) != bcfg.image_token_index:
             raise ModelError(f"tokenizer's {pcfg.image_token} id {tokenizer.token_to_id(pcfg.image_token)} != "
                              f"the model's image_token_index {bcfg.image_token_index}")
         processor = VLAProcessor(tokenizer, pcfg, at, stats)
-        action_head = make_action_head(head, processor, int(bcfg.text_config.hidden_size), dict(head_config or {}))
+        hc = dict(head_config or {})
+        if p.state_embedding and head != "regression":
+            raise ModelError(f"preset {p.name}: state_embedding needs the 'regression' head (got {head!r})")
+        if p.state_embedding:
+            hc.setdefault("state_dim", p.action_dim)
+        action_head = make_action_head(head, processor, int(bcfg.text_config.hidden_size), hc)
         meta = {
             "preset": asdict(p),
             "head": {"type": head, "config": action_head.config_dict()},

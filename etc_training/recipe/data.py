@@ -191,7 +191,7 @@ class ActionChunkDataset:
                 out_views.append(v2)
                 if k == 0 and g is not None:
                     h, w = v.shape[:2]
-                    g = g + np.asarray([2 * dx / w, 2 * dy / h] * 2, dtype=np.float32)
+                    g = g + np.asarray([2 * dx / w, 2 * dy / h] * (len(g) // 2), dtype=np.float32)
             it["images"] = out_views if len(out_views) > 1 else out_views[0]
         ex = processor.build_action_example(it["images"], it["state"], it["instruction"], it["actions"])
         if g is not None:

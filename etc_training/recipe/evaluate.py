@@ -75,7 +75,6 @@ def _worker_init(checkpoint: str, threads: int, cameras: list[str], max_steps: i
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-    from etc_training.models.vla import VLAPolicy
     from etc_training.sim import SimConfig, SimEnv
 
     try:
@@ -84,8 +83,7 @@ def _worker_init(checkpoint: str, threads: int, cameras: list[str], max_steps: i
         hf_logging.disable_progress_bar()
     except Exception:  # noqa: BLE001
         pass
-    policy = VLAPolicy.load(checkpoint)
-    policy.eval()
+    policy = load_rollout_policy(checkpoint, threads)
     scfg = SimConfig()
     scfg.render.cameras = list(cameras)
     if "wrist" in cameras:
@@ -93,6 +91,36 @@ def _worker_init(checkpoint: str, threads: int, cameras: list[str], max_steps: i
     if max_steps:
         scfg.max_steps = int(max_steps)
     _WORKER.update(policy=policy, env=SimEnv(scfg), cameras=list(cameras))
+
+
+class BundlePolicy:
+    """A policy bundle (ONNX Runtime, the robot's runtime) behind the rollout's predict_chunk interface, so the
+    same episodes can be scored with the PyTorch checkpoint and with the exported bundle."""
+
+    def __init__(self, bundle: str | Path, threads: int = 1, variant: str | None = None):
+        from etc_ros.runtime import PolicyRuntime
+
+        kw = {"variant": variant} if variant else {}
+        self.runtime = PolicyRuntime.load(bundle, threads=threads, **kw)
+        self.cameras = list(self.runtime.cameras)
+
+    def predict_chunk(self, images: Any, state: Any, instruction: str, return_valid: bool = False):
+        views = images if isinstance(images, (list, tuple)) else [images]
+        chunks, valid = self.runtime.predict_chunks([{"images": dict(zip(self.cameras, views)), "state": state,
+                                                      "instruction": instruction}])
+        return (chunks[0], bool(valid[0])) if return_valid else chunks[0]
+
+
+def load_rollout_policy(path: str | Path, threads: int = 1) -> Any:
+    """A VLAPolicy checkpoint directory (vla.json) or a policy bundle (manifest.json)."""
+    p = Path(path)
+    if (p / "manifest.json").is_file():
+        return BundlePolicy(p, threads)
+    from etc_training.models.vla import VLAPolicy
+
+    policy = VLAPolicy.load(p)
+    policy.eval()
+    return policy
 
 
 def _hold_action(state: np.ndarray) -> np.ndarray:
@@ -110,6 +138,7 @@ def close_geometry(env, obs: dict, step: int) -> dict:
     if obj:
         pos, _ = env.pose(obj)
         out["horizontal_miss"] = round(float(np.linalg.norm(ee[:2] - np.asarray(pos[:2]))), 4)
+        out["miss_xy"] = [round(float(v), 4) for v in ee[:2] - np.asarray(pos[:2])]  # base frame: x forward
         out["vertical_offset"] = round(float(ee[2] - pos[2]), 4)
     return out
 
@@ -446,8 +475,12 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     from etc_ros.core.io import atomic_write_json, atomic_write_text
 
     ck = Path(cfg.checkpoint)
-    if not (ck / "vla.json").is_file():
-        raise RecipeError(f"--checkpoint: not an etc-vla policy directory (no vla.json): {ck}")
+    is_bundle = (ck / "manifest.json").is_file()
+    if not (ck / "vla.json").is_file() and not is_bundle:
+        raise RecipeError(f"--checkpoint: not an etc-vla policy directory (no vla.json) or bundle (no "
+                          f"manifest.json): {ck}")
+    if is_bundle and (cfg.etc or cfg.data):
+        raise RecipeError("--etc / --data need a PyTorch policy checkpoint, not a bundle")
     if cfg.episodes < 0 or cfg.workers < 1 or cfg.exec_horizon < 1:
         raise RecipeError("episodes must be >= 0, workers >= 1 and exec_horizon >= 1")
     torch.set_num_threads(max(1, int(cfg.threads)))

@@ -6,8 +6,9 @@ decodes every frame of one camera once, resizes it with the processor's own resi
 exactly what the robot runtime will feed it) and keeps:
 
     frames_<camera>_<size>.u8      (N, size, size, 3) uint8, memory-mapped (shared by processes, paged by the OS)
-    grounding_<camera>_<size>.f32  (N, 4) float32: the manipulated object's and the place target's image point,
-                                   normalized to [-1, 1] (NaN where absent / not in view); no JSON at train time
+    grounding_<camera>_<size>.f32  (N, 6) float32: image points of the manipulated object, the place target and
+                                   the gripper (end effector), normalized to [-1, 1] (NaN where absent / not in
+                                   view); no JSON at train time
     index_<camera>_<size>.json     {fingerprint, episodes: {episode: [offset, length]}}
 
 It lives next to the dataset (`<dataset>/../.frame_cache/<dataset name>/`) and is rebuilt, atomically, when the
@@ -30,6 +31,8 @@ from etc_ros.core.processor import resize_image
 from etc_training.recipe.config import RecipeError
 
 GROUNDING_ROLES = ("object", "target")
+POINTS = 6  # object u, v, target u, v, gripper u, v
+FORMAT = "frame-cache/2"
 
 
 def cache_dir_for(root: str | Path) -> Path:
@@ -38,7 +41,7 @@ def cache_dir_for(root: str | Path) -> Path:
 
 
 def dataset_fingerprint(reader) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(FORMAT.encode())
     for e in reader.episodes():
         p = reader.data_path(e)
         st = p.stat() if p.exists() else None
@@ -47,9 +50,28 @@ def dataset_fingerprint(reader) -> str:
     return h.hexdigest()[:24]
 
 
+def _norm_uv(u: float, v: float, width: int, height: int) -> tuple[float, float]:
+    return 2.0 * (u + 0.5) / width - 1.0, 2.0 * (v + 0.5) / height - 1.0
+
+
+def gripper_points(ee_xyz: np.ndarray, model) -> np.ndarray:
+    """(T, 2) normalized image points of the end effector (base-frame positions) through the camera model; NaN
+    when behind the camera or without a model."""
+    out = np.full((len(ee_xyz), 2), np.nan, dtype=np.float32)
+    if model is None or not len(ee_xyz):
+        return out
+    uv, z = model.project(np.asarray(ee_xyz, dtype=np.float64))
+    w, h = model.intrinsics.width, model.intrinsics.height
+    ok = (z > 1e-6) & np.all(np.isfinite(uv), axis=1)
+    out[ok, 0] = 2.0 * (uv[ok, 0] + 0.5) / w - 1.0
+    out[ok, 1] = 2.0 * (uv[ok, 1] + 0.5) / h - 1.0
+    return out
+
+
 def grounding_points(objects: list, camera: str, width: int, height: int) -> np.ndarray:
-    """(4,) float32: [u, v] of the role-"object" and role-"target" annotations in [-1, 1], NaN if absent."""
-    out = np.full(4, np.nan, dtype=np.float32)
+    """(6,) float32: [u, v] of the role-"object" and role-"target" annotations in [-1, 1] and two NaN slots for
+    the gripper (filled from the EE pose by the cache); NaN where absent."""
+    out = np.full(POINTS, np.nan, dtype=np.float32)
     for k, role in enumerate(GROUNDING_ROLES):
         for o in objects or []:
             if o.get("role") != role:
@@ -57,8 +79,7 @@ def grounding_points(objects: list, camera: str, width: int, height: int) -> np.
             info = (o.get("cameras") or {}).get(camera) or {}
             pt = info.get("point")
             if pt is not None and info.get("visible", True):
-                out[2 * k] = 2.0 * (float(pt[0]) + 0.5) / width - 1.0
-                out[2 * k + 1] = 2.0 * (float(pt[1]) + 0.5) / height - 1.0
+                out[2 * k], out[2 * k + 1] = _norm_uv(float(pt[0]), float(pt[1]), width, height)
             break
     return out
 
@@ -71,7 +92,7 @@ class FrameCache:
         self.frames = np.memmap(directory / f"frames_{camera}_{size}.u8", dtype=np.uint8, mode="r",
                                 shape=(n, size, size, 3))
         self.grounding = np.memmap(directory / f"grounding_{camera}_{size}.f32", dtype=np.float32, mode="r",
-                                   shape=(n, 4))
+                                   shape=(n, POINTS))
 
     # ------------------------------------------------------------------ building / opening
     @classmethod
@@ -107,7 +128,7 @@ class FrameCache:
         tmp_f = d / f".frames_{tag}.u8.{os.getpid()}.tmp"
         tmp_g = d / f".grounding_{tag}.f32.{os.getpid()}.tmp"
         fm = np.memmap(tmp_f, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
-        gm = np.memmap(tmp_g, dtype=np.float32, mode="w+", shape=(n, 4))
+        gm = np.memmap(tmp_g, dtype=np.float32, mode="w+", shape=(n, POINTS))
         offsets, off = {}, 0
         try:
             from tqdm import tqdm
@@ -121,9 +142,12 @@ class FrameCache:
                 imgs = ep.images[camera]
                 if len(imgs) != T:
                     raise RecipeError(f"{reader.root}: episode {e} has {len(imgs)} frames, index says {T}")
+                grip = gripper_points(np.asarray(ep.ee_pose)[:, :3], (ep.cameras or {}).get(camera))
                 for t in range(T):
                     fm[off + t] = resize_image(imgs[t], size)
-                    gm[off + t] = grounding_points(ep.objects[t] if ep.objects else [], camera, w, h)
+                    g = grounding_points(ep.objects[t] if ep.objects else [], camera, w, h)
+                    g[4:6] = grip[t]
+                    gm[off + t] = g
                 offsets[str(e)] = [off, T]
                 off += T
             fm.flush()
@@ -135,7 +159,7 @@ class FrameCache:
             for p in (tmp_f, tmp_g):
                 p.unlink(missing_ok=True)
             raise
-        index = {"fingerprint": fp, "camera": camera, "size": size, "frames": n, "episodes": offsets,
+        index = {"format": FORMAT, "fingerprint": fp, "camera": camera, "size": size, "frames": n, "episodes": offsets,
                  "dataset": str(Path(reader.root).resolve())}
         atomic_write_json(d / f"index_{tag}.json", index)
         return cls(d, camera, size, index)
