@@ -25,6 +25,11 @@ class DemoContext:
     train_overrides: tuple = ("model.action_tokenizer=bin",)
     ros_episodes: int = 3
     ros_max_steps: int = 40
+    # the shipped policy (`make policy`): scored by the eval rollout and through the ROS graph on the same scenes
+    shipped_policy: str = "policies/sim_pickup"
+    shipped_family: str = "pick_up"
+    shipped_episodes: int = 10
+    shipped_seed: int = 7  # scenes seed * 100000 + i, the scenes `etc-vla eval --seed 7` runs
     results: dict = field(default_factory=dict)
     md: list = field(default_factory=list)
 
@@ -218,6 +223,38 @@ def stage_export(ctx: DemoContext) -> tuple[dict, list[str]]:
     return {"bundle": str(bundle), "model_card": card}, lines
 
 
+def _shipped_bundle(ctx: DemoContext) -> Path | None:
+    p = Path(ctx.shipped_policy)
+    if not p.is_absolute():
+        p = Path(__file__).resolve().parent.parent / p
+    return p if (p / "manifest.json").is_file() else None
+
+
+def stage_policy(ctx: DemoContext) -> tuple[dict, list[str]]:
+    """The shipped policy bundle on new seeded scenes through the evaluation rollout (ONNX Runtime, the robot's
+    runtime, in-process): the reference the ROS stage's figure is compared with."""
+    from etc_training.recipe.evaluate import EvalConfig, closed_loop
+
+    bundle = _shipped_bundle(ctx)
+    if bundle is None:
+        raise FileNotFoundError(f"no shipped policy bundle at {ctx.shipped_policy} (run `make policy`)")
+    cfg = EvalConfig(checkpoint=str(bundle), out=str(ctx.out / "policy"), splits=["train"],
+                     episodes=ctx.shipped_episodes, workers=1, seed=ctx.shipped_seed, videos=2,
+                     families=[ctx.shipped_family])
+    res = closed_loop(cfg, progress=False)
+    v = res["per_split"]["train"]
+    fm = v["failure_mode"]
+    ctx.results["_shipped_seeds"] = [e["seed"] for e in res["episodes"]]
+    lines = [f"shipped policy {bundle} ({ctx.shipped_family}, trained by `make policy`; see "
+             "docs/results/policy/README.md)",
+             f"eval rollout (ONNX Runtime, in-process) on {v['episodes']} new seeded scenes (seed {ctx.shipped_seed}): "
+             f"success {v['successes']}/{v['episodes']} = {v['success_rate']:.2f}, 95% CI "
+             f"[{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]; median miss at the first close "
+             f"{'-' if fm['median_horizontal_miss_m'] is None else round(1000 * fm['median_horizontal_miss_m'], 1)} mm",
+             f"videos: {ctx.out / 'policy' / 'videos'}"]
+    return {"bundle": str(bundle), **v, "episodes": res["episodes"]}, lines
+
+
 def stage_ros(ctx: DemoContext) -> tuple[dict, list[str]]:
     from etc_ros.core.paths import config_path
     from etc_ros.nodes.bringup import run_closed_loop_episodes
@@ -238,6 +275,26 @@ def stage_ros(ctx: DemoContext) -> tuple[dict, list[str]]:
         f"camera-to-command latency p50/p99: {res.get('camera_to_command_p50_ms')} / "
         f"{res.get('camera_to_command_p99_ms')} ms",
     ]
+    lines[0] = ("pipeline policy (the short end-to-end training above, 240 steps: shows the pipeline, not a capable "
+                "policy) " + lines[0])
+    shipped = _shipped_bundle(ctx)
+    if shipped is not None:
+        seeds = ctx.results.get("_shipped_seeds") or [ctx.shipped_seed * 100_000 + i
+                                                      for i in range(ctx.shipped_episodes)]
+        sp = run_closed_loop_episodes(config_path("ros_bringup.yaml"), str(shipped), episodes=len(seeds),
+                                      seed=seeds[0], seeds=seeds, family=ctx.shipped_family)
+        res = {"pipeline_policy": res, "shipped_policy": sp}
+        k = sum(e["success"] for e in sp["episodes"])
+        ref = ctx.results.get("policy") or {}
+        lines += [
+            f"shipped policy {shipped} through the same ROS graph on the same {len(seeds)} scenes: success "
+            f"{k}/{len(seeds)} = {sp['success_rate']:.2f} (eval rollout on these scenes: "
+            f"{ref.get('successes', '-')}/{ref.get('episodes', '-')})",
+            f"shipped policy: inference p50/p99 {sp.get('inference_latency_p50_ms')} / "
+            f"{sp.get('inference_latency_p99_ms')} ms, control period p50/p99 {sp.get('control_period_p50_ms')} / "
+            f"{sp.get('control_period_p99_ms')} ms, safety rejections "
+            f"{sp.get('safety_executor', {}).get('rejections')}",
+        ]
     return res, lines
 
 
@@ -248,6 +305,7 @@ STAGE_FUNCS: dict[str, Callable[[DemoContext], tuple[dict, list[str]]]] = {
     "etc": stage_etc,
     "train": stage_train,
     "export": stage_export,
+    "policy": stage_policy,
     "ros": stage_ros,
 }
 

@@ -161,3 +161,93 @@ def test_ablation_table_and_plots(tmp_path):
     assert "| action_only | 2 | 240 | 6.050 ± 0.071 |" in md and "0.25 ± 0.35" in md
     assert len(res["table"]) == 3 and "plot_error" not in res
     assert (tmp_path / "ablation.png").stat().st_size > 0 and (tmp_path / "cka_ablation.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- family filter, seeds of a dataset, failure mode
+def _fake_init(monkeypatch):
+    def fake_init(checkpoint, threads, cameras, max_steps):
+        from etc_training.sim import SimConfig, SimEnv
+
+        scfg = SimConfig()
+        scfg.max_steps = max_steps
+        ev._WORKER.update(policy=StubPolicy(), env=SimEnv(scfg), cameras=list(cameras))
+
+    monkeypatch.setattr(ev, "_worker_init", fake_init)
+
+
+def test_family_filter_assigns_families_round_robin(tmp_path, monkeypatch):
+    _fake_init(monkeypatch)
+    cfg = ev.EvalConfig(checkpoint="unused", out=str(tmp_path), splits=["train"], episodes=4, max_steps=2,
+                        videos=0, families=["push", "stack"])
+    res = ev.closed_loop(cfg, progress=False)
+    assert [e["family"] for e in res["episodes"]] == ["push", "stack", "push", "stack"]
+    pf = res["per_split"]["train"]["per_family"]
+    assert set(pf) == {"push", "stack"} and all(v["episodes"] == 2 for v in pf.values())
+    one = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=3, max_steps=2, videos=0,
+                                       families=["pick_up"]), progress=False)
+    assert {e["family"] for e in one["episodes"]} == {"pick_up"}
+    with pytest.raises(RecipeError, match="unknown task family"):
+        ev.episode_tasks(ev.EvalConfig(families=["juggle"]))
+
+
+def test_seeds_from_replays_the_scenes_of_a_dataset(tmp_path, monkeypatch):
+    from etc_ros.data import DatasetReader
+    from etc_training.sim import SimConfig
+    from etc_training.sim.collect import collect
+
+    scfg = SimConfig()
+    scfg.episodes, scfg.families = 2, ["pick_up", "push"]
+    scfg.render.width = scfg.render.height = 64
+    collect(scfg, tmp_path / "ds", progress=False)
+    r = DatasetReader(tmp_path / "ds")
+    metas = [r.episode_meta(e)["metadata"] for e in r.episodes()]
+    tasks = ev.episode_tasks(ev.EvalConfig(seeds_from=str(tmp_path / "ds"), episodes=5, out=str(tmp_path)))
+    assert [t["seed"] for t in tasks] == [m["seed"] for m in metas]
+    assert [t["family"] for t in tasks] == [m["task"]["family"] for m in metas]
+    _fake_init(monkeypatch)
+    res = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), seeds_from=str(tmp_path / "ds"),
+                                       episodes=2, max_steps=2, videos=0), progress=False)
+    from etc_training.sim import SimEnv
+
+    env = SimEnv(SimConfig(), render=False)
+    for e, m in zip(res["episodes"], metas):  # the very scene of the dataset episode
+        env.reset(seed=m["seed"], split=m["split"], family=m["task"]["family"])
+        assert e["instruction"] == env.instruction
+    env.close()
+
+
+def test_miss_summary_reads_the_first_close():
+    eps = [{"success": False, "first_close": {"step": 3, "horizontal_miss": 0.08}},
+           {"success": True, "first_close": {"step": 5, "horizontal_miss": 0.004}},
+           {"success": False, "first_close": {"step": 4, "horizontal_miss": 0.06}},
+           {"success": False, "first_close": None}]
+    s = ev.miss_summary(eps)
+    assert s["median_horizontal_miss_m"] == pytest.approx(0.06) and s["never_closed"] == 1
+    assert s["median_miss_failures_m"] == pytest.approx(0.07) and s["median_miss_successes_m"] == 0.004
+    assert s["median_first_close_step"] == 4.0
+
+
+class CloseAtOnce:
+    """Closes the gripper right away: the rollout records where the EE was relative to the object."""
+
+    def predict_chunk(self, images, state, instruction, return_valid=False):
+        c = np.zeros((10, 7))
+        return (c, True) if return_valid else c
+
+
+def test_rollout_records_the_miss_at_the_first_close(tmp_path, monkeypatch):
+    def init(checkpoint, threads, cameras, max_steps):
+        from etc_training.sim import SimConfig, SimEnv
+
+        scfg = SimConfig()
+        scfg.max_steps = max_steps
+        ev._WORKER.update(policy=CloseAtOnce(), env=SimEnv(scfg), cameras=list(cameras))
+
+    monkeypatch.setattr(ev, "_worker_init", init)
+    res = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=2, max_steps=2, videos=0,
+                                       families=["pick_up"]), progress=False)
+    for e in res["episodes"]:
+        fc = e["first_close"]
+        assert fc["step"] == 0 and fc["horizontal_miss"] > 0.02  # the home pose is far from any object
+        assert fc["horizontal_miss"] == pytest.approx(float(np.hypot(*fc["miss_xy"])), abs=2e-4)
+    assert res["per_split"]["train"]["failure_mode"]["closed_episodes"] == 2

@@ -7,7 +7,9 @@ Stages (each writes under OUT/<stage>/ and adds a section to OUT/report.md + OUT
   etc     ETC data built from the episodes, validated, overlays
   train   the three-stage recipe at tiny scale
   export  policy bundle (ONNX) + parity
-  ros     the ROS 2 graph over real DDS, closed loop with the sim arm and the bundle
+  policy  the shipped policy bundle (policies/sim_pickup, `make policy`) on new seeded scenes (eval rollout)
+  ros     the ROS 2 graph over real DDS, closed loop with the sim arm: the pipeline's bundle, then the shipped
+          policy on the same scenes as the policy stage
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-STAGES = ["robot", "sim", "data", "etc", "train", "export", "ros"]
+STAGES = ["robot", "sim", "data", "etc", "train", "export", "policy", "ros"]
 
 
 def register(p: argparse.ArgumentParser) -> None:
