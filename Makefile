@@ -10,7 +10,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 # Each ROS 2 process of ours picks a random domain unless told otherwise, so runs do not cross-talk.
 export ROS_LOCALHOST_ONLY ?= 1
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint clean policy
 setup:
 	@bash scripts/setup.sh
 
@@ -21,6 +21,10 @@ test:
 	@bash scripts/setup.sh --with-browser
 	$(PY) -m pytest -q tests -m "not realtime"
 	$(PY) -m pytest -q tests -m realtime
+
+# Reproduces the shipped sim policy bundle (policies/sim_pickup/): data, training, evaluation, export.
+policy: setup
+	bash scripts/make_policy.sh
 
 bench: setup
 	$(PY) -m etc_training.cli bench all --out runs/bench

@@ -78,19 +78,17 @@ def _load_conv_backbone(path: Path, preset: Mapping[str, Any], dtype: torch.dtyp
     """A checkpoint whose SigLIP tower was replaced by the ConvVisionTower: transformers loads the decoder and
     projector (with its own checkpoint key mapping), then the conv tower is installed and its weights loaded
     strictly from the same safetensors."""
-    import logging
-
     from safetensors.torch import load_file
+    from transformers.utils import logging as hf_logging
 
     from etc_training.models.conv_vision import install_conv_tower
 
-    tf_log = logging.getLogger("transformers.modeling_utils")
-    level = tf_log.level
-    tf_log.setLevel(logging.ERROR)  # the SigLIP tower it builds is replaced right below: its warnings are noise
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the SigLIP tower it builds is replaced right below: its warnings are noise
     try:
         backbone = _load_backbone(path, dtype)
     finally:
-        tf_log.setLevel(level)
+        hf_logging.set_verbosity(level)
     size, patch = int(preset["image_size"]), int(preset["patch_size"])
     tower = install_conv_tower(backbone, size, size // patch, int(preset.get("conv_width", 32)))
     state: dict = {}

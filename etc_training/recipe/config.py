@@ -142,6 +142,8 @@ class DataConfig:
     cache_episodes: int = 64  # whole episodes kept decoded in memory (LRU) when the frame cache is off
     frame_cache: bool = True  # decode frames once at the model resolution into a memory map (frame_cache.py)
     augment_shift: int = 0  # random shift of action images by up to N pixels at the model resolution (0 = off)
+    early_frames: int = 0  # the first N frames of every episode are sampled early_factor times as often
+    early_factor: int = 1
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -195,6 +197,8 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
             raise RecipeError(f"model.norm: unknown key {key!r}; use 'action' and/or 'state'")
         if mode not in MODES:
             raise RecipeError(f"model.norm.{key}: unknown mode {mode!r}; use one of {list(MODES)}")
+    if cfg.data.early_frames < 0 or cfg.data.early_factor < 1:
+        raise RecipeError("data.early_frames must be >= 0 and data.early_factor >= 1")
     if cfg.data.augment_shift < 0:
         raise RecipeError(f"data.augment_shift must be >= 0, got {cfg.data.augment_shift}")
     for name, s in cfg.stages.items():

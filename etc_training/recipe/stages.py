@@ -90,7 +90,9 @@ class RecipeContext:
     def actions(self, splits) -> ActionChunkDataset:
         key = tuple(sorted(splits))
         if key not in self._actions:
-            ds = ActionChunkDataset(self.store, self.episodes, list(key), self.horizon(), self.cameras)
+            d = self.cfg.data
+            ds = ActionChunkDataset(self.store, self.episodes, list(key), self.horizon(), self.cameras,
+                                    early_frames=d.early_frames, early_factor=d.early_factor)
             if len(ds) == 0:
                 have = sorted({str(self.store.reader(self.episodes).episode_meta(i)["split"])
                                for i in self.store.reader(self.episodes).episodes()})
