@@ -88,3 +88,40 @@ def test_training_examples_come_from_the_cache_with_shift_augmentation(sim_datas
     np.testing.assert_array_equal(data.next()["action"]["pixel_values"], b1["pixel_values"])
     out = pol(b)
     assert float(out["loss"].detach()) > 0 and "grounding_loss" in out
+
+
+def test_grounding_questions_name_any_object_of_the_scene(sim_dataset):
+    from etc_ros.data import DatasetReader
+    from etc_training.models.presets import get_preset
+    from etc_training.models.vla import VLAPolicy
+    from etc_training.recipe.data import GROUNDING_TEMPLATES, ActionChunkDataset, EpisodeStore, StageData
+    from etc_training.recipe.frame_cache import FrameCache
+
+    r = DatasetReader(sim_dataset)
+    fc = FrameCache.open(sim_dataset, "primary", 32, progress=False)
+    e = r.episodes()[0]
+    ep = r.load_episode(e, images=False)
+    objs = fc.scene_objects(e, 0)
+    names = [o["name"] for o in ep.objects[0]]
+    assert {n for n, _ in objs} <= set(names) and len(objs) >= 2  # the target and at least one distractor
+    for n, pt in objs:
+        o = ep.objects[0][names.index(n)]
+        np.testing.assert_allclose(pt, 2 * (np.asarray(o["cameras"]["primary"]["point"]) + 0.5) / 80 - 1, atol=1e-5)
+    pol = VLAPolicy.build(get_preset("tiny-conv", image_size=32, patch_size=16), head="regression",
+                          head_config={"grounding_weight": 1.0, "ground_to_action": True}, states=np.zeros((4, 7)))
+    ds = ActionChunkDataset(EpisodeStore(0, frame_size=32), sim_dataset, ["train"], 10, ["primary"])
+    rng = np.random.default_rng(0)
+    asked = set()
+    for i in range(20):
+        q = ds.grounding_query(pol.processor, i % len(ds), rng, shift=0)
+        assert q["kind"] == "grounding" and np.all(np.isfinite(q["grounding"][:2]))
+        assert np.all(np.isnan(q["grounding"][2:]))
+        asked.add(pol.processor.decode_text(q["input_ids"].tolist()))
+    assert any(t.split("{")[0].strip() in a for a in asked for t in GROUNDING_TEMPLATES)
+    data = StageData(pol.processor, ds, [], action_batch=2, etc_batch=0, seed=0, grounding_batch=3)
+    b = data.next()
+    assert b["grounding"]["kind"] == "grounding" and b["grounding"]["grounding"].shape == (3, 6)
+    out = pol(b["grounding"])
+    assert set(out) == {"loss", "grounding_query_loss"} and float(out["loss"].detach()) > 0
+    out["loss"].backward()
+    assert pol.action_head.grounding.weight.grad is not None

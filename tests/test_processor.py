@@ -95,7 +95,7 @@ def test_norm_stats_json_round_trip_and_errors(tmp_path):
     with pytest.raises(ModelError, match="last dimension"):
         st.normalize(np.zeros(3))
     with pytest.raises(ModelError, match="mode"):
-        NormStats.from_data(np.zeros((3, 2)), mode="minmax")
+        NormStats.from_data(np.zeros((3, 2)), mode="zscore")  # unknown mode
     with pytest.raises(ModelError, match="missing"):
         NormStats.from_dict({"mean": [0.0]})
     (tmp_path / "bad.json").write_text("[1, 2]")

@@ -142,6 +142,22 @@ class RegressionActionHead(nn.Module):
                 self.aux_losses["grounding_loss"] = gl.detach()
         return total
 
+    def grounding_query_loss(self, model_outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
+        """L1 of the grounding read-out against batch["grounding"] (B, 6; NaN slots ignored): grounding questions
+        that name any object of the scene (RecipeData grounding batches)."""
+        if self.grounding is None:
+            raise ModelError("regression head: grounding questions need grounding_weight > 0")
+        g = batch.get("grounding")
+        if g is None:
+            raise ModelError("a grounding batch needs batch['grounding']")
+        cond = self.condition_from(model_outputs, batch)
+        g = torch.as_tensor(g if isinstance(g, torch.Tensor) else np.asarray(g), dtype=torch.float32)
+        g = g.to(cond.device)[:, : self.n_points]
+        ok = torch.isfinite(g)
+        if not bool(ok.any()):
+            return cond.sum() * 0.0
+        return F.l1_loss(self.grounding(cond)[ok], g[ok])
+
     @torch.no_grad()
     def predict(self, policy: Any, prefix: dict, use_cache: bool | None = None, noise: Any = None
                 ) -> tuple[np.ndarray, np.ndarray]:

@@ -317,8 +317,15 @@ class VLAPolicy(torch.nn.Module):
                 raise ModelError("an ETC batch needs labels")
             loss, acc, n = lm_loss(outputs, b["labels"])
             return {"loss": loss, "etc_loss": loss.detach(), "etc_accuracy": acc, "etc_tokens": torch.tensor(n)}
+        if kind == "grounding":
+            fn = getattr(self.action_head, "grounding_query_loss", None)
+            if fn is None:
+                raise ModelError(f"a grounding batch needs a head with a grounding read-out, not "
+                                 f"{getattr(self.action_head, 'name', type(self.action_head).__name__)!r}")
+            loss = fn(outputs, b)
+            return {"loss": loss, "grounding_query_loss": loss.detach()}
         if kind != "action":
-            raise ModelError(f"unknown batch kind {kind!r}; use 'action' or 'etc'")
+            raise ModelError(f"unknown batch kind {kind!r}; use 'action', 'etc' or 'grounding'")
         loss = self.action_head.loss(outputs, b)
         res = {"loss": loss, "action_loss": loss.detach()}
         metrics = getattr(self.action_head, "last_metrics", None)  # token heads: accuracy of the same LM pass

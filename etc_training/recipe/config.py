@@ -62,6 +62,10 @@ class StageConfig:
     ema_warmup: bool = True  # decay = min(ema_decay, (1 + n) / (10 + n)) so short runs are not dominated by init
     etc_loss_weight: float = 1.0
     action_loss_weight: float = 1.0
+    # continuous ETC scene grounding: questions naming any object of an action frame's scene (distractors too),
+    # answered by the regression head's grounding read-out (needs data.frame_cache and a grounding head)
+    grounding_batch: int = 0
+    grounding_loss_weight: float = 1.0
     freeze_vision: bool = False  # the paper keeps the vision tower trainable (freezing hurt)
     export_ema: bool = True  # the stage's final policy (and the next stage's init) uses the EMA weights
 

@@ -112,6 +112,9 @@ def chunk_at(actions: np.ndarray, t: int, horizon: int) -> np.ndarray:
     return out
 
 
+GROUNDING_TEMPLATES = ("where is the {name}?", "pick up the {name}", "point to the {name}")
+
+
 class ActionChunkDataset:
     """Every frame t of every episode in `splits` -> (images of `cameras` at t, state_t, instruction,
     actions[t : t + H])."""
@@ -181,6 +184,31 @@ class ActionChunkDataset:
         if self.store.frame_size > 0:  # object / target image points of the first camera (grounding target)
             out["grounding"] = self.store.frame_cache(self.root, self.cameras[0]).points(e, t)
         return out
+
+    def grounding_query(self, processor, i: int, rng: np.random.Generator, shift: int = 0) -> dict | None:
+        """A grounding question about frame i (continuous ETC scene grounding): one object of the scene, named in
+        the prompt ("where is the {name}?" / "pick up the {name}" / "point to the {name}"), distractors as often as
+        the target, with the normalized image point of that object as the target of the head's grounding slot
+        0-1. None when the frame has no uniquely named object in view (or no frame cache)."""
+        from etc_training.recipe.frame_cache import random_shift
+
+        if self.store.frame_size <= 0:
+            return None
+        e, t = (int(v) for v in self.index[i])
+        objs = self.store.frame_cache(self.root, self.cameras[0]).scene_objects(e, t)
+        if not objs:
+            return None
+        name, pt = objs[int(rng.integers(len(objs)))]
+        template = GROUNDING_TEMPLATES[int(rng.integers(len(GROUNDING_TEMPLATES)))]
+        img = self.store.image(self.root, e, t, self.cameras[0])
+        img, dx, dy = random_shift(np.asarray(img), shift, rng)
+        h, w = img.shape[:2]
+        g = np.full(6, np.nan, dtype=np.float32)
+        g[:2] = pt + np.asarray([2 * dx / w, 2 * dy / h], dtype=np.float32)
+        ex = processor.build_inference_prompt(img, self._states[e][t], template.format(name=name))
+        ex["kind"] = "grounding"
+        ex["grounding"] = g
+        return ex
 
     def example(self, processor, i: int, rng: np.random.Generator | None = None, shift: int = 0) -> dict:
         """Training example of item i; with `rng` and `shift` > 0 every view is randomly shifted by up to
@@ -521,8 +549,12 @@ class StageData:
 
     def __init__(self, processor, actions: ActionChunkDataset | None, sources: Sequence[tuple[LanguageSource, float]],
                  action_batch: int, etc_batch: int, seed: int, images: RecordImages | None = None,
-                 etc_groups: Sequence[Mapping[str, float] | None] | None = None, augment_shift: int = 0):
+                 etc_groups: Sequence[Mapping[str, float] | None] | None = None, augment_shift: int = 0,
+                 grounding_batch: int = 0):
         self.processor = processor
+        self.grounding_batch = int(grounding_batch)
+        if self.grounding_batch > 0 and (actions is None or len(actions) == 0):
+            raise RecipeError("the stage asks for a grounding batch but has no action data (its frames are used)")
         self.augment_shift = int(augment_shift)
         self.aug_rng = np.random.default_rng([int(seed), 0xA06])
         self.actions = actions
@@ -582,6 +614,16 @@ class StageData:
                 out["action"]["grounding"] = np.stack([e["grounding"] for e in exs]).astype(np.float32)
         if e_loc:
             out["etc"] = self.processor.collate([self.etc_example(k, i) for k, i in e_loc])
+        out["grounding"] = None
+        if self.grounding_batch > 0:
+            g_idx = [int(i) for i in self.aug_rng.integers(0, len(self.actions), self.grounding_batch)]
+            exs = [self.actions.grounding_query(self.processor, i, self.aug_rng, self.augment_shift)
+                   for i in shard(g_idx, rank, world)]
+            exs = [x for x in exs if x is not None]
+            if exs:
+                out["grounding"] = self.processor.collate(exs)
+                out["grounding"]["grounding"] = np.stack([x["grounding"] for x in exs]).astype(np.float32)
+                out["n_grounding"] = len(exs)
         return out
 
     # -------------------------------------------------------------- state

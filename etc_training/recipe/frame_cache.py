@@ -9,7 +9,9 @@ exactly what the robot runtime will feed it) and keeps:
     grounding_<camera>_<size>.f32  (N, 6) float32: image points of the manipulated object, the place target and
                                    the gripper (end effector), normalized to [-1, 1] (NaN where absent / not in
                                    view); no JSON at train time
-    index_<camera>_<size>.json     {fingerprint, episodes: {episode: [offset, length]}}
+    objects_<camera>_<size>.f32    (N, MAX_OBJECTS, 2) float32: the image point of every object of the scene (in
+                                   the order of `names`), normalized; NaN for absent slots / objects out of view
+    index_<camera>_<size>.json     {fingerprint, episodes: {episode: [offset, length]}, names: {episode: [...]}}
 
 It lives next to the dataset (`<dataset>/../.frame_cache/<dataset name>/`) and is rebuilt, atomically, when the
 dataset changes (the fingerprint covers every episode's index, length and data file size / mtime).
@@ -32,7 +34,8 @@ from etc_training.recipe.config import RecipeError
 
 GROUNDING_ROLES = ("object", "target")
 POINTS = 6  # object u, v, target u, v, gripper u, v
-FORMAT = "frame-cache/2"
+MAX_OBJECTS = 6  # per scene, for the grounding queries (named objects, distractors included)
+FORMAT = "frame-cache/3"
 
 
 def cache_dir_for(root: str | Path) -> Path:
@@ -68,6 +71,16 @@ def gripper_points(ee_xyz: np.ndarray, model) -> np.ndarray:
     return out
 
 
+def object_points(objects: list, camera: str, width: int, height: int) -> np.ndarray:
+    """(MAX_OBJECTS, 2) normalized image points of every annotated object (scene order), NaN where absent."""
+    out = np.full((MAX_OBJECTS, 2), np.nan, dtype=np.float32)
+    for k, o in enumerate((objects or [])[:MAX_OBJECTS]):
+        pt = ((o.get("cameras") or {}).get(camera) or {}).get("point")
+        if pt is not None:
+            out[k] = _norm_uv(float(pt[0]), float(pt[1]), width, height)
+    return out
+
+
 def grounding_points(objects: list, camera: str, width: int, height: int) -> np.ndarray:
     """(6,) float32: [u, v] of the role-"object" and role-"target" annotations in [-1, 1] and two NaN slots for
     the gripper (filled from the EE pose by the cache); NaN where absent."""
@@ -93,6 +106,9 @@ class FrameCache:
                                 shape=(n, size, size, 3))
         self.grounding = np.memmap(directory / f"grounding_{camera}_{size}.f32", dtype=np.float32, mode="r",
                                    shape=(n, POINTS))
+        self.objects = np.memmap(directory / f"objects_{camera}_{size}.f32", dtype=np.float32, mode="r",
+                                 shape=(n, MAX_OBJECTS, 2))
+        self.names = {int(e): list(v) for e, v in index.get("names", {}).items()}
 
     # ------------------------------------------------------------------ building / opening
     @classmethod
@@ -127,9 +143,11 @@ class FrameCache:
         tag = f"{camera}_{size}"
         tmp_f = d / f".frames_{tag}.u8.{os.getpid()}.tmp"
         tmp_g = d / f".grounding_{tag}.f32.{os.getpid()}.tmp"
+        tmp_o = d / f".objects_{tag}.f32.{os.getpid()}.tmp"
         fm = np.memmap(tmp_f, dtype=np.uint8, mode="w+", shape=(n, size, size, 3))
         gm = np.memmap(tmp_g, dtype=np.float32, mode="w+", shape=(n, POINTS))
-        offsets, off = {}, 0
+        om = np.memmap(tmp_o, dtype=np.float32, mode="w+", shape=(n, MAX_OBJECTS, 2))
+        offsets, names, off = {}, {}, 0
         try:
             from tqdm import tqdm
 
@@ -148,18 +166,23 @@ class FrameCache:
                     g = grounding_points(ep.objects[t] if ep.objects else [], camera, w, h)
                     g[4:6] = grip[t]
                     gm[off + t] = g
+                    om[off + t] = object_points(ep.objects[t] if ep.objects else [], camera, w, h)
+                first = ep.objects[0] if ep.objects else []
+                names[str(e)] = [str(o.get("name", "")) for o in first][:MAX_OBJECTS]
                 offsets[str(e)] = [off, T]
                 off += T
             fm.flush()
             gm.flush()
-            del fm, gm
+            om.flush()
+            del fm, gm, om
             os.replace(tmp_f, d / f"frames_{tag}.u8")
             os.replace(tmp_g, d / f"grounding_{tag}.f32")
+            os.replace(tmp_o, d / f"objects_{tag}.f32")
         except BaseException:
-            for p in (tmp_f, tmp_g):
+            for p in (tmp_f, tmp_g, tmp_o):
                 p.unlink(missing_ok=True)
             raise
-        index = {"format": FORMAT, "fingerprint": fp, "camera": camera, "size": size, "frames": n, "episodes": offsets,
+        index = {"format": FORMAT, "fingerprint": fp, "camera": camera, "size": size, "frames": n, "episodes": offsets, "names": names,
                  "dataset": str(Path(reader.root).resolve())}
         atomic_write_json(d / f"index_{tag}.json", index)
         return cls(d, camera, size, index)
@@ -179,6 +202,16 @@ class FrameCache:
 
     def points(self, episode: int, t: int) -> np.ndarray:
         return np.asarray(self.grounding[self._row(episode, t)])
+
+    def scene_objects(self, episode: int, t: int) -> list[tuple[str, np.ndarray]]:
+        """[(name, (2,) normalized image point)] of the objects in view whose name is unique in the scene."""
+        names = self.names.get(int(episode), [])
+        pts = np.asarray(self.objects[self._row(episode, t)])
+        out = []
+        for k, n in enumerate(names):
+            if n and names.count(n) == 1 and np.all(np.isfinite(pts[k])) and np.all(np.abs(pts[k]) <= 1.0):
+                out.append((n, pts[k]))
+        return out
 
 
 def random_shift(img: np.ndarray, pad: int, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:

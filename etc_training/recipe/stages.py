@@ -402,7 +402,8 @@ def _stage_data(ctx: RecipeContext, name: str, scfg: StageConfig, processor, see
             groups.append(dict(src.groups) or None)
     sseed = int(np.random.default_rng([seed, {"stage1": 1, "stage2": 2, "stage3": 3}[name]]).integers(2**31))
     return StageData(processor, actions, sources, scfg.action_batch, eb, sseed, images=ctx.images(),
-                     etc_groups=groups, augment_shift=ctx.cfg.data.augment_shift)
+                     etc_groups=groups, augment_shift=ctx.cfg.data.augment_shift,
+                     grounding_batch=scfg.grounding_batch if scfg.action_batch > 0 else 0)
 
 
 def write_plots(out: Path, rows_by_stage: dict[str, list[dict]]) -> list[Path]:

@@ -383,6 +383,7 @@ class StageTrainer:
     def train_step(self, batches: Mapping[str, Any]) -> dict:
         self.model.train()
         parts = [(k, batches.get(k), w) for k, w in (("etc", self.cfg.etc_loss_weight),
+                                                   ("grounding", self.cfg.grounding_loss_weight),
                                                    ("action", self.cfg.action_loss_weight))]
         parts = [p for p in parts if p[1] is not None]
         if not parts:
@@ -446,7 +447,7 @@ class StageTrainer:
                 row = self.train_step(batches)
                 self.step += 1
                 done_here += 1
-                n = int(batches["n_action"]) + int(batches["n_etc"])
+                n = int(batches["n_action"]) + int(batches["n_etc"]) + int(batches.get("n_grounding", 0))
                 self.samples_seen += n
                 window_n += n
                 self.train_time += time.perf_counter() - t0
