@@ -372,6 +372,8 @@ class GraphPolicy:
         feeds = {"hidden_states": out["hidden_states"], "condition_mask": cond, "noise": noise}
         if "state" in batch:  # state-embedding heads (graphs without a "state" input ignore it)
             feeds["state"] = np.asarray(batch["state"], dtype=np.float32)
+        # spatial-attention heads read which positions are image tokens (ignored by graphs without the input)
+        feeds["image_mask"] = (np.asarray(batch["input_ids"]) == self.processor.image_id).astype(np.float32)
         x = self.graphs.run("head", feeds)["actions"]
         if timing is not None:
             timing["prefill_ms"] = 1000 * (t1 - t0)

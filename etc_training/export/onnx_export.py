@@ -113,11 +113,11 @@ class ContinuousHeadGraph(torch.nn.Module):
         super().__init__()
         self.head = head
 
-    def forward(self, hidden_states, condition_mask, noise, state=None):
-        if state is None:
+    def forward(self, hidden_states, condition_mask, noise, state=None, image_mask=None):
+        if state is None and image_mask is None:
             cond = self.head.condition(hidden_states, condition_mask)
-        else:  # state-embedding heads: the normalized state is a graph input
-            cond = self.head.condition(hidden_states, condition_mask, state)
+        else:  # state-embedding / spatial-attention heads: the normalized state / image-token mask are inputs
+            cond = self.head.condition(hidden_states, condition_mask, state, image_mask)
         return self.head.sample(cond, noise).float()
 
 
@@ -326,6 +326,14 @@ def export_graphs(policy: Any, out_dir: str | Path, precision: str = "float32", 
                 st = torch.zeros(hidden.shape[0], sd) if st is None else torch.as_tensor(np.asarray(st))
                 args, names = args + (st.to(dtype),), names + ["state"]
                 axes["state"] = {0: B}
+            if int(getattr(core, "spatial_heads", 0) or 0):
+                if not sd:
+                    args, names = args + (None,), names + ["state"]
+                im = torch.from_numpy((batch["input_ids"] == policy.processor.image_id).astype(np.float32))
+                args, names = args + (im.to(dtype),), names + ["image_mask"]
+                axes["image_mask"] = {0: B, 1: S}
+            names = [n for n, a in zip(names, args) if a is not None]
+            axes = {k: v for k, v in axes.items() if k in names}
             _export(ContinuousHeadGraph(core).eval(), args, out / GRAPH_FILES["head"], names, ["actions"], axes,
                     opset, big)
             files["head"] = GRAPH_FILES["head"]

@@ -95,10 +95,15 @@ def torch_reference(policy: Any, batch: Mapping[str, Any], noise: np.ndarray | N
 
                 core = continuous_core(policy)
                 mask = condition_mask(prefix["attention_mask"], prefix["token_type_ids"])
-                if int(getattr(core, "state_dim", 0) or 0):
-                    cond = core.condition(hidden, mask, torch.as_tensor(np.asarray(prefix["state"])))
-                else:
-                    cond = core.condition(hidden, mask)
+                st = (torch.as_tensor(np.asarray(prefix["state"])) if int(getattr(core, "state_dim", 0) or 0)
+                      else None)
+                im = None
+                if int(getattr(core, "spatial_heads", 0) or 0):
+                    ids = prefix["input_ids"]
+                    ids = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(np.asarray(ids))
+                    im = (ids == policy.processor.image_id).to(torch.float32)
+                cond = core.condition(hidden, mask, st, im) if (st is not None or im is not None) else \
+                    core.condition(hidden, mask)
                 x = core.sample(cond, torch.from_numpy(np.asarray(noise, dtype=np.float32)))
                 out["actions"] = x.float().numpy()
                 out["valid"] = np.all(np.isfinite(out["actions"]), axis=(1, 2))

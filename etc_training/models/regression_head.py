@@ -34,6 +34,44 @@ from etc_training.models.diffusion_head import PrefixPooler, condition_mask
 LOSSES = ("l1", "huber", "mse")
 
 
+class InstructionSpatialAttention(nn.Module):
+    """Instruction-conditioned spatial soft-argmax over the image tokens: queries from the instruction (mean of the
+    text-token hidden states), keys from the image tokens; each head returns the expected (x, y) of its attention
+    over the image-token grid and the attended value. "Find the named object" as one bilinear text-image match
+    whose location comes out as coordinates (spatial softmax, as in deep visuomotor policies), rather than left
+    for the MLP to decode from pooled features."""
+
+    def __init__(self, hidden: int, grid: int, heads: int = 4, dim: int = 64):
+        super().__init__()
+        self.grid, self.heads, self.dim = int(grid), int(heads), int(dim)
+        self.norm = nn.LayerNorm(hidden)
+        self.q = nn.Linear(hidden, heads * dim)
+        self.k = nn.Linear(hidden, heads * dim, bias=False)
+        self.v = nn.Linear(hidden, heads * dim)
+        self.out_dim = heads * (dim + 2)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        h = self.norm(hidden.float())
+        img = image_mask.to(h.dtype) * mask.to(h.dtype)
+        txt = mask.to(h.dtype) * (1.0 - image_mask.to(h.dtype))
+        t = (h * txt.unsqueeze(-1)).sum(1) / txt.sum(1, keepdim=True).clamp(min=1.0)
+        B, L, _ = h.shape
+        q = self.q(t).view(B, self.heads, self.dim)
+        k = self.k(h).view(B, L, self.heads, self.dim)
+        v = self.v(h).view(B, L, self.heads, self.dim)
+        logits = torch.einsum("bhd,blhd->bhl", q, k) * self.dim ** -0.5
+        logits = logits.masked_fill(img.unsqueeze(1) <= 0, -1e9)
+        w = torch.softmax(logits, dim=-1)  # (B, heads, L)
+        idx = (torch.cumsum(img, dim=1) - 1.0).clamp(min=0.0)  # image-token index 0..G*G-1 at image positions
+        gx = torch.remainder(idx, float(self.grid))
+        gy = torch.div(idx - gx, float(self.grid))
+        scale = 2.0 / max(1, self.grid - 1)
+        xy = torch.stack([gx * scale - 1.0, gy * scale - 1.0], dim=-1)  # (B, L, 2) in [-1, 1]
+        exy = torch.einsum("bhl,blc->bhc", w, xy)
+        val = torch.einsum("bhl,blhd->bhd", w, v)
+        return torch.cat([exy, val], dim=-1).flatten(1)
+
+
 class RegressionActionHead(nn.Module):
     """Weights: pooler.* and mlp.*."""
 
@@ -44,7 +82,7 @@ class RegressionActionHead(nn.Module):
                  cond_dim: int = 256, n_queries: int = 8, width: int = 512, depth: int = 2, dropout: float = 0.0,
                  loss: str = "l1", loss_weight: float = 1.0, grounding_weight: float = 0.0,
                  grounding_points: int = 6, ground_to_action: bool = False, state_dim: int = 0,
-                 state_features: int = 64):
+                 state_features: int = 64, spatial_heads: int = 0, spatial_dim: int = 32):
         super().__init__()
         at = getattr(processor, "action_tokenizer", None) if processor is not None else None
         self.horizon = int(horizon if horizon is not None else (at.horizon if at is not None else 10))
@@ -61,6 +99,17 @@ class RegressionActionHead(nn.Module):
                                          nn.Linear(state_features, state_features))
                            if self.state_dim > 0 else None)
         cond_dim = int(cond_dim) + (int(state_features) if self.state_dim > 0 else 0)
+        self.spatial_heads = int(spatial_heads)
+        self.spatial = None
+        self.image_token_id = int(getattr(processor, "image_id", -1)) if processor is not None else -1
+        if self.spatial_heads > 0:
+            n_img = int(processor.config.image_tokens_per_view) if processor is not None else 36
+            grid = int(round(n_img ** 0.5))
+            if grid * grid != n_img or int(getattr(processor.config, "n_views", 1)) != 1:
+                raise ModelError(f"regression head: spatial attention needs one square image-token grid, got "
+                                 f"{n_img} tokens per view")
+            self.spatial = InstructionSpatialAttention(self.hidden_size, grid, self.spatial_heads, int(spatial_dim))
+            cond_dim += self.spatial.out_dim
         self.grounding_weight = float(grounding_weight)
         self.n_points = int(grounding_points)
         self.ground_to_action = bool(ground_to_action)
@@ -83,13 +132,19 @@ class RegressionActionHead(nn.Module):
                          n_queries=int(n_queries), width=int(width), depth=int(depth), dropout=float(dropout),
                          loss=loss, loss_weight=self.loss_weight, grounding_weight=self.grounding_weight,
                          grounding_points=self.n_points, ground_to_action=self.ground_to_action,
-                         state_dim=self.state_dim, state_features=int(state_features))
+                         state_dim=self.state_dim, state_features=int(state_features),
+                         spatial_heads=self.spatial_heads, spatial_dim=int(spatial_dim))
 
     def config_dict(self) -> dict:
         return dict(self._cfg)
 
-    def condition(self, hidden: torch.Tensor, mask: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+    def condition(self, hidden: torch.Tensor, mask: torch.Tensor, state: torch.Tensor | None = None,
+                  image_mask: torch.Tensor | None = None) -> torch.Tensor:
         c = self.pooler(hidden, mask)
+        if self.spatial is not None:
+            if image_mask is None:
+                raise ModelError("regression head: spatial attention needs the image-token mask")
+            c = torch.cat([c, self.spatial(hidden, mask, image_mask.to(hidden.device))], dim=-1)
         if self.state_proj is None:
             return c
         if state is None:
@@ -104,7 +159,12 @@ class RegressionActionHead(nn.Module):
         st = batch.get("state") if hasattr(batch, "get") else None
         if st is not None and not isinstance(st, torch.Tensor):
             st = torch.as_tensor(np.asarray(st), dtype=torch.float32)
-        return self.condition(model_outputs.hidden_states, condition_mask(model_outputs.attention_mask, tt), st)
+        im = None
+        if self.spatial is not None:
+            ids = batch.get("input_ids")
+            ids = ids if isinstance(ids, torch.Tensor) else torch.as_tensor(np.asarray(ids))
+            im = (ids == self.image_token_id).to(torch.float32)
+        return self.condition(model_outputs.hidden_states, condition_mask(model_outputs.attention_mask, tt), st, im)
 
     def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
         """Normalized chunks (B, H, D). `noise` is ignored (one deterministic pass)."""
