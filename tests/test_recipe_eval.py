@@ -69,14 +69,7 @@ class StubPolicy:
 
 
 def test_closed_loop_runs_episodes_and_writes_videos(tmp_path, monkeypatch):
-    def fake_init(checkpoint, threads, cameras, max_steps):
-        from etc_training.sim import SimConfig, SimEnv
-
-        scfg = SimConfig()
-        scfg.max_steps = max_steps
-        ev._WORKER.update(policy=StubPolicy(), env=SimEnv(scfg), cameras=list(cameras))
-
-    monkeypatch.setattr(ev, "_worker_init", fake_init)
+    _fake_init(monkeypatch)
     cfg = ev.EvalConfig(checkpoint="unused", out=str(tmp_path), splits=["train", "ood_color"], episodes=1,
                         max_steps=4, exec_horizon=5, videos=1)
     res = ev.closed_loop(cfg, progress=False)
@@ -164,13 +157,14 @@ def test_ablation_table_and_plots(tmp_path):
 
 
 # ---------------------------------------------------------------- family filter, seeds of a dataset, failure mode
-def _fake_init(monkeypatch):
+def _fake_init(monkeypatch, policy=None):
+    """Rollout workers with a stub policy (default StubPolicy) in the real sim."""
     def fake_init(checkpoint, threads, cameras, max_steps):
         from etc_training.sim import SimConfig, SimEnv
 
         scfg = SimConfig()
         scfg.max_steps = max_steps
-        ev._WORKER.update(policy=StubPolicy(), env=SimEnv(scfg), cameras=list(cameras))
+        ev._WORKER.update(policy=policy or StubPolicy(), env=SimEnv(scfg), cameras=list(cameras))
 
     monkeypatch.setattr(ev, "_worker_init", fake_init)
 
@@ -236,14 +230,7 @@ class CloseAtOnce:
 
 
 def test_rollout_records_the_miss_at_the_first_close(tmp_path, monkeypatch):
-    def init(checkpoint, threads, cameras, max_steps):
-        from etc_training.sim import SimConfig, SimEnv
-
-        scfg = SimConfig()
-        scfg.max_steps = max_steps
-        ev._WORKER.update(policy=CloseAtOnce(), env=SimEnv(scfg), cameras=list(cameras))
-
-    monkeypatch.setattr(ev, "_worker_init", init)
+    _fake_init(monkeypatch, CloseAtOnce())
     res = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=2, max_steps=2, videos=0,
                                        families=["pick_up"]), progress=False)
     for e in res["episodes"]:

@@ -61,17 +61,7 @@ def run(out_dir, quick: bool = False, threads: int = 2) -> dict:
         data = _stage_data(ctx, name, scfg, policy.processor, cfg.seed)
         run_cfg = RunConfig(progress=False, threads=threads, checkpoint_every=0, tensorboard=False)
         tr = StageTrainer(policy, name, scfg, data, out / "run" / name, run_cfg, DistInfo(), seed=cfg.seed)
-        for _ in range(warm):
-            tr.train_step(data.next())
-        n, t_data, t_step = 0, 0.0, 0.0
-        for _ in range(steps):
-            a = time.perf_counter()
-            b = data.next()
-            t_data += time.perf_counter() - a
-            a = time.perf_counter()
-            tr.train_step(b)
-            t_step += time.perf_counter() - a
-            n += b["n_action"] + b["n_etc"]
+        n, t_data, t_step = timed_steps(tr, data, warm, steps)
         tracemalloc.start()
         for _ in range(2):
             tr.train_step(data.next())
@@ -90,6 +80,22 @@ def run(out_dir, quick: bool = False, threads: int = 2) -> dict:
     res["config"] = {k: to_dict(v) for k, v in cfg.stages.items()}
     res["variants"] = variants(out, eps, quick=quick)
     return res
+
+
+def timed_steps(tr, data, warm: int, steps: int) -> tuple[int, float, float]:
+    """`warm` untimed steps, then `steps` timed ones: (samples, seconds drawing batches, seconds training)."""
+    for _ in range(warm):
+        tr.train_step(data.next())
+    n, t_data, t_step = 0, 0.0, 0.0
+    for _ in range(steps):
+        a = time.perf_counter()
+        b = data.next()
+        t_data += time.perf_counter() - a
+        a = time.perf_counter()
+        tr.train_step(b)
+        t_step += time.perf_counter() - a
+        n += b["n_action"] + b["n_etc"] + b.get("n_grounding", 0)
+    return n, t_data, t_step
 
 
 def variants(out: Path, episodes: Path, quick: bool = False, batch: int = 16) -> dict:
@@ -121,18 +127,7 @@ def variants(out: Path, episodes: Path, quick: bool = False, batch: int = 16) ->
         tr = StageTrainer(policy, "stage2", scfg, data, out / ("v_" + name) / "stage2",
                           RunConfig(progress=False, threads=1, checkpoint_every=0, tensorboard=False), DistInfo(),
                           seed=cfg.seed)
-        for _ in range(warm):
-            tr.train_step(data.next())
-        t_data = t_step = 0.0
-        n = 0
-        for _ in range(steps):
-            a = time.perf_counter()
-            b = data.next()
-            t_data += time.perf_counter() - a
-            a = time.perf_counter()
-            tr.train_step(b)
-            t_step += time.perf_counter() - a
-            n += b["n_action"]
+        n, t_data, t_step = timed_steps(tr, data, warm, steps)
         res[name] = {"preset": cfg.model.preset, "head": cfg.model.head, "frame_cache": cfg.data.frame_cache,
                      "samples_per_s": round(n / (t_data + t_step), 2),
                      "data_ms_per_step": round(1000 * t_data / steps, 1),
