@@ -21,13 +21,13 @@ if [ ! -f "$OUT/data/pickup/meta/info.json" ]; then
 fi
 $PY -m etc_training.cli train --config config/policy_pickup.yaml "out=$OUT/train" "data.episodes=$OUT/data/pickup" \
   "${STEPS_ARG[@]}" 2>&1 | tee "$OUT/train.log"
-$PY -m etc_training.cli eval --checkpoint "$OUT/train/stage2/final" --family pick_up --episodes 50 --seed 7 \
+$PY -m etc_training.cli eval --checkpoint "$OUT/train/stage3/final" --family pick_up --episodes 50 --seed 7 \
   --workers 2 --out "$OUT/eval_new_scenes"
-$PY -m etc_training.cli eval --checkpoint "$OUT/train/stage2/final" --seeds-from "$OUT/data/pickup" --episodes 50 \
+$PY -m etc_training.cli eval --checkpoint "$OUT/train/stage3/final" --seeds-from "$OUT/data/pickup" --episodes 50 \
   --workers 2 --out "$OUT/eval_train_scenes"
 # the full bundle (with its PyTorch copy: `etc-vla bench policy --bundle`) and the shipped one (ONNX only, <= 25 MB)
-$PY -m etc_training.cli export "$OUT/train/stage2/final" --out "$OUT/bundle_full" --quantize int8-dynamic --force
-$PY -m etc_training.cli export "$OUT/train/stage2/final" --out "$OUT/bundle" --quantize int8-dynamic --no-torch --force
+$PY -m etc_training.cli export "$OUT/train/stage3/final" --out "$OUT/bundle_full" --quantize int8-dynamic --force
+$PY -m etc_training.cli export "$OUT/train/stage3/final" --out "$OUT/bundle" --quantize int8-dynamic --no-torch --force
 $PY -m etc_training.cli eval --checkpoint "$OUT/bundle" --family pick_up --episodes 50 --seed 7 --workers 2 \
   --out "$OUT/eval_bundle"
 rm -rf "$SHIP.tmp" && mkdir -p "$(dirname "$SHIP")" && cp -r "$OUT/bundle" "$SHIP.tmp"

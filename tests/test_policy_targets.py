@@ -21,7 +21,8 @@ def test_minmax_round_trip_is_exact_on_data_and_never_clips(seed, spread):
     ns = NormStats.from_data(data, mode="minmax")
     y = ns.normalize(data)
     assert y.min() >= -1.0 - 1e-5 and y.max() <= 1.0 + 1e-5
-    np.testing.assert_allclose(ns.unnormalize(y), data, rtol=1e-5, atol=1e-5 * spread)
+    # float32 normalized values: the round-trip error scales with the data range (heavy tails), not the spread
+    np.testing.assert_allclose(ns.unnormalize(y), data, rtol=1e-5, atol=1e-6 * float(np.ptp(data)))
     beyond = data.max(axis=0) + spread  # outside the data range: still not clipped
     np.testing.assert_allclose(ns.unnormalize(ns.normalize(beyond[None]))[0], beyond, rtol=1e-5)
 
