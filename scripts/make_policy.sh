@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make policy`: reproduces the shipped sim policy bundle (policies/sim_pickup/) from nothing, on this CPU:
 #  1. 1200 scripted-expert pick_up demonstrations (clean DART labels), seed 0        (~4 min, 2 workers)
-#  2. training with config/policy_pickup.yaml                                          (see the report)
+#  2. training with config/policy_pickup.yaml (stage 2 + stage 3)                   (~67 min, both cores)
 #  3. closed-loop evaluation on 50 new seeded scenes (seed 7), and the memorization check (~2 min each)
 #  4. export to an ONNX bundle (fp32 + int8-dynamic, parity checked)                 (~1 min)
 # Override with env vars: EPISODES, STEPS, OUT (default runs/make_policy), SHIP (default policies/sim_pickup).
