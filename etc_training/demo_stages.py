@@ -254,7 +254,7 @@ def stage_policy(ctx: DemoContext) -> tuple[dict, list[str]]:
              f"[{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]; median miss at the first close "
              f"{'-' if fm['median_horizontal_miss_m'] is None else round(1000 * fm['median_horizontal_miss_m'], 1)} mm",
              f"videos: {ctx.out / 'policy' / 'videos'}"]
-    return {"bundle": str(bundle), **v, "episodes": res["episodes"]}, lines
+    return {"bundle": str(bundle), **v, "episode_results": res["episodes"]}, lines
 
 
 def stage_ros(ctx: DemoContext) -> tuple[dict, list[str]]:

@@ -129,6 +129,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return emb
 
 
+def chunk_shape(processor: Any, horizon: int | None, action_dim: int | None) -> tuple[int, int]:
+    """(horizon, action_dim) of a continuous head: given, else the processor's action tokenizer's, else (10, 7)."""
+    at = getattr(processor, "action_tokenizer", None) if processor is not None else None
+    h = horizon if horizon is not None else (at.horizon if at is not None else 10)
+    d = action_dim if action_dim is not None else (at.action_dim if at is not None else 7)
+    return int(h), int(d)
+
+
 def condition_mask(attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Prefix positions the head may pool over: attended and (when given) token type 0. float (B, L)."""
     m = attention_mask.to(torch.float32)
@@ -254,9 +262,7 @@ class DiffusionActionHead(nn.Module):
                  schedule: str = "cosine", sampler: str = "ddim", clip_sample: float | None = 1.0,
                  noise_repeats: int = 4, noise_seed: int | None = 0, loss_weight: float = 1.0):
         super().__init__()
-        at = getattr(processor, "action_tokenizer", None) if processor is not None else None
-        self.horizon = int(horizon if horizon is not None else (at.horizon if at is not None else 10))
-        self.action_dim = int(action_dim if action_dim is not None else (at.action_dim if at is not None else 7))
+        self.horizon, self.action_dim = chunk_shape(processor, horizon, action_dim)
         if sampler not in SAMPLERS:
             raise ModelError(f"diffusion head: sampler must be one of {list(SAMPLERS)}, got {sampler!r}")
         if int(noise_repeats) < 1:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etc_ros.core.errors import ModelError
-from etc_training.models.diffusion_head import PrefixPooler, condition_mask
+from etc_training.models.diffusion_head import PrefixPooler, chunk_shape, condition_mask
 
 LOSSES = ("l1", "huber", "mse")
 
@@ -84,9 +84,7 @@ class RegressionActionHead(nn.Module):
                  grounding_points: int = 6, ground_to_action: bool = False, state_dim: int = 0,
                  state_features: int = 64, spatial_heads: int = 0, spatial_dim: int = 32):
         super().__init__()
-        at = getattr(processor, "action_tokenizer", None) if processor is not None else None
-        self.horizon = int(horizon if horizon is not None else (at.horizon if at is not None else 10))
-        self.action_dim = int(action_dim if action_dim is not None else (at.action_dim if at is not None else 7))
+        self.horizon, self.action_dim = chunk_shape(processor, horizon, action_dim)
         if loss not in LOSSES:
             raise ModelError(f"regression head: loss must be one of {list(LOSSES)}, got {loss!r}")
         if int(depth) < 1:
