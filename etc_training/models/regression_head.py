@@ -164,10 +164,22 @@ class RegressionActionHead(nn.Module):
             im = (ids == self.image_token_id).to(torch.float32)
         return self.condition(model_outputs.hidden_states, condition_mask(model_outputs.attention_mask, tt), st, im)
 
+    def _forward(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(normalized chunks (B, H, D), grounding read-out (B, points) or None), the read-out computed once."""
+        g = self.grounding(cond) if self.grounding is not None else None
+        x = torch.cat([cond, g], dim=-1) if self.ground_to_action else cond
+        return self.mlp(x).view(cond.shape[0], self.horizon, self.action_dim), g
+
     def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
         """Normalized chunks (B, H, D). `noise` is ignored (one deterministic pass)."""
-        x = torch.cat([cond, self.grounding(cond)], dim=-1) if self.ground_to_action else cond
-        return self.mlp(x).view(cond.shape[0], self.horizon, self.action_dim)
+        return self._forward(cond)[0]
+
+    def _grounding_l1(self, pred: torch.Tensor, target: Any) -> torch.Tensor | None:
+        """L1 of the read-out against the target points (NaN slots ignored); None when nothing is labelled."""
+        g = torch.as_tensor(target if isinstance(target, torch.Tensor) else np.asarray(target), dtype=torch.float32)
+        g = g.to(pred.device)[:, : self.n_points]
+        ok = torch.isfinite(g)
+        return F.l1_loss(pred[ok], g[ok]) if bool(ok.any()) else None
 
     def loss(self, model_outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
         if "actions" not in batch:
@@ -180,7 +192,8 @@ class RegressionActionHead(nn.Module):
             raise ModelError(f"regression head: actions must be (B, {self.horizon}, {self.action_dim}), "
                              f"got {tuple(actions.shape)}")
         cond = self.condition_from(model_outputs, batch)
-        pred = self.sample(cond).float()
+        pred, g_pred = self._forward(cond)
+        pred = pred.float()
         if self.loss_kind == "l1":
             loss = F.l1_loss(pred, actions)
         elif self.loss_kind == "huber":
@@ -189,13 +202,9 @@ class RegressionActionHead(nn.Module):
             loss = F.mse_loss(pred, actions)
         total = self.loss_weight * loss
         self.aux_losses = {"action_l1" if self.loss_kind == "l1" else "action_regression": loss.detach()}
-        if self.grounding is not None and batch.get("grounding") is not None:
-            g = torch.as_tensor(np.asarray(batch["grounding"]) if not isinstance(batch["grounding"], torch.Tensor)
-                                else batch["grounding"], dtype=torch.float32).to(cond.device)
-            g = g[:, : self.n_points]
-            ok = torch.isfinite(g)
-            if bool(ok.any()):
-                gl = F.l1_loss(self.grounding(cond)[ok], g[ok])
+        if g_pred is not None and batch.get("grounding") is not None:
+            gl = self._grounding_l1(g_pred, batch["grounding"])
+            if gl is not None:
                 total = total + self.grounding_weight * gl
                 self.aux_losses["grounding_loss"] = gl.detach()
         return total
@@ -209,12 +218,8 @@ class RegressionActionHead(nn.Module):
         if g is None:
             raise ModelError("a grounding batch needs batch['grounding']")
         cond = self.condition_from(model_outputs, batch)
-        g = torch.as_tensor(g if isinstance(g, torch.Tensor) else np.asarray(g), dtype=torch.float32)
-        g = g.to(cond.device)[:, : self.n_points]
-        ok = torch.isfinite(g)
-        if not bool(ok.any()):
-            return cond.sum() * 0.0
-        return F.l1_loss(self.grounding(cond)[ok], g[ok])
+        gl = self._grounding_l1(self.grounding(cond), g)
+        return cond.sum() * 0.0 if gl is None else gl
 
     @torch.no_grad()
     def predict(self, policy: Any, prefix: dict, use_cache: bool | None = None, noise: Any = None
