@@ -160,7 +160,10 @@ class SimBackend(DriverBackend):
 
     name = "sim"
 
-    def __init__(self, env: Any, lock: Any = None, max_step: float = 0.05):
+    def __init__(self, env: Any, lock: Any = None, max_step: float = 0.05, moving_time: float | None = None,
+                 accel_time: float | None = None):
+        """moving_time / accel_time: the servo profile written to the simulated servos, as the interbotix
+        backend writes it to the real ones (None: the world's own profile)."""
         import threading
 
         if env is None:
@@ -171,6 +174,13 @@ class SimBackend(DriverBackend):
         self.env = env
         self.lock = lock if lock is not None else threading.Lock()
         self.max_step = float(max_step)
+        if moving_time is not None and callable(getattr(env, "set_servo_profile", None)):
+            at = 0.5 * float(moving_time) if accel_time is None else float(accel_time)
+            try:
+                with self.lock:
+                    env.set_servo_profile(float(moving_time), at)
+            except ValueError as e:  # SimError is a ValueError (UserError)
+                raise DriverError(f"servo profile moving_time={moving_time} accel_time={at}: {e}") from e
 
     def read(self) -> tuple[np.ndarray, float]:
         with self.lock:
@@ -266,7 +276,7 @@ def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: s
     if name == "sim":
         if env is None:
             raise DriverError("backend 'sim' runs inside the sim_robot node (use_sim:=true), which owns the world")
-        return SimBackend(env, lock)
+        return SimBackend(env, lock, moving_time=moving_time, accel_time=accel_time)
     if name == "interbotix":
         if robot_model != spec.ROBOT_MODEL:
             raise DriverError(f"robot_model {robot_model!r} is not supported; this stack is for {spec.ROBOT_MODEL!r}")

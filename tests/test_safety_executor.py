@@ -151,6 +151,34 @@ def test_tracks_constant_delta_chunks(mode):
     assert d["ik_failures"] == 0 and d["rejections_total"] == 0
 
 
+@pytest.mark.parametrize("latency", [0.0, 0.04, 0.1, 0.19])
+def test_first_action_of_a_chunk_runs_whatever_the_inference_latency(latency):
+    """align='arrival' (default): a chunk's first action is the first one executed, at the first policy step not
+    yet begun when it arrives, as in the synchronous eval rollout; 'observation' places it at the step of the
+    camera stamp, so an action for a step that began during inference is never executed."""
+    # one chunk: first action +3 cm x, then -3 cm x: executed from the first action, the EE moves +x first
+    chunk = _chunk(dx=-0.03, h=10)
+    chunk[0, 0] = 0.03
+    # (the tick at the observation's step boundary has begun step 1 before any chunk arrived, even at latency 0)
+    for align, first_dx in (("arrival", 0.03), ("observation", -0.03)):
+        ex = _new(align=align)
+        p0 = _ee(START)
+        _run(ex, T0, 0.2)  # step 0 passes with no chunk (holding)
+        t_obs = T0 + 0.2  # observation at the step-1 boundary, chunk back `latency` later
+        cmds, t = _run(ex, t_obs, latency)
+        ok, why = ex.submit_chunk(chunk, t_obs, t_obs + latency)
+        assert ok, why
+        cmds, _ = _run(ex, t_obs + latency, 0.45)
+        x = np.array([_ee(c.q)[0] - p0[0] for c in cmds])
+        moved = x[np.abs(x) > 0.004]
+        assert moved.size and np.sign(moved[0]) == np.sign(first_dx), (align, latency, x)
+
+
+def test_align_must_be_known():
+    with pytest.raises(SafetyError, match="align"):
+        SafetyExecutor(KIN, LIMITS, align="camera")
+
+
 def test_ee_target_is_clipped_to_the_box():
     ex = _new()
     cmds, _ = _run(ex, T0, 3.0, _chunk(dz=0.05))  # keep pushing up through z_max = 0.18

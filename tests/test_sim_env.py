@@ -80,6 +80,50 @@ def test_driver_level_api(env):
     assert env.joint_state()[0][1] <= env.world.joint_range[1, 1] + 1e-3
 
 
+def _stream_ramp(env, rate_hz=50.0, seconds=1.0, speed=0.5):
+    """Stream goals along a joint-0 ramp at rate_hz (as the safety node does); returns the final lag [rad]."""
+    env.reset(seed=1)
+    q0, _ = env.joint_state()
+    n = int(round(seconds * rate_hz))
+    for i in range(1, n + 1):
+        goal = q0.copy()
+        goal[0] += speed * i / rate_hz
+        env.set_joint_targets(goal, 1.0)
+        env.advance(1.0 / rate_hz)
+    return float(goal[0] - env.joint_state()[0][0])
+
+
+def test_servo_profile_decides_how_a_streamed_command_is_tracked():
+    """Each goal restarts the time-based profile: streamed at 50 Hz, the Bridge 0.25 s profile trails a 0.5 rad/s
+    ramp by a large fraction of its travel, a profile of two command periods by about a period."""
+    env = SimEnv(render=False)
+    try:
+        assert env.servo_profile == (0.25, 0.10)
+        slow = _stream_ramp(env)
+        env.set_servo_profile(0.04, 0.02)
+        fast = _stream_ramp(env)  # kept across the reset
+        assert env.servo_profile == (0.04, 0.02)
+        assert slow > 0.25 and fast < 0.04, (slow, fast)
+        for bad in ((0.0, 0.0), (0.04, 0.03), (float("nan"), 0.01), (0.1, -0.01)):
+            with pytest.raises(UserError, match="servo profile"):
+                env.set_servo_profile(*bad)
+    finally:
+        env.close()
+
+
+def test_sim_driver_backend_writes_its_profile_to_the_servos():
+    from etc_ros.driver_backends import DriverError, make_backend
+
+    env = SimEnv(render=False)
+    try:
+        make_backend("sim", env=env, moving_time=0.05, accel_time=0.02)
+        assert env.servo_profile == (0.05, 0.02)
+        with pytest.raises(DriverError, match="moving_time"):
+            make_backend("sim", env=env, moving_time=0.05, accel_time=0.04)
+    finally:
+        env.close()
+
+
 def test_bad_inputs_raise_clear_errors(env):
     env.reset(seed=0)
     with pytest.raises(UserError, match="action"):

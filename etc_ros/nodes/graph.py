@@ -89,6 +89,7 @@ NODE_PARAMS: dict[str, dict[str, Any]] = {
         "control_hz": 50.0,
         "policy_hz": 5.0,  # rate of the policy's actions; chunks at another rate are rejected
         "mode": "ensemble",  # ensemble | receding
+        "align": "arrival",  # arrival | observation: a chunk's first action goes to the first step not yet begun
         "dry_run": False,  # compute and report commands but never send them
         "safety_config": "",  # '' = config/safety.yaml of the package
         "camera_name": "primary",  # camera_info stamps of this camera feed the staleness check
@@ -101,8 +102,8 @@ NODE_PARAMS: dict[str, dict[str, Any]] = {
         "start_pose": "ready",  # ready | home | sleep | none
         "stop_pose": "sleep",
         "speed_fraction": 0.3,  # start/stop moves at this fraction of the velocity/acceleration limits
-        "moving_time": 0.2,  # interbotix: profile time of each streamed command [s]
-        "accel_time": 0.1,
+        "moving_time": 0.04,  # servo profile of each streamed goal [s] (interbotix and sim): ~2 command periods
+        "accel_time": 0.02,
         "fake_tau": 0.05,  # fake: first-order time constant [s]
         "safety_config": "",  # '' = config/safety.yaml (the guard's limits)
         "diagnostics_hz": 1.0,

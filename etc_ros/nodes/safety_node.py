@@ -35,7 +35,7 @@ class SafetyNode(GraphNode):
             from etc_ros.safety import SafetyExecutor
 
             limits = load_safety_limits(self.p("safety_config"))
-            executor = SafetyExecutor(None, limits, mode=self.p("mode"), control_hz=self.control_hz,
+            executor = SafetyExecutor(None, limits, mode=self.p("mode"), align=self.p("align"), control_hz=self.control_hz,
                                       policy_hz=self.policy_hz, dry_run=bool(self.p("dry_run")))
         self.ex = executor
         self._lock = threading.Lock()

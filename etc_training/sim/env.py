@@ -119,6 +119,7 @@ class SimEnv:
         self._welded: str | None = None
         self._g_cmd = 1.0
         self._g_set = 1.0
+        self._profile = (float(self.cfg.physics.profile_time), float(self.cfg.physics.accel_time))
 
     # ------------------------------------------------------------------------------------------------ episode
     def reset(self, seed: int = 0, split: str = "train", family: str | None = None,
@@ -136,8 +137,7 @@ class SimEnv:
         self.data = mujoco.MjData(m)
         reset_robot(self.world, self.data)
         mujoco.mj_forward(m, self.data)
-        ph = self.cfg.physics
-        self._servo = ServoProfile(self.data.qpos[self.world.arm_qadr], ph.profile_time, ph.accel_time)
+        self._servo = ServoProfile(self.data.qpos[self.world.arm_qadr], *self._profile)
         gain = m.actuator_gainprm[self.world.arm_act, 0]
         self._ff_gain = -m.actuator_biasprm[self.world.arm_act, 2] / gain
         self._g_cmd = self._g_set = 1.0
@@ -188,6 +188,23 @@ class SimEnv:
         return self.episode
 
     # ------------------------------------------------------------------------------------------ driver level
+    def set_servo_profile(self, profile_time: float, accel_time: float) -> None:
+        """Time-based profile of every later goal (what a driver writes to the Dynamixel Profile_Velocity /
+        Profile_Acceleration registers; kept across resets). A driver streaming goals at rate f wants a
+        profile of about 2/f: with the Bridge profile (0.25 s) each 20 ms goal only starts a 0.25 s ramp and the
+        arm trails its commands by about a second."""
+        T, ta = float(profile_time), float(accel_time)
+        if not (math.isfinite(T) and math.isfinite(ta) and T > 0 and 0 <= ta <= T / 2):
+            raise SimError(f"servo profile needs profile_time > 0 and 0 <= accel_time <= profile_time / 2, "
+                           f"got {profile_time!r}, {accel_time!r}")
+        self._profile = (T, ta)
+        if getattr(self, "_servo", None) is not None:
+            self._servo.T, self._servo.ta = T, ta
+
+    @property
+    def servo_profile(self) -> tuple[float, float]:
+        return self._profile
+
     def set_joint_targets(self, q6, gripper: float) -> None:
         """New goal for the six arm servos [rad] (clipped to the URDF limits) and the gripper (0 closed .. 1 open)."""
         w = self._need()
