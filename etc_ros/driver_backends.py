@@ -301,7 +301,12 @@ class DriverCore:
 
     def __init__(self, backend: DriverBackend, guard: Any, *, start_pose: str = "ready", stop_pose: str = "sleep",
                  speed_fraction: float = 0.3, start_gripper: float = 1.0, max_velocity: float = 3.14,
-                 max_acceleration: float = 5.0, lower=None, upper=None, margin: float = 0.05):
+                 max_acceleration: float = 5.0, lower=None, upper=None, margin: float = 0.05,
+                 anchor_tolerance: float = 0.05, anchor_interval: float = 0.1):
+        """anchor_tolerance [rad] / anchor_interval [s]: a command with dt = 0 (the safety executor re-anchored
+        on the measured joints) within anchor_tolerance of the joints measured now is accepted without the
+        velocity / acceleration check against the previous command (it commands no motion), at most once per
+        anchor_interval; position and workspace are always checked."""
         for what, p in (("start_pose", start_pose), ("stop_pose", stop_pose)):
             if p not in POSES and p != "none":
                 raise DriverError(f"{what} {p!r} is not one of {sorted(POSES) + ['none']}")
@@ -333,6 +338,11 @@ class DriverCore:
         self._last_q: np.ndarray | None = None  # last accepted command, its velocity and stamp (guard state)
         self._last_v: np.ndarray | None = None
         self._last_stamp: float | None = None
+        self.anchor_tolerance = float(anchor_tolerance)
+        self.anchor_interval = float(anchor_interval)
+        self._last_anchor = -math.inf
+        self.anchors = 0  # re-anchor commands accepted
+        self.superseded = 0  # commands stamped before the driver (re)became ready: for the arm before a reset
 
     # -- helpers
     def _pose(self, name: str) -> np.ndarray:
@@ -428,11 +438,27 @@ class DriverCore:
             ok, reason = (math.isfinite(gq) and 0.0 <= gq <= 1.0), f"gripper command {gq!r} outside [0, 1]"
         if not ok:
             return self._refuse("gripper", reason)
+        if self.ready_since is not None and stamp < self.ready_since:
+            # computed for the arm before a (re)start or re-sync and delivered after it: dropped, not a guard
+            # refusal (the safety node re-anchors on the joints measured after the driver became ready)
+            self.superseded += 1
+            return False, (f"superseded: command stamp {stamp:.6f} is from before the driver became ready at "
+                           f"{self.ready_since:.6f}")
         elapsed = None if self._last_stamp is None else stamp - self._last_stamp
         if elapsed is not None and elapsed <= 0:
             return self._refuse("stamp", f"command stamp {stamp:.6f} not after the last accepted one")
         qa = q
-        if elapsed is None or self._last_q is None:
+        anchor = False
+        if dt == 0 and elapsed is not None and stamp - self._last_anchor >= self.anchor_interval:
+            q_meas, _ = self.backend.read()
+            anchor = bool(np.max(np.abs(np.asarray(qa, dtype=float) - q_meas)) <= self.anchor_tolerance)
+        if anchor:  # at the measured joints: no motion commanded, the velocity reference restarts there
+            ok, reason = self.guard.check(qa)
+            v_new = np.zeros(N) if ok else None
+            if ok:
+                self._last_anchor = stamp
+                self.anchors += 1
+        elif elapsed is None or self._last_q is None:
             ok, reason = self.guard.check(qa)
             v_new = None
         elif dt > 0 and elapsed < 1.9 * dt:
@@ -482,6 +508,8 @@ class DriverCore:
             "refused_commands": self.refused,
             "refusals": dict(self.refusals),
             "last_refusal": self.last_refusal,
+            "superseded_commands": self.superseded,
+            "anchors": self.anchors,
         }
 
 

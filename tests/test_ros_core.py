@@ -270,6 +270,42 @@ def test_driver_refuses_out_of_limit_commands_and_counts_them():
     assert DriverCore(FakeBackend(), JointCommandGuard()).command(q, 1.0, 1.0)[1].startswith("driver is idle")
 
 
+def test_driver_accepts_a_reanchor_at_the_measured_joints_only():
+    """The safety executor re-anchors on the measured joints (its command jumps there, dt = 0): the driver accepts
+    that jump when it lands on the joints it measures itself (no motion), at most once per anchor_interval; a
+    dt = 0 command anywhere else is checked against the previous command as before."""
+    core, t = _ready_core()
+    q = core.q_target.copy()
+    assert core.command(q, 1.0, t + 0.02, 0.02)[0]
+    assert core.command(q + 0.001, 1.0, t + 0.04, 0.02)[0]  # moving at 0.05 rad/s
+    # the arm is held 0.3 rad away from its command (collision): the executor re-anchors there
+    q_meas = q + np.array([0.0, 0.0, 0.0, 0.0, 0.3, 0.0])
+    core.backend.q = q_meas.copy()
+    ok, reason = core.command(q_meas, 1.0, t + 0.06, 0.02)  # as an ordinary step: 15 rad/s
+    assert not ok and refusal_kind(reason) == "velocity"
+    assert core.command(q_meas + 0.2, 1.0, t + 0.08, 0.0)[0] is False  # dt = 0 but not at the measured joints
+    assert core.command(q_meas + 0.01, 1.0, t + 0.10, 0.0) == (True, "ok")  # the re-anchor
+    assert core.anchors == 1
+    assert core.command(q_meas + 0.011, 1.0, t + 0.12, 0.02)[0]  # the stream goes on from the anchor
+    core.backend.q = q_meas + 0.2
+    ok, _ = core.command(q_meas + 0.2, 1.0, t + 0.14, 0.0)  # a second anchor within anchor_interval: checked
+    assert not ok and core.anchors == 1
+    assert core.refusals == {"velocity": 3}
+
+
+def test_commands_from_before_a_resync_are_superseded_not_refused():
+    core, t = _ready_core()
+    q = core.q_target.copy()
+    assert core.command(q, 1.0, t + 0.02, 0.02)[0]
+    core.reset_to(t + 1.0)  # the world was reset under the driver (sim episode)
+    ok, reason = core.command(q, 1.0, t + 0.98, 0.02)  # computed before the reset, delivered after it
+    assert not ok and reason.startswith("superseded")
+    assert core.superseded == 1 and core.refused == 0
+    assert core.command(core.q_target, 1.0, t + 1.02, 0.02)[0]
+    d = core.diagnostics()
+    assert d["superseded_commands"] == 1 and d["refused_commands"] == 0
+
+
 def test_driver_backend_factory_errors():
     with pytest.raises(DriverError, match="unknown driver backend"):
         make_backend("ur5")

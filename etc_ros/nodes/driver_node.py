@@ -100,7 +100,7 @@ class DriverNode(GraphNode):
             return
         with self._lock:
             ok, reason = self.core.command(q, g, stamp, dt)
-        if not ok and self.core.state == "ready":
+        if not ok and self.core.state == "ready" and not reason.startswith("superseded"):
             self.get_logger().warning(f"joint command refused: {reason}", throttle_duration_sec=1.0)
 
     def _diagnostics(self) -> None:

@@ -146,7 +146,10 @@ class SafetyNode(GraphNode):
             self.last_command = cmd
             if not cmd.execute:
                 return
-            msg = M.command_to_msg(cmd.q, cmd.gripper, cmd.stamp, dt=cmd.dt, velocity=cmd.velocity)
+            # a re-anchor (the command jumped to the measured joints) goes out with dt = 0: the driver accepts it
+            # at the joints it measures instead of checking a velocity against the abandoned command
+            msg = M.command_to_msg(cmd.q, cmd.gripper, cmd.stamp, dt=0.0 if cmd.reanchored else cmd.dt,
+                                   velocity=cmd.velocity)
             if self._pending_obs is not None and not cmd.holding:
                 self.latencies.append(now - self._pending_obs)
                 self._pending_obs = None
