@@ -351,3 +351,21 @@ class BringupConfig:
 
     def launch_args(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in LAUNCH_ARGS}
+
+
+def sim_rollout_settings(bringup: str | Path | None = None) -> dict[str, Any]:
+    """What the simulated graph of `bringup` (default config/ros_bringup.yaml) executes a policy with: the safety
+    node's executor settings and limits, and the servo profile its driver writes. `etc-vla eval --rollout
+    executor` replays exactly these in simulated time, so eval and the ROS graph share one rollout definition."""
+    from etc_ros.core.config import load_config
+    from etc_ros.core.paths import config_path
+
+    cfg = load_config(BringupConfig, config_path("ros_bringup.yaml") if bringup is None else bringup)
+    pdir = params_dir(cfg.params_dir)
+    params = cfg.params or {}
+    safety = node_parameters("safety_node", [str(pdir / PARAM_FILES["safety_node"])], params.get("safety_node"))
+    driver = node_parameters("driver_node", [str(pdir / PARAM_FILES["driver_node"])], params.get("driver_node"))
+    return {"mode": safety["mode"], "align": safety["align"], "control_hz": float(safety["control_hz"]),
+            "policy_hz": float(safety["policy_hz"]), "safety_limits": load_safety_limits(safety["safety_config"]),
+            "safety_config": safety["safety_config"] or "safety.yaml",
+            "servo_profile": (float(driver["moving_time"]), float(driver["accel_time"]))}

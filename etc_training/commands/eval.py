@@ -33,6 +33,11 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds-from", default=None,
                    help="memorization check: run the scenes (seed, split, family) of this dataset's first "
                         "--episodes episodes instead of new seeded scenes")
+    p.add_argument("--rollout", default="direct", choices=["direct", "executor"],
+                   help="direct: each action is one 5 Hz sim step (the world waits for inference); executor: the "
+                        "ROS graph's safety executor at 50 Hz with config/ros_bringup.yaml's settings, in sim time")
+    p.add_argument("--latency", type=float, default=0.0,
+                   help="rollout executor: seconds from observation to chunk (the arm keeps moving)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default="runs/eval")
     p.set_defaults(func=run)
@@ -56,7 +61,7 @@ def run(args) -> int:
                      videos=args.videos, cameras=_csv(args.cameras), etc=args.etc, etc_splits=_csv(args.etc_splits),
                      etc_samples=args.etc_samples, data=args.data, data_split=args.data_split,
                      action_samples=args.action_samples, threads=args.threads, families=_csv(args.families),
-                     seeds_from=args.seeds_from)
+                     seeds_from=args.seeds_from, rollout=args.rollout, latency_s=args.latency)
     res = evaluate(cfg)
     brief = {"out": args.out, "seconds": res.get("seconds")}
     if "closed_loop" in res:

@@ -36,7 +36,12 @@ class EvalConfig:
     workers: int = 1
     seed: int = 0  # episode i uses reset(seed=seed * 100_000 + i)
     max_steps: int = 0  # 0 = the sim's default (60 steps = 12 s)
-    exec_horizon: int = 5  # actions executed per predicted chunk
+    exec_horizon: int = 5  # actions executed per predicted chunk (rollout direct)
+    # direct: each action is one 5 Hz env.step and the world waits for inference; executor: the robot's path, the
+    # safety executor at 50 Hz with the settings of the simulated ROS graph (config/ros_bringup.yaml: mode, align,
+    # limits, servo profile) in simulated time, a new chunk every policy step, `latency_s` after its observation
+    rollout: str = "direct"
+    latency_s: float = 0.0
     videos: int = 1  # GIFs per split
     cameras: list[str] = field(default_factory=lambda: ["primary"])
     # task families (empty = the sim's mix); several are assigned round-robin: episode i gets families[i % n]
@@ -159,9 +164,73 @@ def miss_summary(episodes: Sequence[dict]) -> dict:
                                                          if r.get("first_close")])) if n else None)}
 
 
+ROLLOUTS = ("direct", "executor")
+
+
+def _executor_rollout(policy, env, cams: list[str], instr: str, obs: dict, latency: float, frames: list | None,
+                      settings: dict | None = None) -> dict:
+    """The ROS graph's execution in simulated time: a chunk from each policy step's observation, offered to the
+    SafetyExecutor `latency` s later; the executor ticks at control_hz on the measured joints and its commands
+    drive the servos (with the driver's servo profile). Same episode length and success test as `direct`."""
+    from etc_ros.nodes.graph import sim_rollout_settings
+    from etc_ros.safety import SafetyExecutor
+
+    st = settings or sim_rollout_settings()
+    ex = SafetyExecutor(None, st["safety_limits"], mode=st["mode"], align=st["align"], control_hz=st["control_hz"],
+                        policy_hz=st["policy_hz"])
+    profile = env.servo_profile
+    env.set_servo_profile(*st["servo_profile"])
+    try:
+        return _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex)
+    finally:
+        env.set_servo_profile(*profile)  # the world is reused by the next (maybe direct) episode
+
+
+def _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex) -> dict:
+    dt, period = 1.0 / st["control_hz"], 1.0 / st["policy_hz"]
+    ticks_per_step = int(round(period / dt))
+    lat_ticks = int(round(max(0.0, float(latency)) / dt))
+    q, g = env.joint_state()
+    ex.reset(q, g, 0.0)
+    n_ticks = int(env.cfg.max_steps) * ticks_per_step
+    pending: list[tuple[int, np.ndarray, float]] = []  # (tick it arrives, chunk, observation time)
+    out = {"success": False, "steps": 0, "chunks": 0, "invalid": 0, "first_close": None}
+    for k in range(n_ticks):
+        t = k * dt
+        if k % ticks_per_step == 0:
+            o = obs if k == 0 else env.observation()
+            imgs = [o["images"][c] for c in cams]
+            chunk, ok = policy.predict_chunk(imgs if len(imgs) > 1 else imgs[0], o["state"], instr, return_valid=True)
+            out["chunks"] += 1
+            out["invalid"] += int(not ok)
+            pending.append((k + lat_ticks, np.asarray(chunk, dtype=float), t))
+            if frames is not None and k:
+                frames.append(o["images"][cams[0]])
+        while pending and pending[0][0] <= k:
+            _, chunk, t_obs = pending.pop(0)
+            ex.submit_chunk(chunk, t_obs, t)  # a NaN / out-of-range chunk is rejected: the arm holds
+        q, g = env.joint_state()
+        cmd = ex.tick(t, q, g, camera_stamp=t)
+        if cmd.execute:
+            if out["first_close"] is None and cmd.gripper < 0.5 <= g:
+                s = env.state()
+                out["first_close"] = close_geometry(env, {"ee_pose": env.ee_pose(), "state": s}, k // ticks_per_step)
+            env.set_joint_targets(cmd.q, cmd.gripper)
+        env.advance(dt)
+        if (k + 1) % ticks_per_step == 0:
+            out["steps"] += 1
+        if env.is_success():
+            out["success"] = True
+            out["steps"] = k // ticks_per_step + 1
+            break
+    out["executor"] = {key: v for key, v in ex.diagnostics().items()
+                       if key in ("rejections", "clamps", "holds", "ik_failures", "reanchors")}
+    return out
+
+
 def run_episode(task: dict) -> dict:
     """One closed-loop episode in this process's env (see _worker_init). task: {split, index, seed, video,
-    exec_horizon, video_path}."""
+    exec_horizon, video_path, rollout, latency_s}."""
     policy, env, cams = _WORKER["policy"], _WORKER["env"], _WORKER["cameras"]
     t0 = time.perf_counter()
     obs = env.reset(seed=int(task["seed"]), split=task["split"], family=task.get("family"))
@@ -170,7 +239,13 @@ def run_episode(task: dict) -> dict:
     success, steps, invalid, chunks = False, 0, 0, 0
     first_close: dict | None = None
     H = max(1, int(task["exec_horizon"]))
-    while not env.done and not success:
+    extra: dict = {}
+    if task.get("rollout", "direct") == "executor":
+        r = _executor_rollout(policy, env, cams, instr, obs, float(task.get("latency_s", 0.0)), frames)
+        success, steps, chunks, invalid, first_close = (r["success"], r["steps"], r["chunks"], r["invalid"],
+                                                        r["first_close"])
+        extra["executor"] = r["executor"]
+    while task.get("rollout", "direct") == "direct" and not env.done and not success:
         imgs = [obs["images"][c] for c in cams]
         chunk, ok = policy.predict_chunk(imgs if len(imgs) > 1 else imgs[0], obs["state"], instr, return_valid=True)
         chunks += 1
@@ -192,7 +267,8 @@ def run_episode(task: dict) -> dict:
                 break
     out = {"split": task["split"], "index": task["index"], "seed": task["seed"], "success": bool(success),
            "steps": steps, "chunks": chunks, "invalid_chunks": invalid, "instruction": instr,
-           "family": env.task.family, "first_close": first_close, "seconds": round(time.perf_counter() - t0, 2)}
+           "family": env.task.family, "first_close": first_close, "seconds": round(time.perf_counter() - t0, 2),
+           **extra}
     if frames is not None and task.get("video_path"):
         out["video"] = str(write_gif(task["video_path"], frames, fps=5.0, caption=f"{instr} | success={success}"))
     return out
@@ -225,8 +301,13 @@ def episode_tasks(cfg: EvalConfig) -> list[dict]:
     bad = [f for f in cfg.families if f not in FAMILIES]
     if bad:
         raise RecipeError(f"unknown task family(ies) {bad}; choose from {list(FAMILIES)}")
+    if cfg.rollout not in ROLLOUTS:
+        raise RecipeError(f"rollout {cfg.rollout!r} is not one of {list(ROLLOUTS)}")
+    if not (math.isfinite(cfg.latency_s) and 0.0 <= cfg.latency_s <= 1.0):
+        raise RecipeError(f"latency_s must be in [0, 1] s, got {cfg.latency_s!r}")
     tasks = []
     out = Path(cfg.out)
+    how = {"rollout": cfg.rollout, "latency_s": float(cfg.latency_s)}
 
     def video(s: str, i: int) -> dict:
         return {"video": i < cfg.videos,
@@ -245,7 +326,7 @@ def episode_tasks(cfg: EvalConfig) -> list[dict]:
                 continue
             tasks.append({"split": str(meta.get("split", "train")), "index": i, "seed": int(meta["seed"]),
                           "family": fam, "exec_horizon": cfg.exec_horizon, "dataset_episode": int(e),
-                          **video("seeds", i)})
+                          **how, **video("seeds", i)})
         if not tasks:
             raise RecipeError(f"{cfg.seeds_from}: no episodes to evaluate (families {cfg.families or 'all'})")
         return tasks
@@ -253,7 +334,7 @@ def episode_tasks(cfg: EvalConfig) -> list[dict]:
         for i in range(cfg.episodes):
             fam = cfg.families[i % len(cfg.families)] if cfg.families else None
             tasks.append({"split": s, "index": i, "seed": cfg.seed * 100_000 + i, "family": fam,
-                          "exec_horizon": cfg.exec_horizon, **video(s, i)})
+                          "exec_horizon": cfg.exec_horizon, **how, **video(s, i)})
     return tasks
 
 
