@@ -240,16 +240,19 @@ def stage_policy(ctx: DemoContext) -> tuple[dict, list[str]]:
         return {"skipped": f"no shipped policy bundle at {ctx.shipped_policy}"}, [
             f"no shipped policy bundle at {ctx.shipped_policy}: `make policy` trains and exports one (see "
             "docs/results/policy/README.md for what it reaches today)"]
+    # the robot's path in sim time (the ROS graph's safety executor, its settings, a 0.1 s inference latency):
+    # the rollout definition the ros stage runs in real time through DDS on the same scenes
     cfg = EvalConfig(checkpoint=str(bundle), out=str(ctx.out / "policy"), splits=["train"],
                      episodes=ctx.shipped_episodes, workers=1, seed=ctx.shipped_seed, videos=2,
-                     families=[ctx.shipped_family])
+                     families=[ctx.shipped_family], rollout="executor", latency_s=0.1)
     res = closed_loop(cfg, progress=False)
     v = res["per_split"]["train"]
     fm = v["failure_mode"]
     ctx.results["_shipped_seeds"] = [e["seed"] for e in res["episodes"]]
     lines = [f"shipped policy {bundle} ({ctx.shipped_family}, trained by `make policy`; see "
              "docs/results/policy/README.md)",
-             f"eval rollout (ONNX Runtime, in-process) on {v['episodes']} new seeded scenes (seed {ctx.shipped_seed}): "
+             f"eval rollout (ONNX Runtime in-process; the ROS graph's safety executor at 50 Hz in sim time, 0.1 s "
+             f"inference latency) on {v['episodes']} new seeded scenes (seed {ctx.shipped_seed}): "
              f"success {v['successes']}/{v['episodes']} = {v['success_rate']:.2f}, 95% CI "
              f"[{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]; median miss at the first close "
              f"{'-' if fm['median_horizontal_miss_m'] is None else round(1000 * fm['median_horizontal_miss_m'], 1)} mm",
@@ -295,7 +298,9 @@ def stage_ros(ctx: DemoContext) -> tuple[dict, list[str]]:
             f"shipped policy: inference p50/p99 {sp.get('inference_latency_p50_ms')} / "
             f"{sp.get('inference_latency_p99_ms')} ms, control period p50/p99 {sp.get('control_period_p50_ms')} / "
             f"{sp.get('control_period_p99_ms')} ms, safety rejections "
-            f"{sp.get('safety_executor', {}).get('rejections')}",
+            f"{sp.get('safety_executor', {}).get('rejections')}, driver guard refusals "
+            f"{(sp.get('driver') or {}).get('refusals')}, superseded (stamped before a re-sync) "
+            f"{(sp.get('driver') or {}).get('superseded_commands')}",
         ]
     return res, lines
 
