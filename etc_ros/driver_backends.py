@@ -214,6 +214,7 @@ class InterbotixBackend(DriverBackend):
         self._g_cmd = 1.0
         self._gripper_open: bool | None = None
         self._shutdown: Callable[[], None] | None = None
+        self.api_refusals = 0  # goals the Interbotix API itself refused (set_joint_positions returned False)
 
     def start(self) -> None:
         try:
@@ -227,6 +228,18 @@ class InterbotixBackend(DriverBackend):
                                                accel_time=self.accel_time)
         except Exception as e:  # driver not running, wrong model...
             raise DriverError(f"cannot connect to the Interbotix driver for {self.robot_model!r}: {e}") from e
+        # Write the servo profile explicitly. Upstream stores moving_time / accel_time in the arm's __init__ before
+        # its set_trajectory_time, which writes Profile_Velocity / Profile_Acceleration only when a value differs
+        # from the stored one: with a constant moving_time nothing is ever written, and the servos keep the
+        # startup profile xs_sdk loads from modes.yaml (time-based, 2000 ms / 300 ms), so every streamed goal
+        # would start a 2 s move.
+        try:
+            self.bot.core.robot_set_operating_modes("group", "arm", "position", profile_type="time",
+                                                    profile_velocity=int(round(1000 * self.moving_time)),
+                                                    profile_acceleration=int(round(1000 * self.accel_time)))
+        except Exception as e:  # service missing / refused
+            raise DriverError(f"cannot write the arm's servo profile ({self.moving_time} s / {self.accel_time} s) "
+                              f"through xs_sdk's set_operating_modes: {e}") from e
         # The ROS 2 API spins its own node: constructors with start_on_init (the default) already called
         # robot_startup(); older ones expose only the module-level robot_startup / robot_shutdown functions.
         self._shutdown = getattr(self.bot, "shutdown", None)
@@ -254,9 +267,12 @@ class InterbotixBackend(DriverBackend):
         return self._q_cmd.copy(), self._g_cmd
 
     def command(self, q: np.ndarray, gripper: float) -> None:
-        self._q_cmd = np.asarray(q, dtype=float).copy()
-        self.bot.arm.set_joint_positions(list(map(float, q)), moving_time=self.moving_time,
-                                         accel_time=self.accel_time, blocking=False)
+        ok = self.bot.arm.set_joint_positions(list(map(float, q)), moving_time=self.moving_time,
+                                              accel_time=self.accel_time, blocking=False)
+        if ok is False:  # upstream's own limit / velocity check failed: it published nothing
+            self.api_refusals += 1
+        else:
+            self._q_cmd = np.asarray(q, dtype=float).copy()
         self._g_cmd = float(gripper)
         want_open = gripper >= 0.5
         if want_open != self._gripper_open:
@@ -509,6 +525,7 @@ class DriverCore:
             "refusals": dict(self.refusals),
             "last_refusal": self.last_refusal,
             "superseded_commands": self.superseded,
+            "backend_refusals": int(getattr(self.backend, "api_refusals", 0)),
             "anchors": self.anchors,
         }
 
