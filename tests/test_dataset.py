@@ -568,6 +568,35 @@ def test_video_mode_round_trip(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+def test_repair_keeps_task_indices_contiguous_and_every_episode_its_own_instruction(tmp_path):
+    """Dropping an episode whose task no other episode has must not shift later episodes onto the wrong task:
+    a LeRobot-style reader looks `task_index` up by position in meta/tasks.parquet."""
+    import pyarrow.parquet as pq
+
+    spec = spec_small()
+    instr = ["grab the black block", "open the drawer", "put the yellow block in the blue bowl", "open the drawer"]
+    root = tmp_path / "ds"
+    with DatasetWriter.create(root, spec) as w:
+        for i, s in enumerate(instr):
+            w.write_episode(make_episode(i, 3 + i, spec, s))
+    (root / "data/chunk-000/file-000.parquet").write_bytes(b"PAR1 truncated")  # the only 'grab' episode
+    actions = repair_dataset(root)
+    assert any("task 2 -> 1" in a for a in actions), actions
+    assert validate_dataset(root) == []
+    tasks = pq.read_table(root / "meta/tasks.parquet").to_pydict()
+    assert tasks["task_index"] == [0, 1]  # contiguous, positions == indices
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["total_tasks"] == 2 and info["total_episodes"] == 3
+    survivors = instr[1:]
+    r = DatasetReader(root)
+    for e, want in enumerate(survivors):
+        col = pq.read_table(root / f"data/chunk-000/file-{e:03d}.parquet", columns=["task_index"]).column(0)
+        ti = set(col.to_pylist())
+        assert len(ti) == 1 and tasks["task"][ti.pop()] == want, (e, want)  # LeRobot's lookup by position
+        assert r.episode_meta(e)["instruction"] == want
+        assert r.load_episode(e).instruction == want
+
+
 def test_cli_validate_info_repair(dataset, capsys):
     from etc_training.cli import main
 

@@ -24,8 +24,8 @@ from etc_ros.core.io import atomic_write, atomic_write_json
 from etc_ros.data import codec, stats as stats_mod
 from etc_ros.data.reader import _arrow_errors, episode_stats_from_row, read_episode_row, scan_episode_files
 from etc_ros.data.schema import (
-    EPISODE_INDEX, INDEX, INFO_PATH, DatasetSpec, check_info, chunk_file, data_relpath, episode_arrow_schema,
-    episodes_relpath, image_key, read_json_file, stats_to_json, to_json, video_relpath,
+    EPISODE_INDEX, INDEX, INFO_PATH, TASK_INDEX, DatasetSpec, check_info, chunk_file, data_relpath,
+    episode_arrow_schema, episodes_relpath, image_key, read_json_file, stats_to_json, to_json, video_relpath,
 )
 from etc_ros.data.validate import _progress, leftover_files
 
@@ -96,12 +96,15 @@ def _quarantine(root: Path, qdir: Path, paths: list[Path], actions: list[str], w
         actions.append(f"moved {p.relative_to(root)} to {dst.relative_to(root)} ({why})")
 
 
-def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, row: dict) -> None:
-    """Move episode `old` to index `new` starting at global frame `new_from` (rewrites data + meta)."""
+def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, row: dict,
+              task_index: int | None = None) -> None:
+    """Move episode `old` to index `new` starting at global frame `new_from`, with task `task_index` (default: its
+    own; rewrites data + meta)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     T = int(row["length"])
+    ti = int(row["task_index"]) if task_index is None else int(task_index)
     src = root / data_relpath(old, spec.chunks_size)
     dst = root / data_relpath(new, spec.chunks_size)
     t = pq.ParquetFile(str(src)).read()
@@ -112,6 +115,7 @@ def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, 
         md[b"etc_ros"] = json.dumps(ours).encode()
     t = t.set_column(t.column_names.index(EPISODE_INDEX), EPISODE_INDEX, pa.array(np.full(T, new, np.int64)))
     t = t.set_column(t.column_names.index(INDEX), INDEX, pa.array(np.arange(new_from, new_from + T, dtype=np.int64)))
+    t = t.set_column(t.column_names.index(TASK_INDEX), TASK_INDEX, pa.array(np.full(T, ti, np.int64)))
     t = t.replace_schema_metadata(md)
     dst.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(dst, lambda p: pq.write_table(t, p, row_group_size=8, use_dictionary=False))
@@ -122,7 +126,7 @@ def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, 
             os.replace(vs, vd)
     c, f = chunk_file(new, spec.chunks_size)
     row = dict(row)
-    row.update({"episode_index": new, "dataset_from_index": new_from, "dataset_to_index": new_from + T,
+    row.update({"episode_index": new, "task_index": ti, "dataset_from_index": new_from, "dataset_to_index": new_from + T,
                 "data/chunk_index": c, "data/file_index": f, "meta/episodes/chunk_index": c,
                 "meta/episodes/file_index": f})
     if spec.video:
@@ -133,7 +137,7 @@ def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, 
     from etc_ros.data.writer import index_arrays
 
     ep_stats.update(stats_mod.numeric_episode_stats(
-        {k: v for k, v in index_arrays(new, new_from, int(row["task_index"]), T).items() if k in (EPISODE_INDEX, INDEX)}))
+        {k: v for k, v in index_arrays(new, new_from, ti, T).items() if k in (EPISODE_INDEX, INDEX, TASK_INDEX)}))
     row["stats"] = stats_to_json(ep_stats)
     row["metadata"] = to_json(row["metadata"])
     cams = row["cameras"]
@@ -187,11 +191,18 @@ def repair_dataset(root: str | Path, *, deep: bool = False) -> list[str]:
             paths = [files[i], root / data_relpath(i, spec.chunks_size)]
             paths += [root / video_relpath(c, i, spec.chunks_size) for c in spec.cameras] if spec.video else []
             _quarantine(root, qdir, paths, actions, f"broken episode {i}: {why}")
+        # task indices stay contiguous (LeRobot looks a task up by its position in tasks.parquet): the surviving
+        # tasks keep their order and close the gaps a dropped episode's task left
+        task_map = {o: n for n, o in enumerate(sorted({int(row["task_index"]) for _, row in good}))}
         start = 0
         for new, (old, row) in enumerate(good):
-            if new != old or row["dataset_from_index"] != start:
-                _renumber(root, spec, old, new, start, row)
-                actions.append(f"episode {old} renumbered to {new} (frames {start}..{start + row['length'] - 1})")
+            ti_old = int(row["task_index"])
+            ti = task_map[ti_old]
+            if new != old or row["dataset_from_index"] != start or ti != ti_old:
+                _renumber(root, spec, old, new, start, row, task_index=ti)
+                actions.append(f"episode {old} renumbered to {new} (frames {start}..{start + row['length'] - 1}"
+                               + (f", task {ti_old} -> {ti}" if ti != ti_old else "") + ")")
+            row["task_index"] = ti
             start += int(row["length"])
         # the task table is derived from the surviving episodes only
         write_tasks(root, {int(row["task_index"]): row["instruction"] for _, row in good})
