@@ -597,6 +597,44 @@ def test_repair_keeps_task_indices_contiguous_and_every_episode_its_own_instruct
         assert r.load_episode(e).instruction == want
 
 
+def test_nonfinite_or_stale_stats_and_task_gaps_are_reported(dataset):
+    root, spec, eps = dataset
+    sp = root / "meta/stats.json"
+    good = json.loads(sp.read_text())
+    assert validate_dataset(root) == []
+    bad = json.loads(sp.read_text())
+    bad["action"]["mean"][2] = float("nan")
+    bad["observation.state"]["max"][0] = float("inf")
+    sp.write_text(json.dumps(bad))  # json writes NaN / Infinity
+    errs = validate_dataset(root)
+    assert len(errs) == 1 and "non-finite statistics" in errs[0] and "action.mean" in errs[0] \
+        and "observation.state.max" in errs[0]
+    with pytest.raises(DatasetError, match="non-finite statistics"):
+        DatasetReader(root).stats
+    stale = dict(good)
+    stale["action"] = dict(good["action"], max=[v + 0.5 for v in good["action"]["max"]])
+    sp.write_text(json.dumps(stale))
+    warnings: list[str] = []
+    assert validate_dataset(root, warnings=warnings) == []
+    assert any("action.max does not match" in w for w in warnings), warnings
+    assert repair_dataset(root) == [] and json.loads(sp.read_text()) == good
+    # a gap in the task indices (as the old repair left): an error, not a pass
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for e in range(3):
+        for rel in (f"data/chunk-000/file-{e:03d}.parquet", f"meta/episodes/chunk-000/file-{e:03d}.parquet"):
+            t = pq.read_table(root / rel)
+            ti = t.column("task_index").to_numpy() * 2  # 0, 1 -> 0, 2
+            t = t.set_column(t.column_names.index("task_index"), "task_index", pa.array(ti, pa.int64()))
+            pq.write_table(t, root / rel)
+    errs = validate_dataset(root, deep=False)
+    assert any("not contiguous" in m for m in errs), errs
+    assert any("task 2 -> 1" in a for a in repair_dataset(root))
+    assert validate_dataset(root) == []
+    assert [DatasetReader(root).load_episode(e).instruction for e in range(3)] == [e.instruction for e in eps]
+
+
 def test_cli_validate_info_repair(dataset, capsys):
     from etc_training.cli import main
 

@@ -202,13 +202,19 @@ class DatasetReader:
 
     @property
     def stats(self) -> dict[str, dict[str, np.ndarray]] | None:
-        """meta/stats.json as numpy arrays (None when missing / unreadable: rebuild with repair)."""
-        from etc_ros.data.stats import from_jsonable
+        """meta/stats.json as numpy arrays (None when missing / unreadable: rebuild with repair). Non-finite
+        values raise a DatasetError: they would poison every normalization built from them."""
+        from etc_ros.data.stats import from_jsonable, nonfinite_entries
 
         try:
-            return from_jsonable(json.loads((self.root / STATS_PATH).read_text(encoding="utf-8")))
+            st = from_jsonable(json.loads((self.root / STATS_PATH).read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError, AttributeError):
             return None
+        bad = nonfinite_entries(st)
+        if bad:
+            raise DatasetError(f"{self.root / STATS_PATH}: non-finite statistics {bad[:6]}"
+                               f"{' ...' if len(bad) > 6 else ''} (run `etc-vla data repair` to rebuild them)")
+        return st
 
     def episodes(self, split: str | None = None) -> list[int]:
         """Readable episode indices (optionally only those of one split), ascending."""

@@ -141,3 +141,17 @@ def to_jsonable(stats: Mapping[str, Mapping[str, np.ndarray]]) -> dict:
 
 def from_jsonable(d: Mapping) -> dict[str, dict[str, np.ndarray]]:
     return {k: {s: np.asarray(v) for s, v in sub.items()} for k, sub in d.items()}
+
+
+def nonfinite_entries(stats: Mapping[str, Mapping[str, np.ndarray]]) -> list[str]:
+    """'feature.stat' of every statistic holding NaN / Inf (or something that is not a number)."""
+    bad = []
+    for k, d in stats.items():
+        for s, v in d.items():
+            try:
+                ok = bool(np.all(np.isfinite(np.asarray(v, dtype=np.float64))))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                bad.append(f"{k}.{s}")
+    return bad

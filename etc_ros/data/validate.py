@@ -180,6 +180,10 @@ def validate_report(root: str | Path, *, deep: bool = True) -> ValidationReport:
                                 "(stale; run `etc-vla data repair`)")
     except DatasetError as e:
         rep.warnings.append(f"{e} (derived file; run `etc-vla data repair`)")
+    if task_names and sorted(task_names) != list(range(len(task_names))):
+        rep.errors.append(f"task indices {sorted(task_names)[:10]} are not contiguous 0..{len(task_names) - 1}: a "
+                          "LeRobot reader looks a task up by its position in meta/tasks.parquet and would pair "
+                          "episodes with other episodes' instructions (run `etc-vla data repair`)")
     if not rep.broken_episodes:
         exp = {"total_episodes": n, "total_frames": rep.num_frames, "total_tasks": len(task_names)}
         stale = {k: (info.get(k), v) for k, v in exp.items() if info.get(k) != v}
@@ -189,18 +193,47 @@ def validate_report(root: str | Path, *, deep: bool = True) -> ValidationReport:
     spath = root / STATS_PATH
     try:
         st = json.loads(spath.read_text(encoding="utf-8"))
+        from etc_ros.data.stats import from_jsonable, nonfinite_entries
+
         miss = [k for k in (STATE, ACTION, EE_POSE) if n and k not in st]
-        if miss:
+        bad = nonfinite_entries(from_jsonable(st)) if isinstance(st, dict) else ["(not a mapping)"]
+        if bad:
+            rep.errors.append(f"{spath}: non-finite statistics {bad[:6]}{' ...' if len(bad) > 6 else ''} (readers "
+                              "would normalize with them; run `etc-vla data repair` to rebuild them)")
+        elif miss:
             rep.warnings.append(f"{spath}: no statistics for {miss} (run `etc-vla data repair`)")
         elif n and not rep.broken_episodes and st[STATE].get("count") != [rep.num_frames]:
             rep.warnings.append(f"{spath}: statistics cover {st[STATE].get('count')} frames, the dataset has "
                                 f"{rep.num_frames} (stale; run `etc-vla data repair`)")
+        elif n and not rep.broken_episodes:
+            rep.warnings += _stats_disagree(spath, st, rows)
     except FileNotFoundError:
         rep.warnings.append(f"{spath} is missing (run `etc-vla data repair`)")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         rep.warnings.append(f"{spath}: not valid JSON ({e}); run `etc-vla data repair`")
     rep.broken_episodes = sorted(set(rep.broken_episodes))
     return rep
+
+
+def _stats_disagree(spath: Path, st: dict, rows: dict[int, dict], tol: float = 1e-4) -> list[str]:
+    """stats.json min / max of the state and action against the episodes' own statistics."""
+    out = []
+    eps = []
+    for r in rows.values():
+        try:
+            eps.append(stats_from_json(r.get("stats")))
+        except (ValueError, TypeError):
+            return out  # reported per episode
+    for k in (STATE, ACTION):
+        for s, fn in (("min", np.min), ("max", np.max)):
+            try:
+                want = fn(np.stack([np.asarray(e[k][s], dtype=np.float64) for e in eps]), axis=0)
+                got = np.asarray(st[k][s], dtype=np.float64)
+            except (KeyError, ValueError, TypeError):
+                continue
+            if got.shape != want.shape or not np.allclose(got, want, atol=tol, rtol=tol):
+                out.append(f"{spath}: {k}.{s} does not match the episodes' data (stale; run `etc-vla data repair`)")
+    return out
 
 
 def _check_row(root: Path, spec: DatasetSpec, i: int, row: dict, path: Path, prev_to: int | None,
