@@ -321,10 +321,25 @@ def load_bundle(root: str | Path, *, verify: bool = True, variant: str | None = 
     return info
 
 
+def check_processor_copies(info: BundleInfo) -> None:
+    """A bundle with its PyTorch checkpoint (torch/) carries the processor files twice: they must be the same
+    files, whatever backend runs (else the graphs were exported from another model than the one shipped)."""
+    d = info.torch_dir
+    if d is None or not d.is_dir():
+        return
+    for f in PROCESSOR_FILES + ("action_tokenizer.json",):
+        a, b = info.processor_dir / f, d / f
+        if a.is_file() != b.is_file() or (a.is_file() and sha256_file(a) != sha256_file(b)):
+            raise BundleError(f"{info.root}: {d.name}/{f} differs from {info.processor_dir.name}/{f}: the "
+                              "PyTorch checkpoint and the runtime processor must be the same files")
+
+
 def load_processor(info: BundleInfo):
-    """The bundle's VLAProcessor (the shared preprocessing code), checked against spec.json."""
+    """The bundle's VLAProcessor (the shared preprocessing code), checked against spec.json and the torch/ copy."""
     from etc_ros.core.errors import ModelError
     from etc_ros.core.processor import VLAProcessor
+
+    check_processor_copies(info)
 
     try:
         proc = VLAProcessor.load(info.processor_dir)

@@ -395,6 +395,26 @@ class GraphPolicy:
 
 
 # ------------------------------------------------------------------------------------------------ the runtime
+def check_graph_vocabulary(model: Any, processor: Any, info: Any) -> None:
+    """Every id the tokenizer (and the action block) can produce must fit the embed graph's table: probed once at
+    load with the highest id, so a mismatch is a BundleError naming both files, not an ONNX Gather error at the
+    first inference."""
+    top = int(processor.vocab_size) - 1
+    what = f"{info.processor_dir.name}/tokenizer.json has {processor.vocab_size} ids"
+    if processor.action_tokenizer is not None and processor.config.action_format == "tokens":
+        a_top = int(processor.action_ids.max())
+        if a_top > top:
+            top, what = a_top, f"the action token block ends at id {a_top}"
+    try:
+        out = model.embed(np.array([[top]], dtype=np.int64))
+        ok = bool(np.all(np.isfinite(out)))
+    except Exception as e:  # noqa: BLE001 - any backend error means the graph cannot take the id
+        raise BundleError(f"{info.root}: the embed graph cannot take token id {top} ({what}; expected an "
+                          f"embedding table of at least {top + 1} rows): {str(e).splitlines()[0][:200]}") from None
+    if not ok:
+        raise BundleError(f"{info.root}: the embed graph returns non-finite values for token id {top} ({what})")
+
+
 class PolicyRuntime:
     """See the module docstring. Thread safe: one inference at a time."""
 
@@ -465,6 +485,8 @@ class PolicyRuntime:
             graphs = TrtGraphs(info.graph_paths(variant), info.manifest.get("graph_io") or {},
                                cache_dir=engine_cache_dir)
             model = GraphPolicy(graphs, processor, info.head, info.head_type)
+        if backend != "torch":
+            check_graph_vocabulary(model, processor, info)
         return cls(info, processor, model, backend=backend, variant=variant, on_invalid=on_invalid)
 
     # -- observations

@@ -260,3 +260,46 @@ def test_closed_loop_in_sim_matches_torch(rt, rt_torch):
     assert a["per_episode"] == b["per_episode"]
     assert a["per_episode"][0]["steps"] == 6 and a["per_episode"][0]["chunks"] == 2
     assert np.array_equal(np.asarray(a["first_chunks"]), np.asarray(b["first_chunks"]))
+
+
+def _resign(b):
+    """Re-write the checksum table after editing a bundle on purpose (a consistent but wrong bundle)."""
+    import json
+
+    from etc_ros.bundle import MANIFEST_FILE, write_manifest
+
+    man = json.loads((b / MANIFEST_FILE).read_text())
+    (b / MANIFEST_FILE).unlink()
+    write_manifest(b, man)
+
+
+def test_a_tokenizer_larger_than_the_embed_graph_is_refused_at_load(tmp_path):
+    """ids beyond the embedding table: one BundleError at load naming the tokenizer and the id, never an ONNX
+    Runtime Gather error at the first inference."""
+    from tokenizers import AddedToken, Tokenizer
+
+    from etc_ros.core.errors import BundleError
+
+    b = copy_bundle(tmp_path, "big_vocab")
+    n0 = PolicyRuntime.load(b, threads=1).processor.vocab_size
+    for d in ("processor", "torch"):
+        p = b / d / "tokenizer.json"
+        if p.is_file():
+            tok = Tokenizer.from_file(str(p))
+            tok.add_tokens([AddedToken(f"<extra_{i}>", special=True) for i in range(64)])
+            tok.save(str(p))
+    _resign(b)
+    with pytest.raises(BundleError, match=rf"embed graph cannot take token id {n0 + 63}.*tokenizer.json has {n0 + 64}"):
+        PolicyRuntime.load(b, threads=1)
+
+
+def test_processor_copies_must_agree_for_every_backend(tmp_path):
+    from etc_ros.core.errors import BundleError
+
+    b = copy_bundle(tmp_path, "two_copies")
+    p = b / "torch" / "processor.json"
+    assert p.is_file()
+    p.write_text(p.read_text().replace('"image_size"', '"image_size" ', 1))  # same meaning, different file
+    _resign(b)
+    with pytest.raises(BundleError, match="torch/processor.json differs from processor/processor.json"):
+        PolicyRuntime.load(b, threads=1)  # onnxruntime: the check used to run only for backend torch

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from etc_ros.bundle import PROCESSOR_FILES, sha256_file
+from etc_ros.bundle import check_processor_copies
 from etc_ros.core.errors import BundleError
 
 
@@ -25,11 +25,7 @@ class TorchPolicy:
         if d is None or not (d / "vla.json").is_file():
             raise BundleError(f"{info.root}: this bundle has no PyTorch checkpoint (exported with --no-torch); "
                               "backend 'torch' is not available for it")
-        for f in PROCESSOR_FILES + ("action_tokenizer.json",):
-            a, b = info.processor_dir / f, d / f
-            if a.is_file() != b.is_file() or (a.is_file() and sha256_file(a) != sha256_file(b)):
-                raise BundleError(f"{info.root}: {d.name}/{f} differs from {info.processor_dir.name}/{f}: the "
-                                  "PyTorch checkpoint and the runtime processor must be the same files")
+        check_processor_copies(info)  # (load_processor ran it already; kept for direct constructions)
         if threads:
             torch.set_num_threads(int(threads))
         self.policy = VLAPolicy.load(d, device=device).eval()
