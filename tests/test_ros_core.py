@@ -50,6 +50,29 @@ class Clock:
         return self.t
 
 
+def test_string_bytes_come_from_the_wire_not_from_rclpy_deserialization():
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import String
+
+    from etc_ros.nodes.messages import MessageError, string_bytes_from_cdr
+
+    for text in ("pick up the red cube", "", "café"):
+        assert string_bytes_from_cdr(serialize_message(String(data=text))) == text.encode("utf-8")
+
+    def wire(payload: bytes, little: bool = True) -> bytes:  # what a C++ publisher can send
+        n = len(payload) + 1
+        return (b"\x00\x01" if little else b"\x00\x00") + b"\x00\x00" + n.to_bytes(4, "little" if little else "big") \
+            + payload + b"\x00"
+
+    assert string_bytes_from_cdr(wire(b"stop\x00now")) == b"stop\x00now"
+    assert string_bytes_from_cdr(wire(b"\xff\xfe", little=False)) == b"\xff\xfe"
+    for bad in (b"", b"\x00\x01\x00\x00\x05\x00\x00\x00ab", b"\x00\x01\x00\x00\x02\x00\x00\x00ab",
+                b"\x12\x34\x00\x00\x01\x00\x00\x00\x00"):
+        with pytest.raises(MessageError):
+            string_bytes_from_cdr(bad)
+    assert not check_instruction(b"\xff\xfe").ok  # the node hands the raw bytes on: decoded strictly
+
+
 def test_reconnect_backoff_doubles_and_resets_after_success():
     src = FakeCameraSource(fail_opens=3)
     clk = Clock()

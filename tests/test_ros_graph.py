@@ -42,6 +42,25 @@ def test_graph_moves_the_arm_only_with_an_accepted_instruction():
         ok, reason = rec.say("stop\x07")
         assert not ok and "control character U+0007" in reason
         assert g.node("policy_node").worker.instruction == "draw a small circle"
+        # on the topic, bytes a C++ publisher can send: invalid UTF-8, an embedded NUL (rclpy's own
+        # deserialization would make them U+FFFD / cut the text short); both rejected with the reason
+        from std_msgs.msg import String
+
+        instr = g.node("instruction_node")
+        pub = instr.create_publisher(String, "/instruction", 10)
+        n0 = instr.rejected
+        for payload in (b"pick up the \xff cube", b"pick up\x00 the red cube"):
+            n = len(payload) + 1
+            pub.publish(b"\x00\x01\x00\x00" + n.to_bytes(4, "little") + payload + b"\x00")
+        assert wait_until(lambda: instr.rejected >= n0 + 2, 5.0)
+        assert "embedded NUL at byte 7" in instr.last_verdict
+        # a default-QoS (reliable) monitor receives /joint_states too
+        from sensor_msgs.msg import JointState
+
+        got = []
+        instr.create_subscription(JointState, "/joint_states", got.append, 10)
+        assert wait_until(lambda: len(got) >= 3, 5.0), "a reliable subscriber got no joint states"
+        assert g.node("policy_node").worker.instruction == "draw a small circle"
 
         # layouts (docs/ros.md)
         with rec.lock:

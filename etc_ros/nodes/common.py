@@ -18,6 +18,7 @@ LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, durability=Durabi
 SENSOR = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
                     durability=DurabilityPolicy.VOLATILE)
 RELIABLE = QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+JOINT_STATES_QOS = RELIABLE  # /joint_states publisher: readable by default (reliable) and best-effort subscribers
 
 
 def overrides_list(params: dict[str, Any] | None) -> list[Parameter]:

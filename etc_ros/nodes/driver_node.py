@@ -18,7 +18,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.driver_backends import DriverBackend, DriverCore, make_backend
 from etc_ros.nodes import messages as M
-from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
+from etc_ros.nodes.common import GraphNode, JOINT_STATES_QOS, LATCHED, RELIABLE, run_nodes
 from etc_ros.nodes.graph import TOPICS, load_safety_limits
 
 
@@ -57,7 +57,9 @@ class DriverNode(GraphNode):
         self._stopped = False
 
         group = MutuallyExclusiveCallbackGroup()
-        self.pub_js = self.create_publisher(JointState, TOPICS["joint_states"], SENSOR)
+        # reliable (depth 10): matches default-QoS monitors (rqt, ros2 topic echo, robot_state_publisher) as well
+        # as best-effort subscribers like the policy and safety nodes
+        self.pub_js = self.create_publisher(JointState, TOPICS["joint_states"], JOINT_STATES_QOS)
         self.pub_ready = self.create_publisher(Bool, TOPICS["driver_ready"], LATCHED)
         self.create_subscription(JointTrajectory, TOPICS["joint_command"], self._on_command, RELIABLE,
                                  callback_group=group)

@@ -19,6 +19,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from etc_ros.instruction import check_instruction
+from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, run_nodes
 from etc_ros.nodes.graph import TOPICS
 
@@ -35,7 +36,9 @@ class InstructionNode(GraphNode):
         self.last_verdict = ""
         self.pub_accepted = self.create_publisher(String, TOPICS["instruction_accepted"], LATCHED)
         self.pub_status = self.create_publisher(String, TOPICS["instruction_status"], RELIABLE)
-        self.create_subscription(String, TOPICS["instruction"], self._on_topic, RELIABLE)
+        # raw: the bytes as sent, so invalid UTF-8 and an embedded NUL are rejected with a reason instead of
+        # arriving as U+FFFD or silently cut short (what rclpy's deserialization makes of them)
+        self.create_subscription(String, TOPICS["instruction"], self._on_topic, RELIABLE, raw=True)
         self.create_service(Trigger, "~/clear", self._srv_clear)
         self.add_on_set_parameters_callback(self._on_params)
         self.pub_accepted.publish(String(data=""))
@@ -66,8 +69,24 @@ class InstructionNode(GraphNode):
         self.pub_status.publish(String(data=self.last_verdict))
         return res.ok, ("accepted" if res.ok else res.reason)
 
-    def _on_topic(self, msg: String) -> None:
-        self.submit(msg.data)
+    def _on_topic(self, raw: bytes) -> None:
+        try:
+            data = M.string_bytes_from_cdr(raw)
+        except M.MessageError as e:
+            self._reject(f"rejected: {e}")
+            return
+        k = data.find(b"\0")
+        if k >= 0:
+            self._reject(f"rejected: embedded NUL at byte {k} (the text after it would be lost)")
+            return
+        self.submit(data)  # bytes: check_instruction decodes them strictly as UTF-8
+
+    def _reject(self, reason: str) -> None:
+        with self._lock:
+            self.rejected += 1
+            self.last_verdict = reason
+        self.get_logger().warning(f"instruction {reason}")
+        self.pub_status.publish(String(data=reason))
 
     def _on_params(self, params) -> SetParametersResult:
         for prm in params:

@@ -163,6 +163,26 @@ def msg_to_chunk(msg: JointTrajectory) -> tuple[np.ndarray, float, float | None]
     return np.asarray(rows, dtype=float), from_time(msg.header.stamp), hz
 
 
+def string_bytes_from_cdr(raw: bytes) -> bytes:
+    """The `data` bytes of a serialized std_msgs/String exactly as they went over the wire (a raw subscription):
+    rclpy's own deserialization replaces invalid UTF-8 by U+FFFD and stops at the first NUL, so neither can be
+    detected after it. Layout: 4-byte encapsulation header (representation id: odd = little endian; plain CDR or
+    XCDR2), uint32 length including the terminating NUL, the bytes, the NUL."""
+    b = bytes(raw)
+    if len(b) < 8:
+        raise MessageError(f"serialized String too short ({len(b)} bytes)")
+    rep = int.from_bytes(b[0:2], "big")
+    if rep not in (0x0000, 0x0001, 0x0006, 0x0007, 0x0008, 0x0009, 0x000A, 0x000B):
+        raise MessageError(f"serialized String: unknown CDR representation 0x{rep:04x}")
+    n = int.from_bytes(b[4:8], "little" if rep & 1 else "big")
+    if n < 1 or 8 + n > len(b):
+        raise MessageError(f"serialized String: length {n} does not fit the {len(b) - 8} bytes that follow")
+    data = b[8:8 + n]
+    if data[-1:] != b"\0":
+        raise MessageError("serialized String: not NUL-terminated")
+    return data[:-1]
+
+
 def command_to_msg(q: np.ndarray, gripper: float, stamp: float, dt: float = 0.0,
                    velocity: np.ndarray | None = None) -> JointTrajectory:
     """Joint command: one point, joint_names = 6 arm joints + 'gripper' (opening 0..1); header.stamp = the
