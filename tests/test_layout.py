@@ -72,6 +72,26 @@ def test_package_xml_is_ament_python_format3():
     for d in ("rclpy", "std_msgs", "sensor_msgs", "trajectory_msgs", "diagnostic_msgs", "std_srvs"):
         assert d in deps, f"package.xml lacks exec_depend {d}"
     assert (ROOT / "resource" / "etc_ros").is_file()
+    # every ROS / system package the robot side imports is declared, so `rosdep install` pulls it
+    import ast
+
+    ros_or_system = {"rclpy": "rclpy", "std_msgs": "std_msgs", "std_srvs": "std_srvs", "sensor_msgs": "sensor_msgs",
+                     "trajectory_msgs": "trajectory_msgs", "diagnostic_msgs": "diagnostic_msgs",
+                     "builtin_interfaces": "builtin_interfaces", "rcl_interfaces": "rcl_interfaces",
+                     "ament_index_python": "ament_index_python", "geometry_msgs": "geometry_msgs",
+                     "launch": "launch", "launch_ros": "launch_ros", "interbotix_xs_modules": "interbotix_xs_modules",
+                     "interbotix_common_modules": "interbotix_common_modules", "interbotix_xs_msgs":
+                     "interbotix_xs_msgs", "cv2": "python3-opencv", "pyrealsense2": "librealsense2",
+                     "numpy": "python3-numpy", "yaml": "python3-yaml"}
+    used = set()
+    for p in list((ROOT / "etc_ros").rglob("*.py")) + list((ROOT / "launch").glob("*.py")):
+        for n in ast.walk(ast.parse(p.read_text())):
+            names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                [n.module] if isinstance(n, ast.ImportFrom) and n.module and n.level == 0 else []
+            used |= {m.split(".")[0] for m in names}
+    missing = sorted(ros_or_system[m] for m in used & set(ros_or_system) if ros_or_system[m] not in deps)
+    assert not missing, f"package.xml lacks exec_depend {missing}"
+    assert {"interbotix_xs_modules", "interbotix_xs_msgs", "interbotix_common_modules"} <= deps
 
 
 def test_setup_installs_both_packages_and_data():
