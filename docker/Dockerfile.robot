@@ -20,9 +20,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # Interbotix X-Series arm stack (interbotix_xs_sdk, interbotix_xs_modules, descriptions) from Trossen's installer,
-# non-interactive (-n), ROS 2 Humble (-d humble). It builds ~/interbotix_ws; in a container root's home is /root.
-# Pin INTERBOTIX_REF to a commit for reproducible images.
-ARG INTERBOTIX_REF=main
+# ROS 2 Humble (-d humble). It builds ~/interbotix_ws; in a container root's home is /root.
+# INTERBOTIX_REF pins the installer script (interbotix_ros_manipulators main, 0bb2b0e, 2024-07-10). What `-n`
+# (non-interactive) does, read from that script: apt-get upgrade; ros-humble-desktop if missing (this base image
+# has ros-base, so it is installed: ~1 GB); rosdep init/update; the perception modules (apriltag_ros built from
+# source) and the MATLAB modules (both answers default to yes with -n); then it clones interbotix_ros_core,
+# interbotix_ros_manipulators and interbotix_ros_toolboxes at their `humble` BRANCH (moving: not pinned by
+# INTERBOTIX_REF; record `git -C /root/interbotix_ws/src/<repo> rev-parse HEAD` of a known-good image) and builds.
+ARG INTERBOTIX_REF=0bb2b0e6d0e619bff02cf74dbd5af5681dcf80c9
 WORKDIR /opt
 RUN curl -fsSL "https://raw.githubusercontent.com/Interbotix/interbotix_ros_manipulators/${INTERBOTIX_REF}/interbotix_ros_xsarms/install/amd64/xsarm_amd64_install.sh" \
         -o xsarm_amd64_install.sh \
@@ -33,6 +38,11 @@ RUN curl -fsSL "https://raw.githubusercontent.com/Interbotix/interbotix_ros_mani
     && rm -rf /var/lib/apt/lists/* xsarm_amd64_install.sh
 
 # Python side of the robot (no torch): numpy, pyarrow, onnxruntime-gpu, TensorRT 10 and RealSense bindings.
+# numpy stays below 2 (requirements-robot.txt): pip installs into the same dist-packages path the apt Python
+# packages of Humble use, and those (cv_bridge, tf_transformations, the Interbotix modules' numpy use) were built
+# against Ubuntu 22.04's numpy 1.21; a pip numpy 2 would shadow it and break their compiled extensions. Pinning
+# keeps one numpy for both (a venv with --system-site-packages would still see the apt one first); OpenCV is
+# pinned to a release that supports numpy 1.x.
 # TensorRT is pinned below 11: TensorRT 11 removed the FP16/INT8 builder flags our engine cache was built with,
 # and the ONNX Runtime TensorRT execution provider in onnxruntime-gpu 1.2x links against TensorRT 10.
 COPY requirements-robot.txt /tmp/requirements-robot.txt

@@ -58,6 +58,18 @@ def test_compose_has_robot_access():
     assert svc["runtime"] == "nvidia"
     assert any(d.startswith("/dev/ttyDXL") for d in svc["devices"])
     assert svc["build"]["dockerfile"] == "docker/Dockerfile.robot"
+    vols = [str(v) for v in svc.get("volumes", [])]
+    assert not [v for v in vols if v.split(":")[0] == "/dev"], "a /dev bind mount makes /dev/shm read-only (Docker 25+)"
+    assert not [d for d in svc["devices"] if "video" in d], "an absent /dev/video0 makes `compose up` fail"
+    uvc = yaml.safe_load((ROOT / "docker/compose.uvc.yaml").read_text())["services"]["widowx"]
+    assert any("/dev/video" in d for d in uvc["devices"])
+    assert int(str(svc["stop_grace_period"]).rstrip("s")) >= 10  # the park move (4-6 s) fits before SIGKILL
+    text = (ROOT / "docker/Dockerfile.robot").read_text()
+    import re
+
+    assert re.search(r"ARG INTERBOTIX_REF=[0-9a-f]{40}\b", text), "the Interbotix installer must be pinned"
+    req = (ROOT / "requirements-robot.txt").read_text()
+    assert re.search(r"^numpy[^\n]*<2\b", req, re.M), "numpy 2 from pip would shadow Humble's apt numpy"
 
 
 def test_udev_rule_names_u2d2():
