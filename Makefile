@@ -21,6 +21,7 @@ test:
 	@bash scripts/setup.sh --with-browser
 	$(PY) -m pytest -q tests -m "not realtime"
 	$(PY) -m pytest -q tests -m realtime
+	bash scripts/test_py310.sh
 
 # Reproduces the shipped sim policy bundle (policies/sim_pickup/): data, training, evaluation, export.
 policy: setup
