@@ -46,7 +46,11 @@ RUN curl -fsSL "https://raw.githubusercontent.com/Interbotix/interbotix_ros_mani
 # TensorRT is pinned below 11: TensorRT 11 removed the FP16/INT8 builder flags our engine cache was built with,
 # and the ONNX Runtime TensorRT execution provider in onnxruntime-gpu 1.2x links against TensorRT 10.
 COPY requirements-robot.txt /tmp/requirements-robot.txt
+# CUDA 12 + cuDNN 9 user-space libraries for onnxruntime-gpu come as pip wheels (the [cuda,cudnn] extras; the
+# policy node calls onnxruntime.preload_dlls() before opening a CUDA/TensorRT session), cuda-python for the
+# native TensorRT runner. The node refuses to start when the provider it was asked for is missing.
 RUN python3 -m pip install --no-cache-dir -r /tmp/requirements-robot.txt "tensorrt-cu12>=10.3,<11" \
+        "onnxruntime-gpu[cuda,cudnn]>=1.20,<1.32" "cuda-python>=12,<13" \
     && rm /tmp/requirements-robot.txt
 
 # This package, built with colcon into its own overlay on top of the Interbotix workspace.

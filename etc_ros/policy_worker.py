@@ -26,8 +26,28 @@ class PolicyConfigError(UserError):
     pass
 
 
-def load_runtime(policy_bundle: str, backend: str = "onnxruntime", cameras: tuple[str, ...] = ("primary",)) -> Any:
-    """`fake:<name>` -> a scripted stand-in (etc_ros.runtime_fakes); otherwise PolicyRuntime.load(bundle)."""
+def parse_providers(value: Any) -> list[str] | None:
+    """'' / None -> None (the runtime's default: CPU); 'cuda' / 'tensorrt' / 'cpu' shorthands or full ONNX Runtime
+    names, comma-separated, in priority order ('tensorrt,cuda,cpu')."""
+    names = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+             "trt": "TensorrtExecutionProvider"}
+    items = [v.strip() for v in str(value or "").split(",") if v.strip()]
+    if not items:
+        return None
+    out = []
+    for v in items:
+        full = names.get(v.lower(), v)
+        if not full.endswith("ExecutionProvider"):
+            raise PolicyConfigError(f"providers: {v!r} is not an ONNX Runtime execution provider "
+                                    f"(use {sorted(names)} or full names such as CUDAExecutionProvider)")
+        out.append(full)
+    return out
+
+
+def load_runtime(policy_bundle: str, backend: str = "onnxruntime", cameras: tuple[str, ...] = ("primary",),
+                 providers: Any = None) -> Any:
+    """`fake:<name>` -> a scripted stand-in (etc_ros.runtime_fakes); otherwise PolicyRuntime.load(bundle) with the
+    requested execution providers (refuses to start when one is missing: no silent CPU fallback)."""
     b = (policy_bundle or "").strip()
     if not b:
         raise PolicyConfigError("policy_bundle is empty: give a bundle directory (etc-vla export) or fake:<name>")
@@ -39,7 +59,18 @@ def load_runtime(policy_bundle: str, backend: str = "onnxruntime", cameras: tupl
         from etc_ros.runtime import PolicyRuntime  # noqa: WPS433
     except ImportError as e:
         raise PolicyConfigError(f"cannot load bundle {b!r}: etc_ros.runtime is not available ({e})") from e
-    return PolicyRuntime.load(b, backend=backend)
+    provs = parse_providers(providers)
+    if provs is not None and backend != "onnxruntime":
+        raise PolicyConfigError(f"providers apply to runtime_backend onnxruntime, not {backend!r}")
+    if provs is not None:
+        try:  # the pip CUDA / cuDNN libraries (robot image): load them before the session asks for them
+            import onnxruntime as ort
+
+            if any(p != "CPUExecutionProvider" for p in provs) and hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()
+        except Exception:  # noqa: BLE001 - a missing library shows up as the provider check below
+            pass
+    return PolicyRuntime.load(b, backend=backend, providers=provs)
 
 
 def _spec_get(runtime: Any, key: str) -> Any:

@@ -31,6 +31,7 @@ def generate_launch_description():
         "dry_run": "true: compute and report joint commands but never send them",
         "driver_backend": "'' (interbotix, or sim with use_sim) | fake",
         "params_dir": "directory of the ros_*.yaml parameter files ('' = this package's config/)",
+        "providers": "policy execution providers: '' (CPU) | cuda | tensorrt,cuda (refuses to start if missing)",
     }
     args = [DeclareLaunchArgument(name, default_value=str(default), description=help_text.get(name, name))
             for name, default in LAUNCH_ARGS.items()]

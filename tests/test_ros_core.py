@@ -429,6 +429,30 @@ def wait(pred, timeout):
     return pred()
 
 
+def test_policy_providers_are_chosen_and_never_fall_back(tmp_path):
+    from etc_ros.core.errors import UserError
+    from etc_ros.nodes.graph import GraphConfigError, plan_graph
+    from etc_ros.policy_worker import parse_providers
+
+    assert parse_providers("") is None and parse_providers(None) is None
+    assert parse_providers("tensorrt, cuda,cpu") == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                     "CPUExecutionProvider"]
+    with pytest.raises(PolicyConfigError, match="gpu"):
+        parse_providers("gpu")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # this CPU machine: refused, not CPU
+        with pytest.raises(UserError, match="CUDAExecutionProvider.*not available"):
+            load_runtime("policies/sim_pickup", providers="cuda")
+    assert load_runtime("policies/sim_pickup", providers="cpu").model.providers == ["CPUExecutionProvider"]
+    with pytest.raises(PolicyConfigError, match="onnxruntime"):
+        load_runtime("policies/sim_pickup", backend="tensorrt", providers="cuda")
+    plans = {p.executable: p for p in plan_graph({"use_sim": "true", "providers": "tensorrt,cuda"})}
+    assert plans["policy_node"].overrides["policy_node"]["providers"] == "tensorrt,cuda"
+    with pytest.raises(GraphConfigError, match="gpu"):
+        plan_graph({"providers": "gpu"})
+
+
 def test_load_runtime_errors_are_clear():
     with pytest.raises(PolicyConfigError, match="policy_bundle is empty"):
         load_runtime("")

@@ -80,6 +80,7 @@ NODE_PARAMS: dict[str, dict[str, Any]] = {
     "policy_node": {
         "policy_bundle": "",  # bundle directory from `etc-vla export`, or fake:<hold|circle|nan|huge|slow|busy>
         "runtime_backend": "onnxruntime",
+        "providers": "",  # onnxruntime execution providers in priority order ('' = CPU; 'tensorrt,cuda,cpu', 'cuda')
         "cameras": "",  # comma-separated camera names; '' = the bundle's cameras
         "max_rate_hz": 5.0,  # inference at most this often (one per new observation)
         "max_observation_age": 0.5,  # s; older observations are not sent to the model
@@ -141,6 +142,7 @@ LAUNCH_ARGS: dict[str, str] = {  # launch argument -> default (strings, as launc
     "dry_run": "false",
     "driver_backend": "",  # '' = interbotix (use_sim:=false) / sim (use_sim:=true); 'fake' for tests
     "params_dir": "",  # '' = the package's config/
+    "providers": "",  # policy_node execution providers ('' = the parameter file's: CPU), e.g. cuda or tensorrt,cuda
 }
 
 
@@ -227,6 +229,14 @@ def plan_graph(args: dict[str, Any]) -> list[NodePlan]:
     pol: dict[str, Any] = {}
     if str(a["policy_bundle"]).strip():
         pol["policy_bundle"] = str(a["policy_bundle"]).strip()
+    if str(a["providers"]).strip():
+        from etc_ros.policy_worker import PolicyConfigError, parse_providers
+
+        try:
+            parse_providers(a["providers"])
+        except PolicyConfigError as e:
+            raise GraphConfigError(str(e)) from None
+        pol["providers"] = str(a["providers"]).strip()
     plans.append(NodePlan("policy_node", ("policy_node",), files("policy_node"), {"policy_node": pol} if pol else {}))
     plans.append(NodePlan("safety_node", ("safety_node",), files("safety_node"),
                           {"safety_node": {"dry_run": dry_run}}))

@@ -30,8 +30,12 @@ class PolicyNode(GraphNode):
         super().__init__(name, params, **kwargs)
         cams_param = tuple(c.strip() for c in str(self.p("cameras")).split(",") if c.strip())
         if runtime is None:
-            runtime = load_runtime(self.p("policy_bundle"), self.p("runtime_backend"), cams_param or ("primary",))
+            runtime = load_runtime(self.p("policy_bundle"), self.p("runtime_backend"), cams_param or ("primary",),
+                                   providers=self.p("providers"))
         self.runtime = runtime
+        self.active_providers = list(getattr(getattr(runtime, "model", None), "providers", None) or [])
+        self.get_logger().info(f"policy runtime: backend {self.p('runtime_backend')}, execution providers "
+                               f"{self.active_providers or ['(scripted)']}")
         self.cameras = cams_param or runtime_cameras(runtime)
         self.control_hz = runtime_control_hz(runtime)
         self.images_received = 0
@@ -86,6 +90,7 @@ class PolicyNode(GraphNode):
         s["images_received"] = self.images_received
         s["bad_messages"] = self.bad_messages
         s["cameras"] = ",".join(self.cameras)
+        s["providers"] = ",".join(self.active_providers) or "(scripted)"
         if not s["instruction"]:
             level, msg = "warn", "no instruction: no chunks"
         elif s["errors"]:
