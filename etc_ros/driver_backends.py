@@ -205,8 +205,14 @@ class InterbotixBackend(DriverBackend):
 
     name = "interbotix"
 
-    def __init__(self, robot_model: str = spec.ROBOT_MODEL, moving_time: float = 0.2, accel_time: float = 0.1):
+    def __init__(self, robot_model: str = spec.ROBOT_MODEL, moving_time: float = 0.2, accel_time: float = 0.1,
+                 service_probe: Callable[[str, float], bool] | None = None, detect_timeout: float = 10.0):
+        """service_probe(name, timeout) -> whether the ROS service `name` appeared within timeout s (the driver
+        node passes one that reads the ROS graph): the Interbotix core would otherwise wait forever for xs_sdk
+        inside its constructor."""
         self.robot_model = robot_model
+        self.service_probe = service_probe
+        self.detect_timeout = float(detect_timeout)
         self.moving_time = float(moving_time)
         self.accel_time = float(accel_time)
         self.bot = None
@@ -222,6 +228,11 @@ class InterbotixBackend(DriverBackend):
         except ImportError as e:
             raise DriverError("backend 'interbotix' needs interbotix_xs_modules (Interbotix ROS 2 Humble "
                               "install on the robot PC); use backend 'sim' or 'fake' elsewhere") from e
+        srv = f"/{self.robot_model}/get_robot_info"  # xs_sdk's first service (robot_name = robot_model)
+        if self.service_probe is not None and not self.service_probe(srv, self.detect_timeout):
+            raise DriverError(f"xs_sdk is not running: service {srv} did not appear within {self.detect_timeout:g} s. "
+                              f"Start it first (`ros2 launch interbotix_xsarm_control xsarm_control.launch.py "
+                              f"robot_model:={self.robot_model} use_rviz:=false`), or launch with xs_sdk:=true")
         try:
             self.bot = InterbotixManipulatorXS(robot_model=self.robot_model, group_name="arm",
                                                gripper_name="gripper", moving_time=self.moving_time,
@@ -285,7 +296,8 @@ class InterbotixBackend(DriverBackend):
 
 
 def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: str = spec.ROBOT_MODEL,
-                 fake_tau: float = 0.05, moving_time: float = 0.2, accel_time: float = 0.1) -> DriverBackend:
+                 fake_tau: float = 0.05, moving_time: float = 0.2, accel_time: float = 0.1,
+                 service_probe: Callable[[str, float], bool] | None = None) -> DriverBackend:
     name = (name or "").strip().lower()
     if name == "fake":
         return FakeBackend(tau=fake_tau)
@@ -296,7 +308,7 @@ def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: s
     if name == "interbotix":
         if robot_model != spec.ROBOT_MODEL:
             raise DriverError(f"robot_model {robot_model!r} is not supported; this stack is for {spec.ROBOT_MODEL!r}")
-        return InterbotixBackend(robot_model, moving_time, accel_time)
+        return InterbotixBackend(robot_model, moving_time, accel_time, service_probe=service_probe)
     raise DriverError(f"unknown driver backend {name!r}; expected one of {list(BACKENDS)}")
 
 

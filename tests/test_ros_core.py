@@ -580,7 +580,12 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     mod.InterbotixManipulatorXS = Bot
     monkeypatch.setitem(sys.modules, "interbotix_xs_modules.xs_robot.arm", mod)
 
-    b = make_backend("interbotix", moving_time=0.04, accel_time=0.02)
+    asked = []
+    absent = make_backend("interbotix", service_probe=lambda name, t: asked.append((name, t)) or False)
+    with pytest.raises(DriverError, match=r"xs_sdk is not running: service /wx250s/get_robot_info .*xsarm_control"):
+        absent.start()  # the upstream constructor would have waited forever
+    assert asked == [("/wx250s/get_robot_info", 10.0)] and not calls
+    b = make_backend("interbotix", moving_time=0.04, accel_time=0.02, service_probe=lambda name, t: True)
     b.start()
     assert calls[0] == ("init", "wx250s", "arm", "gripper", 0.04, 0.02)
     # the profile reached the servos (upstream alone would leave the 2000 / 300 ms startup profile)

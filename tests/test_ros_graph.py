@@ -54,6 +54,11 @@ def test_graph_moves_the_arm_only_with_an_accepted_instruction():
             pub.publish(b"\x00\x01\x00\x00" + n.to_bytes(4, "little") + payload + b"\x00")
         assert wait_until(lambda: instr.rejected >= n0 + 2, 5.0)
         assert "embedded NUL at byte 7" in instr.last_verdict
+        # xs_sdk detection reads the ROS graph: a service that exists is found, an absent one times out
+        drv = g.node("driver_node")
+        assert drv._service_appears("/instruction_node/clear", 5.0)
+        t0 = time.monotonic()
+        assert not drv._service_appears("/wx250s/get_robot_info", 0.3) and time.monotonic() - t0 < 2.0
         # a default-QoS (reliable) monitor receives /joint_states too
         from sensor_msgs.msg import JointState
 

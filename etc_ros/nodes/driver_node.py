@@ -35,7 +35,7 @@ class DriverNode(GraphNode):
         if backend is None:
             backend = make_backend(self.p("backend"), env=env, lock=lock, robot_model=self.p("robot_model"),
                                    fake_tau=float(self.p("fake_tau")), moving_time=float(self.p("moving_time")),
-                                   accel_time=float(self.p("accel_time")))
+                                   accel_time=float(self.p("accel_time")), service_probe=self._service_appears)
         if guard is None:
             from etc_ros.safety import JointCommandGuard
 
@@ -72,6 +72,18 @@ class DriverNode(GraphNode):
         dhz = float(self.p("diagnostics_hz"))
         if dhz > 0:
             self.create_timer(1.0 / dhz, self._diagnostics, callback_group=group)
+
+    def _service_appears(self, name: str, timeout: float) -> bool:
+        """Whether service `name` shows up in the ROS graph within timeout s (DDS discovery; no spinning)."""
+        import time
+
+        t_end = time.monotonic() + float(timeout)
+        while True:
+            if any(n == name for n, _ in self.get_service_names_and_types()):
+                return True
+            if time.monotonic() >= t_end:
+                return False
+            time.sleep(0.1)
 
     def _publish_ready(self) -> None:
         r = self.core.ready

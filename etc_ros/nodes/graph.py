@@ -353,6 +353,7 @@ class BringupConfig:
     dry_run: bool = False
     driver_backend: str = ""  # '' = sim (use_sim) / interbotix; 'fake' runs without hardware or MuJoCo
     params_dir: str = ""  # '' = the package's config/
+    providers: str = ""  # policy execution providers ('' = CPU; cuda; tensorrt,cuda)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra {node: {param: value}} overrides
     instruction: str = ""  # sent once the graph is up ('' = none, or the sim episode's own)
     duration_s: float = 0.0  # 0 = run until Ctrl-C
