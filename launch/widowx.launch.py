@@ -21,7 +21,7 @@ def generate_launch_description():
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
-    from etc_ros.nodes.graph import LAUNCH_ARGS, plan_graph
+    from etc_ros.nodes.graph import LAUNCH_ARGS, PARK_GRACE_S, plan_graph
 
     help_text = {
         "robot_model": "Interbotix model (only wx250s is supported)",
@@ -48,6 +48,12 @@ def generate_launch_description():
                           emulate_tty=True)
             if len(plan.nodes) == 1:  # multi-node processes (sim_robot) keep their own node names
                 kwargs["name"] = plan.nodes[0]
+            if "driver_node" in plan.nodes:
+                # on Ctrl-C launch sends SIGINT, then SIGTERM after sigterm_timeout (default 5 s) and SIGKILL
+                # after sigkill_timeout: the driver parks the arm on the first signal (a 4-6 s move), so it
+                # gets PARK_GRACE_S before either escalation
+                kwargs["sigterm_timeout"] = str(PARK_GRACE_S)
+                kwargs["sigkill_timeout"] = str(PARK_GRACE_S)
             actions.append(Node(**kwargs))
         return actions
 

@@ -135,6 +135,11 @@ def test_launch_names_existing_executables_and_parameters(monkeypatch, args):
         assert {"camera_node", "driver_node"} <= names
     assert {"instruction_node", "policy_node", "safety_node"} <= names
     by_exe = {kw["executable"]: kw for kw in nodes}
+    from etc_ros.nodes.graph import PARK_GRACE_S
+
+    drv = by_exe["sim_robot" if args.get("use_sim") == "true" else "driver_node"]
+    assert float(drv["sigterm_timeout"]) >= 10.0 and drv["sigterm_timeout"] == str(PARK_GRACE_S)  # park, then stop
+    assert "sigterm_timeout" not in by_exe["policy_node"]
     safety_over = [p for p in by_exe["safety_node"]["parameters"] if isinstance(p, dict)][0]
     assert safety_over["dry_run"] is (args.get("dry_run") == "true")
     if args.get("policy_bundle"):

@@ -134,6 +134,7 @@ EXECUTABLES = {  # executable -> nodes it hosts (console_scripts in setup.py)
     "driver_node": ("driver_node",),
     "sim_robot": ("sim_world", "driver_node", "camera_node"),
 }
+PARK_GRACE_S = 15.0  # s a driver process gets after the first stop signal to park the arm (a 4-6 s move)
 LAUNCH_ARGS: dict[str, str] = {  # launch argument -> default (strings, as launch passes them)
     "robot_model": spec.ROBOT_MODEL,
     "use_sim": "false",
