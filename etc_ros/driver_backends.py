@@ -199,6 +199,19 @@ class SimBackend(DriverBackend):
                 self.env.advance(dt)
 
 
+def _init_default_context_without_signal_handlers() -> None:
+    import rclpy
+
+    if rclpy.ok():
+        return
+    try:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    except ImportError:  # pragma: no cover - pre-Humble rclpy
+        rclpy.init()
+
+
 class InterbotixBackend(DriverBackend):
     """Real WidowX through the Interbotix Python API (needs the Interbotix ROS 2 Humble install and the
     xs_sdk driver running; see /docs/ros.md)."""
@@ -233,10 +246,18 @@ class InterbotixBackend(DriverBackend):
             raise DriverError(f"xs_sdk is not running: service {srv} did not appear within {self.detect_timeout:g} s. "
                               f"Start it first (`ros2 launch interbotix_xsarm_control xsarm_control.launch.py "
                               f"robot_model:={self.robot_model} use_rviz:=false`), or launch with xs_sdk:=true")
+        # Upstream (Humble) creates its node after `if not rclpy.ok(): rclpy.init()`, and a plain rclpy.init()
+        # installs rclpy's SIGINT/SIGTERM handlers, which on Humble shut down EVERY context: the park move would
+        # then run on dead contexts. Initialise the default context first, without signal handlers, so upstream
+        # skips its own init; the executables' own handlers (run_nodes) turn the signal into a park.
+        _init_default_context_without_signal_handlers()
+        kw = dict(robot_model=self.robot_model, group_name="arm", gripper_name="gripper",
+                  moving_time=self.moving_time, accel_time=self.accel_time)
         try:
-            self.bot = InterbotixManipulatorXS(robot_model=self.robot_model, group_name="arm",
-                                               gripper_name="gripper", moving_time=self.moving_time,
-                                               accel_time=self.accel_time)
+            try:  # no Python FK on every command (Humble: iterative_update_fk, default True)
+                self.bot = InterbotixManipulatorXS(**kw, iterative_update_fk=False)
+            except TypeError:  # an API without the flag
+                self.bot = InterbotixManipulatorXS(**kw)
         except Exception as e:  # driver not running, wrong model...
             raise DriverError(f"cannot connect to the Interbotix driver for {self.robot_model!r}: {e}") from e
         # Write the servo profile explicitly. Upstream stores moving_time / accel_time in the arm's __init__ before
@@ -251,16 +272,26 @@ class InterbotixBackend(DriverBackend):
         except Exception as e:  # service missing / refused
             raise DriverError(f"cannot write the arm's servo profile ({self.moving_time} s / {self.accel_time} s) "
                               f"through xs_sdk's set_operating_modes: {e}") from e
-        # The ROS 2 API spins its own node: constructors with start_on_init (the default) already called
-        # robot_startup(); older ones expose only the module-level robot_startup / robot_shutdown functions.
-        self._shutdown = getattr(self.bot, "shutdown", None)
+        # The ROS 2 API spins its own node: constructors with start_on_init already called robot_startup(); the
+        # Humble one exposes only the module-level robot_startup. Its robot_shutdown / bot.shutdown() end with
+        # rclpy.shutdown() of the shared default context, so stop() never calls them: it only destroys the
+        # Interbotix node (the process ends right after).
         if not callable(getattr(self.bot, "start", None)):
             try:
-                from interbotix_common_modules.common_robot.robot import robot_shutdown, robot_startup  # noqa: WPS433
+                from interbotix_common_modules.common_robot.robot import robot_startup  # noqa: WPS433
 
                 robot_startup()
-                self._shutdown = robot_shutdown
             except ImportError:
+                pass
+        self._shutdown = self._destroy_node
+
+    def _destroy_node(self) -> None:
+        node = getattr(getattr(self.bot, "core", None), "robot_node", None) or getattr(self.bot, "get_node",
+                                                                                       lambda: None)()
+        if node is not None:
+            try:
+                node.destroy_node()
+            except Exception:  # noqa: BLE001 - already gone at exit
                 pass
 
     def read(self) -> tuple[np.ndarray, float]:

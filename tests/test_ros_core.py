@@ -516,7 +516,7 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     import sys
     import types
 
-    calls = []
+    calls, inits = [], []
 
     class Arm:
         """Upstream (Humble) semantics: __init__ stores the times BEFORE set_trajectory_time, which writes the
@@ -562,17 +562,28 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
             calls.append(("modes", cmd_type, name, mode, profile_type))
             self.registers = {"Profile_Velocity": profile_velocity, "Profile_Acceleration": profile_acceleration}
 
+    class Node:
+        def destroy_node(self):
+            calls.append(("destroy_node",))
+
     class Bot:
-        def __init__(self, robot_model, group_name, gripper_name, moving_time, accel_time):
+        """Humble: the node is created after `if not rclpy.ok(): rclpy.init()` (a plain init installs rclpy's
+        handlers, which shut down every context on SIGINT); shutdown() ends with rclpy.shutdown()."""
+
+        def __init__(self, robot_model, group_name, gripper_name, moving_time, accel_time, iterative_update_fk=True):
+            import rclpy
+
             calls.append(("init", robot_model, group_name, gripper_name, moving_time, accel_time))
+            inits.append((rclpy.ok(), iterative_update_fk))
             self.core = Core()
+            self.core.robot_node = Node()
             self.arm, self.gripper = Arm(self.core, moving_time, accel_time), Gripper()
 
         def start(self):
             pass
 
         def shutdown(self):
-            calls.append(("shutdown",))
+            calls.append(("rclpy.shutdown",))
 
     for name in ("interbotix_xs_modules", "interbotix_xs_modules.xs_robot"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
@@ -585,8 +596,22 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     with pytest.raises(DriverError, match=r"xs_sdk is not running: service /wx250s/get_robot_info .*xsarm_control"):
         absent.start()  # the upstream constructor would have waited forever
     assert asked == [("/wx250s/get_robot_info", 10.0)] and not calls
+    import signal
+
+    import rclpy
+
+    assert not rclpy.ok()
+    handler = signal.getsignal(signal.SIGINT)
     b = make_backend("interbotix", moving_time=0.04, accel_time=0.02, service_probe=lambda name, t: True)
-    b.start()
+    try:
+        b.start()
+        # the default context was up before upstream looked (so it skipped its own init), and without rclpy's
+        # signal handlers: SIGINT stays with the executable, which parks the arm on the living context
+        assert inits == [(True, False)] and rclpy.ok()
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
     assert calls[0] == ("init", "wx250s", "arm", "gripper", 0.04, 0.02)
     # the profile reached the servos (upstream alone would leave the 2000 / 300 ms startup profile)
     assert calls[1] == ("modes", "group", "arm", "position", "time")
@@ -603,7 +628,7 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     b.command(np.array([4.0, 0, 0, 0, 0, 0]), 0.1)  # refused by the API itself: counted, not remembered
     assert b.api_refusals == 1 and np.allclose(b._q_cmd, spec.READY_POSE)
     b.stop()
-    assert calls[-1] == ("shutdown",)
+    assert calls[-1] == ("destroy_node",) and ("rclpy.shutdown",) not in calls  # never the shared context
 
 
 def test_runtime_spec_as_object_or_dict():

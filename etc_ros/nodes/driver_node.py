@@ -154,11 +154,17 @@ class DriverNode(GraphNode):
                 self.get_logger().info(f"parking: moving to the {self.core.stop_pose} pose "
                                        f"({self.core.move.duration:.1f} s)")
         while self.core.state == "stopping" and self.now_s() - t0 < timeout:
-            time.sleep(dt)
-            now = self.now_s()
-            with self._lock:
-                q, g = self.core.update(now)
-            self.pub_js.publish(M.joint_state_msg(q, g, now))
+            try:
+                time.sleep(dt)
+                now = self.now_s()
+                with self._lock:
+                    q, g = self.core.update(now)
+                try:
+                    self.pub_js.publish(M.joint_state_msg(q, g, now))
+                except Exception:  # noqa: BLE001 - a context shut down by someone else: keep parking
+                    pass
+            except KeyboardInterrupt:  # a second Ctrl-C: the arm is half-way; finish the park (SIGKILL aborts)
+                self.get_logger().warning("still parking the arm (send SIGKILL to abort)")
         with self._lock:
             parked = self.core.state == "stopped"
             self.core.state = "stopped"
