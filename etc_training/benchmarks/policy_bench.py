@@ -73,8 +73,26 @@ def _observations(rt: Any, n: int, seed: int) -> list[dict]:
     return generated_observations(rt.processor, rt.cameras, n, seed)
 
 
+class _RuntimePolicy:
+    """A PolicyRuntime behind the rollout's predict_chunk interface; keeps the first chunk of each episode."""
+
+    def __init__(self, rt: Any):
+        self.rt, self.first_chunks, self._new_episode = rt, [], True
+
+    def predict_chunk(self, images: Any, state: Any, instruction: str, return_valid: bool = False):
+        views = images if isinstance(images, (list, tuple)) else [images]
+        chunk = self.rt.step({"images": dict(zip(self.rt.cameras, views)), "state": state,
+                              "instruction": instruction})
+        if self._new_episode:
+            self.first_chunks.append(np.asarray(chunk, dtype=np.float64).tolist())
+            self._new_episode = False
+        return (chunk, bool(self.rt.last_valid)) if return_valid else chunk
+
+
 def closed_loop(rt: Any, episodes: int, max_steps: int, exec_horizon: int = 5, seed: int = 0,
                 split: str = "train") -> dict:
+    """Episodes through the project's one rollout (etc_training.recipe.evaluate.rollout)."""
+    from etc_training.recipe.evaluate import rollout
     from etc_training.sim import SimConfig, SimEnv
 
     cfg = SimConfig()
@@ -84,37 +102,20 @@ def closed_loop(rt: Any, episodes: int, max_steps: int, exec_horizon: int = 5, s
     if max_steps:
         cfg.max_steps = int(max_steps)
     env = SimEnv(cfg)
-    eps, first_chunks = [], []
+    pol = _RuntimePolicy(rt)
+    eps = []
     try:
         for i in range(episodes):
-            obs = env.reset(seed=seed * 100_000 + i, split=split)
-            instr = env.instruction
-            success, steps, invalid, chunks = False, 0, 0, 0
-            while not env.done and not success:
-                chunk = rt.step({"images": obs["images"], "state": obs["state"], "instruction": instr})
-                if chunks == 0:
-                    first_chunks.append(np.asarray(chunk, dtype=np.float64).tolist())
-                chunks += 1
-                invalid += int(not rt.last_valid)
-                for a in np.asarray(chunk)[:exec_horizon]:
-                    if not np.all(np.isfinite(a)):
-                        a = np.zeros(7)
-                        a[6] = float(obs["state"][6])
-                    obs = env.step(np.asarray(a, dtype=float))
-                    steps += 1
-                    if env.is_success():
-                        success = True
-                        break
-                    if env.done:
-                        break
-            eps.append({"seed": seed * 100_000 + i, "success": success, "steps": steps, "chunks": chunks,
-                        "invalid_chunks": invalid, "instruction": instr})
+            pol._new_episode = True
+            r = rollout(env, pol, list(rt.cameras), seed * 100_000 + i, split, exec_horizon=exec_horizon)
+            eps.append({"seed": seed * 100_000 + i, "success": r["success"], "steps": r["steps"],
+                        "chunks": r["chunks"], "invalid_chunks": r["invalid_chunks"], "instruction": r["instruction"]})
     finally:
         env.close()
     k = sum(e["success"] for e in eps)
     return {"episodes": len(eps), "successes": k, "success_rate": k / max(1, len(eps)),
             "invalid_chunk_rate": sum(e["invalid_chunks"] for e in eps) / max(1, sum(e["chunks"] for e in eps)),
-            "per_episode": eps, "first_chunks": first_chunks}
+            "per_episode": eps, "first_chunks": pol.first_chunks}
 
 
 def worker(args: dict) -> dict:

@@ -27,13 +27,11 @@ from etc_training.models.diffusion_head import DiffusionActionHead
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n <= 0:
-        return (0.0, 0.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (round(max(0.0, c - h), 4), round(min(1.0, c + h), 4))
+    """The Wilson 95 % interval of etc_training.recipe.evaluate, rounded for the report."""
+    from etc_training.recipe.evaluate import wilson_interval
+
+    lo, hi = wilson_interval(k, n, z)
+    return (round(lo, 4), round(hi, 4))
 
 
 class CallCounter:
@@ -149,37 +147,23 @@ def _make_env(n_views: int, max_steps: int):
 
 
 def run_episode(env, policy, cams: Sequence[str], seed: int, split: str, exec_horizon: int, reach_tol: float) -> dict:
-    obs = env.reset(seed=int(seed), split=split)
-    instr = env.instruction
-    obj = env.task.object
-    success, steps, invalid, chunks = False, 0, 0, 0
-    min_dist, grasped = float("inf"), False
-    t_pred = []
-    while not env.done and not success:
-        imgs = [obs["images"][c] for c in cams]
-        t0 = time.perf_counter()
-        chunk, ok = policy.predict_chunk(imgs if len(imgs) > 1 else imgs[0], obs["state"], instr, return_valid=True)
-        t_pred.append(1000 * (time.perf_counter() - t0))
-        chunks += 1
-        invalid += int(not ok)
-        for a in np.asarray(chunk, dtype=float)[:exec_horizon]:
-            if not np.all(np.isfinite(a)):
-                a = np.zeros(7)
-                a[6] = float(obs["state"][6])
-            obs = env.step(a)
-            steps += 1
-            pos, _ = env.pose(obj)
-            min_dist = min(min_dist, float(np.linalg.norm(env.ee_pose()[:3] - np.asarray(pos)[:3])))
-            grasped = grasped or bool(env.grasped(obj))
-            if env.is_success():
-                success = True
-                break
-            if env.done:
-                break
-    return {"seed": int(seed), "split": split, "instruction": instr, "family": env.task.family,
-            "success": bool(success), "steps": steps, "chunks": chunks, "invalid_chunks": invalid,
-            "min_ee_object_m": round(min_dist, 4), "reached": bool(min_dist <= reach_tol), "grasped": grasped,
-            "predict_ms_median": round(float(np.median(t_pred)), 2) if t_pred else None}
+    """The project's one closed-loop episode (etc_training.recipe.evaluate.rollout) plus reach / grasp tracking."""
+    from etc_training.recipe.evaluate import rollout
+
+    track = {"min_dist": float("inf"), "grasped": False}
+
+    def on_step(e, _obs):
+        obj = e.task.object
+        pos, _ = e.pose(obj)
+        track["min_dist"] = min(track["min_dist"], float(np.linalg.norm(e.ee_pose()[:3] - np.asarray(pos)[:3])))
+        track["grasped"] = track["grasped"] or bool(e.grasped(obj))
+
+    r = rollout(env, policy, cams, seed, split, exec_horizon=exec_horizon, on_step=on_step)
+    min_dist = track["min_dist"]
+    return {"seed": int(seed), "split": split, "instruction": r["instruction"], "family": r["family"],
+            "success": r["success"], "steps": r["steps"], "chunks": r["chunks"], "invalid_chunks": r["invalid_chunks"],
+            "min_ee_object_m": round(min_dist, 4), "reached": bool(min_dist <= reach_tol), "grasped": track["grasped"],
+            "predict_ms_median": round(float(np.median(r["predict_ms"])), 2) if r["predict_ms"] else None}
 
 
 def closed_loop(policy, heads: Mapping[str, DiffusionActionHead], splits: Sequence[str], episodes: int, seed: int,

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -128,7 +128,8 @@ def load_rollout_policy(path: str | Path, threads: int = 1) -> Any:
     return policy
 
 
-def _hold_action(state: np.ndarray) -> np.ndarray:
+def hold_action(state: np.ndarray) -> np.ndarray:
+    """What a rollout executes instead of a non-finite action: no motion, the gripper as it is."""
     a = np.zeros(7)
     a[6] = float(state[6])
     return a
@@ -167,8 +168,8 @@ def miss_summary(episodes: Sequence[dict]) -> dict:
 ROLLOUTS = ("direct", "executor")
 
 
-def _executor_rollout(policy, env, cams: list[str], instr: str, obs: dict, latency: float, frames: list | None,
-                      settings: dict | None = None) -> dict:
+def _executor_rollout(policy, env, cams: Sequence[str], instr: str, obs: dict, latency: float, frames: list | None,
+                      settings: dict | None = None, on_step: Callable[[Any, dict], None] | None = None) -> dict:
     """The ROS graph's execution in simulated time: a chunk from each policy step's observation, offered to the
     SafetyExecutor `latency` s later; the executor ticks at control_hz on the measured joints and its commands
     drive the servos (with the driver's servo profile). Same episode length and success test as `direct`."""
@@ -181,12 +182,12 @@ def _executor_rollout(policy, env, cams: list[str], instr: str, obs: dict, laten
     profile = env.servo_profile
     env.set_servo_profile(*st["servo_profile"])
     try:
-        return _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex)
+        return _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex, on_step)
     finally:
         env.set_servo_profile(*profile)  # the world is reused by the next (maybe direct) episode
 
 
-def _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex) -> dict:
+def _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex, on_step=None) -> dict:
     dt, period = 1.0 / st["control_hz"], 1.0 / st["policy_hz"]
     ticks_per_step = int(round(period / dt))
     lat_ticks = int(round(max(0.0, float(latency)) / dt))
@@ -219,6 +220,8 @@ def _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex) -> d
         env.advance(dt)
         if (k + 1) % ticks_per_step == 0:
             out["steps"] += 1
+            if on_step is not None:
+                on_step(env, None)
         if env.is_success():
             out["success"] = True
             out["steps"] = k // ticks_per_step + 1
@@ -228,49 +231,88 @@ def _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex) -> d
     return out
 
 
+def rollout(env, policy, cams: Sequence[str], seed: int, split: str = "train", family: str | None = None, *,
+            exec_horizon: int = 5, how: str = "direct", latency_s: float = 0.0, frames: list | None = None,
+            on_step: Callable[[Any, dict], None] | None = None) -> dict:
+    """THE closed-loop episode of this project (eval, SDM report, bench and demo all score with it): reset the
+    scene (seed, split, family), then run `policy.predict_chunk(images, state, instruction, return_valid=True)`
+    until success or the sim's step limit. how='direct': each action is one 5 Hz env.step (a non-finite action
+    becomes `hold_action`), exec_horizon actions per chunk; 'executor': the ROS graph's safety executor in sim
+    time (`latency_s` from observation to chunk). on_step(env, obs) after every policy step; frames collects the
+    primary camera. Returns success, steps, chunks, invalid_chunks, instruction, family, first_close,
+    predict_ms (per chunk)."""
+    obs = env.reset(seed=int(seed), split=split, family=family)
+    instr = env.instruction
+    if frames is not None:
+        frames.append(obs["images"][cams[0]])
+    timed = _TimedPolicy(policy)
+    out: dict = {}
+    if how == "executor":
+        r = _executor_rollout(timed, env, cams, instr, obs, float(latency_s), frames, on_step=on_step)
+        success, steps, chunks, invalid, first_close = (r["success"], r["steps"], r["chunks"], r["invalid"],
+                                                        r["first_close"])
+        out["executor"] = r["executor"]
+    elif how == "direct":
+        success, steps, invalid, chunks = False, 0, 0, 0
+        first_close: dict | None = None
+        H = max(1, int(exec_horizon))
+        while not env.done and not success:
+            imgs = [obs["images"][c] for c in cams]
+            chunk, ok = timed.predict_chunk(imgs if len(imgs) > 1 else imgs[0], obs["state"], instr,
+                                            return_valid=True)
+            chunks += 1
+            invalid += int(not ok)
+            for a in np.asarray(chunk, dtype=float)[:H]:
+                if not np.all(np.isfinite(a)):
+                    a = hold_action(obs["state"])
+                if first_close is None and float(a[6]) < 0.5 <= float(obs["state"][6]):
+                    first_close = close_geometry(env, obs, steps)
+                obs = env.step(np.asarray(a, dtype=float))
+                steps += 1
+                if on_step is not None:
+                    on_step(env, obs)
+                if frames is not None:
+                    frames.append(obs["images"][cams[0]])
+                if env.is_success():
+                    success = True
+                    break
+                if env.done:
+                    break
+    else:
+        raise RecipeError(f"rollout {how!r} is not one of {list(ROLLOUTS)}")
+    return {"success": bool(success), "steps": steps, "chunks": chunks, "invalid_chunks": invalid,
+            "instruction": instr, "family": env.task.family, "first_close": first_close,
+            "predict_ms": timed.ms, **out}
+
+
+class _TimedPolicy:
+    """predict_chunk with its wall time per call recorded (ms)."""
+
+    def __init__(self, policy):
+        self.policy, self.ms = policy, []
+
+    def predict_chunk(self, images, state, instruction, return_valid=False):
+        t0 = time.perf_counter()
+        r = self.policy.predict_chunk(images, state, instruction, return_valid=True)
+        self.ms.append(round(1000 * (time.perf_counter() - t0), 3))
+        return r if return_valid else r[0]
+
+
 def run_episode(task: dict) -> dict:
     """One closed-loop episode in this process's env (see _worker_init). task: {split, index, seed, video,
     exec_horizon, video_path, rollout, latency_s}."""
     policy, env, cams = _WORKER["policy"], _WORKER["env"], _WORKER["cameras"]
     t0 = time.perf_counter()
-    obs = env.reset(seed=int(task["seed"]), split=task["split"], family=task.get("family"))
-    instr = env.instruction
-    frames = [obs["images"][cams[0]]] if task.get("video") else None
-    success, steps, invalid, chunks = False, 0, 0, 0
-    first_close: dict | None = None
-    H = max(1, int(task["exec_horizon"]))
-    extra: dict = {}
-    if task.get("rollout", "direct") == "executor":
-        r = _executor_rollout(policy, env, cams, instr, obs, float(task.get("latency_s", 0.0)), frames)
-        success, steps, chunks, invalid, first_close = (r["success"], r["steps"], r["chunks"], r["invalid"],
-                                                        r["first_close"])
-        extra["executor"] = r["executor"]
-    while task.get("rollout", "direct") == "direct" and not env.done and not success:
-        imgs = [obs["images"][c] for c in cams]
-        chunk, ok = policy.predict_chunk(imgs if len(imgs) > 1 else imgs[0], obs["state"], instr, return_valid=True)
-        chunks += 1
-        if not ok:
-            invalid += 1
-        for a in np.asarray(chunk)[:H]:
-            if not np.all(np.isfinite(a)):
-                a = _hold_action(obs["state"])
-            if first_close is None and float(a[6]) < 0.5 <= float(obs["state"][6]):
-                first_close = close_geometry(env, obs, steps)
-            obs = env.step(np.asarray(a, dtype=float))
-            steps += 1
-            if frames is not None:
-                frames.append(obs["images"][cams[0]])
-            if env.is_success():
-                success = True
-                break
-            if env.done:
-                break
-    out = {"split": task["split"], "index": task["index"], "seed": task["seed"], "success": bool(success),
-           "steps": steps, "chunks": chunks, "invalid_chunks": invalid, "instruction": instr,
-           "family": env.task.family, "first_close": first_close, "seconds": round(time.perf_counter() - t0, 2),
-           **extra}
+    frames: list | None = [] if task.get("video") else None
+    r = rollout(env, policy, cams, int(task["seed"]), task["split"], task.get("family"),
+                exec_horizon=int(task["exec_horizon"]), how=task.get("rollout", "direct"),
+                latency_s=float(task.get("latency_s", 0.0)), frames=frames)
+    r.pop("predict_ms")
+    out = {"split": task["split"], "index": task["index"], "seed": task["seed"], **r,
+           "seconds": round(time.perf_counter() - t0, 2)}
     if frames is not None and task.get("video_path"):
-        out["video"] = str(write_gif(task["video_path"], frames, fps=5.0, caption=f"{instr} | success={success}"))
+        out["video"] = str(write_gif(task["video_path"], frames, fps=5.0,
+                                     caption=f"{r['instruction']} | success={r['success']}"))
     return out
 
 
