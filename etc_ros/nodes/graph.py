@@ -89,7 +89,7 @@ NODE_PARAMS: dict[str, dict[str, Any]] = {
     "safety_node": {
         "control_hz": 50.0,
         "policy_hz": 5.0,  # rate of the policy's actions; chunks at another rate are rejected
-        "mode": "ensemble",  # ensemble | receding
+        "mode": "receding",  # receding | ensemble (see config/ros_safety.yaml for the measurement)
         "align": "arrival",  # arrival | observation: a chunk's first action goes to the first step not yet begun
         "dry_run": False,  # compute and report commands but never send them
         "safety_config": "",  # '' = config/safety.yaml of the package
