@@ -402,6 +402,7 @@ class DriverCore:
         self._last_anchor = -math.inf
         self.anchors = 0  # re-anchor commands accepted
         self.superseded = 0  # commands stamped before the driver (re)became ready: for the arm before a reset
+        self._await_anchor = False
 
     # -- helpers
     def _pose(self, name: str) -> np.ndarray:
@@ -441,6 +442,7 @@ class DriverCore:
         self._last_q, self._last_v, self._last_stamp = self.q_target.copy(), np.zeros(N), float(now)
         self.state = "ready"
         self.ready_since = now
+        self._await_anchor = True  # the first accepted command starts at the measured joints (see command())
 
     def begin_stop(self, now: float) -> None:
         if self.state in ("stopping", "stopped"):
@@ -508,7 +510,17 @@ class DriverCore:
             return self._refuse("stamp", f"command stamp {stamp:.6f} not after the last accepted one")
         qa = q
         anchor = False
-        if dt == 0 and elapsed is not None and stamp - self._last_anchor >= self.anchor_interval:
+        if self._await_anchor:
+            # after (re)becoming ready the sender must re-anchor on the joints measured now; its commands until then
+            # (e.g. braking a pose from before a re-sync, sent before it saw /driver/ready toggle) are stale
+            q_meas, _ = self.backend.read()
+            dev = float(np.max(np.abs(np.asarray(qa, dtype=float) - q_meas)))
+            if dev > self.anchor_tolerance:
+                self.superseded += 1
+                return False, (f"superseded: the first command after the driver became ready must start at the "
+                               f"measured joints (it is {dev:.3f} rad away)")
+            anchor = True
+        elif dt == 0 and elapsed is not None and stamp - self._last_anchor >= self.anchor_interval:
             q_meas, _ = self.backend.read()
             anchor = bool(np.max(np.abs(np.asarray(qa, dtype=float) - q_meas)) <= self.anchor_tolerance)
         if anchor:  # at the measured joints: no motion commanded, the velocity reference restarts there
@@ -517,6 +529,7 @@ class DriverCore:
             if ok:
                 self._last_anchor = stamp
                 self.anchors += 1
+                self._await_anchor = False
         elif elapsed is None or self._last_q is None:
             ok, reason = self.guard.check(qa)
             v_new = None

@@ -297,9 +297,12 @@ def test_driver_accepts_a_reanchor_at_the_measured_joints_only():
     """The safety executor re-anchors on the measured joints (its command jumps there, dt = 0): the driver accepts
     that jump when it lands on the joints it measures itself (no motion), at most once per anchor_interval; a
     dt = 0 command anywhere else is checked against the previous command as before."""
-    core, t = _ready_core()
+    core, t = _ready_core(anchor_interval=0.05)
     q = core.q_target.copy()
-    assert core.command(q, 1.0, t + 0.02, 0.02)[0]
+    # once ready, the first command must start at the measured joints (a sender's stale pose is superseded)
+    ok, reason = core.command(q + 0.3, 1.0, t + 0.01, 0.02)
+    assert not ok and reason.startswith("superseded") and core.refused == 0
+    assert core.command(q, 1.0, t + 0.02, 0.02)[0] and core.anchors == 1
     assert core.command(q + 0.001, 1.0, t + 0.04, 0.02)[0]  # moving at 0.05 rad/s
     # the arm is held 0.3 rad away from its command (collision): the executor re-anchors there
     q_meas = q + np.array([0.0, 0.0, 0.0, 0.0, 0.3, 0.0])
@@ -308,11 +311,11 @@ def test_driver_accepts_a_reanchor_at_the_measured_joints_only():
     assert not ok and refusal_kind(reason) == "velocity"
     assert core.command(q_meas + 0.2, 1.0, t + 0.08, 0.0)[0] is False  # dt = 0 but not at the measured joints
     assert core.command(q_meas + 0.01, 1.0, t + 0.10, 0.0) == (True, "ok")  # the re-anchor
-    assert core.anchors == 1
+    assert core.anchors == 2
     assert core.command(q_meas + 0.011, 1.0, t + 0.12, 0.02)[0]  # the stream goes on from the anchor
     core.backend.q = q_meas + 0.2
     ok, _ = core.command(q_meas + 0.2, 1.0, t + 0.14, 0.0)  # a second anchor within anchor_interval: checked
-    assert not ok and core.anchors == 1
+    assert not ok and core.anchors == 2
     assert core.refusals == {"velocity": 3}
 
 
