@@ -21,7 +21,7 @@ def generate_launch_description():
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
-    from etc_ros.nodes.graph import LAUNCH_ARGS, PARK_GRACE_S, plan_graph
+    from etc_ros.nodes.graph import LAUNCH_ARGS, PARK_GRACE_S, plan_graph, xs_sdk_include
 
     help_text = {
         "robot_model": "Interbotix model (only wx250s is supported)",
@@ -32,6 +32,7 @@ def generate_launch_description():
         "driver_backend": "'' (interbotix, or sim with use_sim) | fake",
         "params_dir": "directory of the ros_*.yaml parameter files ('' = this package's config/)",
         "providers": "policy execution providers: '' (CPU) | cuda | tensorrt,cuda (refuses to start if missing)",
+        "xs_sdk": "true: also start Interbotix's xs_sdk (xsarm_control.launch.py, no RViz, config/interbotix_modes.yaml)",
     }
     args = [DeclareLaunchArgument(name, default_value=str(default), description=help_text.get(name, name))
             for name, default in LAUNCH_ARGS.items()]
@@ -55,6 +56,17 @@ def generate_launch_description():
                 kwargs["sigterm_timeout"] = str(PARK_GRACE_S)
                 kwargs["sigkill_timeout"] = str(PARK_GRACE_S)
             actions.append(Node(**kwargs))
+        inc = xs_sdk_include(values)
+        if inc is not None:
+            import os
+
+            from ament_index_python.packages import get_package_share_directory
+            from launch.actions import IncludeLaunchDescription
+            from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+            path = os.path.join(get_package_share_directory(inc["package"]), "launch", inc["launch_file"])
+            actions.insert(0, IncludeLaunchDescription(PythonLaunchDescriptionSource(path),
+                                                       launch_arguments=list(inc["arguments"].items())))
         return actions
 
     return LaunchDescription(args + [OpaqueFunction(function=setup)])

@@ -64,6 +64,7 @@ def test_compose_has_robot_access():
     uvc = yaml.safe_load((ROOT / "docker/compose.uvc.yaml").read_text())["services"]["widowx"]
     assert any("/dev/video" in d for d in uvc["devices"])
     assert int(str(svc["stop_grace_period"]).rstrip("s")) >= 10  # the park move (4-6 s) fits before SIGKILL
+    assert any("xs_sdk:=true" in str(e) for e in svc["environment"]), "`compose up` must start xs_sdk too"
     text = (ROOT / "docker/Dockerfile.robot").read_text()
     import re
 

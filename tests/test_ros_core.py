@@ -456,6 +456,14 @@ def test_policy_providers_are_chosen_and_never_fall_back(tmp_path):
         plan_graph({"providers": "gpu"})
 
 
+def test_in_process_bringup_refuses_xs_sdk():
+    from etc_ros.nodes.bringup import BringupError, Graph
+    from etc_ros.nodes.graph import BringupConfig
+
+    with pytest.raises(BringupError, match="ros2 launch"):
+        Graph(BringupConfig(use_sim=False, xs_sdk=True))
+
+
 def test_load_runtime_errors_are_clear():
     with pytest.raises(PolicyConfigError, match="policy_bundle is empty"):
         load_runtime("")

@@ -63,6 +63,18 @@ def _stub_launch(monkeypatch):
         def perform(self, context):
             return context.launch_configurations[self.name]
 
+    class IncludeLaunchDescription(_Recorded):
+        pass
+
+    class PythonLaunchDescriptionSource(_Recorded):
+        pass
+
+    mods["launch.launch_description_sources"] = types.ModuleType("launch.launch_description_sources")
+    mods["launch.launch_description_sources"].PythonLaunchDescriptionSource = PythonLaunchDescriptionSource
+    mods["launch.actions"].IncludeLaunchDescription = IncludeLaunchDescription
+    mods["ament_index_python"] = types.ModuleType("ament_index_python")
+    mods["ament_index_python.packages"] = types.ModuleType("ament_index_python.packages")
+    mods["ament_index_python.packages"].get_package_share_directory = lambda pkg: f"/opt/share/{pkg}"
     mods["launch"].LaunchDescription = LaunchDescription
     mods["launch.actions"].DeclareLaunchArgument = DeclareLaunchArgument
     mods["launch.actions"].OpaqueFunction = OpaqueFunction
@@ -84,9 +96,36 @@ def _run_launch(monkeypatch, **args):
     opaque = [e for e in entities if isinstance(e, Opaque)]
     assert len(opaque) == 1
     ctx = types.SimpleNamespace(launch_configurations={**declared, **args})
-    nodes = opaque[0].kwargs["function"](ctx)
-    assert all(isinstance(n, Node) for n in nodes)
+    actions = opaque[0].kwargs["function"](ctx)
+    nodes = [n for n in actions if isinstance(n, Node)]
+    includes = [n for n in actions if not isinstance(n, Node)]
+    assert all(type(i).__name__ == "IncludeLaunchDescription" for i in includes)
+    _run_launch.includes = includes
     return declared, [n.kwargs for n in nodes]
+
+
+def test_launch_can_start_xs_sdk_with_our_operating_modes(monkeypatch):
+    import yaml
+
+    from etc_ros.nodes.graph import GraphConfigError, node_parameters
+
+    declared, nodes = _run_launch(monkeypatch, xs_sdk="true", policy_bundle="/b")
+    assert declared["xs_sdk"] == "false"
+    (inc,) = _run_launch.includes
+    src = inc.args[0]
+    assert src.args[0] == "/opt/share/interbotix_xsarm_control/launch/xsarm_control.launch.py"
+    largs = dict(inc.kwargs["launch_arguments"])
+    assert largs["robot_model"] == "wx250s" and largs["use_rviz"] == "false"
+    modes = yaml.safe_load(Path(largs["mode_configs"]).read_text())["groups"]["arm"]
+    drv = node_parameters("driver_node", [str(ROOT / "config/ros_driver.yaml")])
+    # the startup profile is the driver's own (Interbotix's default modes.yaml: 2000 / 300 ms)
+    assert modes["profile_type"] == "time" and modes["operating_mode"] == "position"
+    assert (modes["profile_velocity"], modes["profile_acceleration"]) == \
+        (round(1000 * drv["moving_time"]), round(1000 * drv["accel_time"]))
+    _, _ = _run_launch(monkeypatch)
+    assert _run_launch.includes == []
+    with pytest.raises(GraphConfigError, match="xs_sdk"):
+        _run_launch(monkeypatch, xs_sdk="true", use_sim="true")
 
 
 def test_launch_file_imports_launch_only_inside_the_function():

@@ -67,6 +67,9 @@ class Graph:
         self.injected = dict(runtime=runtime, env=env, safety_executor=safety_executor, camera_source=camera_source,
                              driver_backend=driver_backend)
         self.domain_id = isolate_ros_env(None if cfg.domain_id < 0 else cfg.domain_id, random_domain)
+        if cfg.xs_sdk:
+            raise BringupError("xs_sdk: true needs `ros2 launch etc_ros widowx.launch.py xs_sdk:=true` (the in-process "
+                               "bringup cannot include Interbotix's launch file); or start xsarm_control first")
         self.plans = plan_graph(cfg.launch_args())
         self.params: dict[str, dict[str, Any]] = {}
         for plan in self.plans:

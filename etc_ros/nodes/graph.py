@@ -144,7 +144,9 @@ LAUNCH_ARGS: dict[str, str] = {  # launch argument -> default (strings, as launc
     "driver_backend": "",  # '' = interbotix (use_sim:=false) / sim (use_sim:=true); 'fake' for tests
     "params_dir": "",  # '' = the package's config/
     "providers": "",  # policy_node execution providers ('' = the parameter file's: CPU), e.g. cuda or tensorrt,cuda
+    "xs_sdk": "false",  # true: also start Interbotix's xs_sdk (interbotix_xsarm_control) with our operating modes
 }
+XS_SDK_MODES = "interbotix_modes.yaml"  # config/ file passed to xsarm_control.launch.py as mode_configs
 
 
 def _as_bool(v: Any, name: str) -> bool:
@@ -204,6 +206,9 @@ def plan_graph(args: dict[str, Any]) -> list[NodePlan]:
         cam = "sim"  # the simulated world's camera, whatever camera_type says
     elif backend == "sim" or cam == "sim":
         raise GraphConfigError("driver_backend/camera_type 'sim' need use_sim:=true")
+    if _as_bool(a["xs_sdk"], "xs_sdk") and (use_sim or backend != "interbotix"):
+        raise GraphConfigError("xs_sdk:=true starts the Interbotix driver for the real arm: it needs use_sim:=false "
+                               "and the interbotix driver backend")
     pdir = params_dir(str(a["params_dir"]))
 
     def files(*nodes: str) -> list[str]:
@@ -242,6 +247,19 @@ def plan_graph(args: dict[str, Any]) -> list[NodePlan]:
     plans.append(NodePlan("safety_node", ("safety_node",), files("safety_node"),
                           {"safety_node": {"dry_run": dry_run}}))
     return plans
+
+
+def xs_sdk_include(args: dict[str, Any]) -> dict[str, Any] | None:
+    """With xs_sdk:=true: the Interbotix launch file the launch file includes, and its arguments (no RViz, our
+    operating modes); None otherwise. Only `ros2 launch` can include it (the in-process bringup cannot)."""
+    a = {**LAUNCH_ARGS, **{k: v for k, v in args.items() if v is not None}}
+    if not _as_bool(a["xs_sdk"], "xs_sdk"):
+        return None
+    modes = params_dir(str(a["params_dir"])) / XS_SDK_MODES
+    if not modes.is_file():
+        raise GraphConfigError(f"xs_sdk:=true needs the operating modes file {modes}")
+    return {"package": "interbotix_xsarm_control", "launch_file": "xsarm_control.launch.py",
+            "arguments": {"robot_model": str(a["robot_model"]), "use_rviz": "false", "mode_configs": str(modes)}}
 
 
 # ------------------------------------------------------------------------------------------------ YAML
@@ -355,6 +373,7 @@ class BringupConfig:
     driver_backend: str = ""  # '' = sim (use_sim) / interbotix; 'fake' runs without hardware or MuJoCo
     params_dir: str = ""  # '' = the package's config/
     providers: str = ""  # policy execution providers ('' = CPU; cuda; tensorrt,cuda)
+    xs_sdk: bool = False  # only `ros2 launch` can start xs_sdk; the in-process bringup refuses it
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra {node: {param: value}} overrides
     instruction: str = ""  # sent once the graph is up ('' = none, or the sim episode's own)
     duration_s: float = 0.0  # 0 = run until Ctrl-C
