@@ -635,6 +635,29 @@ def test_nonfinite_or_stale_stats_and_task_gaps_are_reported(dataset):
     assert [DatasetReader(root).load_episode(e).instruction for e in range(3)] == [e.instruction for e in eps]
 
 
+def test_episodes_carry_lerobot_per_episode_stats_columns(tmp_path):
+    """LeRobot v3 keeps per-episode statistics as stats/<feature>/<stat> columns of meta/episodes (its aggregate,
+    merge and split tools read those); they hold the same numbers as our `stats` JSON, also after a repair."""
+    import pyarrow.parquet as pq
+
+    spec = spec_small()
+    root = tmp_path / "ds"
+    with DatasetWriter.create(root, spec) as w:
+        for i, s in enumerate(["a b", "c d", "e f"]):
+            w.write_episode(make_episode(i, 3 + i, spec, s))
+    (root / "data/chunk-000/file-000.parquet").write_bytes(b"PAR1 truncated")
+    repair_dataset(root)
+    for e in range(2):
+        row = pq.read_table(root / f"meta/episodes/chunk-000/file-{e:03d}.parquet").to_pylist()[0]
+        st = json.loads(row["stats"])
+        assert row["stats/action/mean"] == st["action"]["mean"] and len(row["stats/action/mean"]) == 7
+        assert row["stats/observation.state/count"] == st["observation.state"]["count"] == [4 + e]
+        assert row["stats/episode_index/min"] == [e]  # renumbered by the repair
+        img = np.asarray(row["stats/observation.images.primary/mean"])
+        assert img.shape == (3, 1, 1)
+        assert not [k for k in DatasetReader(root).episode_meta(e) if k.startswith("stats/")]
+
+
 def test_cli_validate_info_repair(dataset, capsys):
     from etc_training.cli import main
 

@@ -234,7 +234,7 @@ class DatasetReader:
         """Per-episode metadata: episode_index, length, tasks, instruction, split, success, cameras
         ({name: CameraModel} or None), metadata (dict), task_index, dataset_from_index, dataset_to_index, ..."""
         row = self._row(i)
-        out = {k: v for k, v in row.items() if k != "stats"}
+        out = {k: v for k, v in row.items() if k != "stats" and not k.startswith("stats/")}
         out["metadata"] = json.loads(json.dumps(row["metadata"]))  # a copy the caller may modify
         out["tasks"] = list(row["tasks"])
         return out

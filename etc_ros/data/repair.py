@@ -25,7 +25,8 @@ from etc_ros.data import codec, stats as stats_mod
 from etc_ros.data.reader import _arrow_errors, episode_stats_from_row, read_episode_row, scan_episode_files
 from etc_ros.data.schema import (
     EPISODE_INDEX, INDEX, INFO_PATH, TASK_INDEX, DatasetSpec, check_info, chunk_file, data_relpath,
-    episode_arrow_schema, episodes_relpath, image_key, read_json_file, stats_to_json, to_json, video_relpath,
+    episode_arrow_schema, episodes_relpath, image_key, lerobot_stats_columns, read_json_file, stats_to_json, to_json,
+    video_relpath,
 )
 from etc_ros.data.validate import _progress, leftover_files
 
@@ -139,10 +140,11 @@ def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, 
     ep_stats.update(stats_mod.numeric_episode_stats(
         {k: v for k, v in index_arrays(new, new_from, ti, T).items() if k in (EPISODE_INDEX, INDEX, TASK_INDEX)}))
     row["stats"] = stats_to_json(ep_stats)
+    row.update(lerobot_stats_columns(ep_stats))
     row["metadata"] = to_json(row["metadata"])
     cams = row["cameras"]
     row["cameras"] = None if cams is None else to_json({k: v.to_dict() for k, v in cams.items()})
-    schema = episode_arrow_schema(spec, new)
+    schema = episode_arrow_schema(spec, new, ep_stats)
     table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema}], schema=schema)
     atomic_write(root / episodes_relpath(new, spec.chunks_size), lambda p: pq.write_table(table, p))
     if new != old:

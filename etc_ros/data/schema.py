@@ -551,7 +551,25 @@ EP_REQUIRED = ("episode_index", "tasks", "length", "instruction", "split", "succ
                "meta/episodes/chunk_index", "meta/episodes/file_index")
 
 
-def episode_arrow_schema(spec: DatasetSpec, episode_index: int):
+def lerobot_stats_columns(ep_stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """LeRobot v3's per-episode statistics columns of meta/episodes: `stats/<feature>/<stat>`, each the value as a
+    (nested) list in the statistic's own shape (images (3, 1, 1)), so LeRobot's aggregate / merge / split tools
+    find them. The `stats` JSON column keeps the same numbers for this project's reader."""
+    return {f"stats/{k}/{st}": np.asarray(v).tolist() for k, d in ep_stats.items() for st, v in d.items()}
+
+
+def _stats_field(name: str, value: Any):
+    import pyarrow as pa
+
+    arr = np.asarray(value)
+    t = pa.int64() if name.endswith("/count") else pa.float64()
+    for _ in range(arr.ndim):
+        t = pa.list_(t)
+    return pa.field(name, t)
+
+
+def episode_arrow_schema(spec: DatasetSpec, episode_index: int, ep_stats: Mapping[str, Any] | None = None):
+    """Schema of one meta/episodes file; with ep_stats, also LeRobot's stats/<feature>/<stat> columns."""
     import pyarrow as pa
 
     fields = [
@@ -570,6 +588,8 @@ def episode_arrow_schema(spec: DatasetSpec, episode_index: int):
                        pa.field(f"videos/{k}/to_timestamp", pa.float64())]
     fields += [pa.field("meta/episodes/chunk_index", pa.int64()), pa.field("meta/episodes/file_index", pa.int64()),
                pa.field("stats", pa.string())]
+    if ep_stats:
+        fields += [_stats_field(k, v) for k, v in lerobot_stats_columns(ep_stats).items()]
     ours = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "spec": spec.to_dict(),
             "episode_index": int(episode_index)}
     return pa.schema(fields, metadata={b"etc_ros": json.dumps(ours).encode()})

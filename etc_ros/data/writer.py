@@ -36,7 +36,7 @@ from etc_ros.data.schema import (
     TIMESTAMP, TIMESTAMP_NS, DATA_PATH, EPISODES_PATH, VIDEO_PATH, DatasetSpec, EpisodeData, as_vector,
     cameras_to_json, check_depth, check_gripper, check_image, check_info, chunk_file, data_arrow_schema,
     data_relpath, depth_key, episode_arrow_schema, episodes_relpath, image_key, image_struct_type, stats_to_json,
-    metadata_errors, object_errors, read_json_file, to_json, video_relpath,
+    lerobot_stats_columns, metadata_errors, object_errors, read_json_file, to_json, video_relpath,
 )
 
 log = logging.getLogger(__name__)
@@ -405,6 +405,7 @@ class EpisodeRecorder:
                 row.update({f"videos/{k}/chunk_index": c, f"videos/{k}/file_index": f,
                             f"videos/{k}/from_timestamp": 0.0, f"videos/{k}/to_timestamp": self._n / spec.fps})
         row.update({"meta/episodes/chunk_index": c, "meta/episodes/file_index": f, "stats": stats_to_json(ep_stats)})
+        row.update(lerobot_stats_columns(ep_stats))
         return row
 
     def discard(self) -> None:
@@ -678,7 +679,7 @@ class DatasetWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = episode_arrow_schema(self.spec, rec.episode_index)
+        schema = episode_arrow_schema(self.spec, rec.episode_index, ep_stats)
         table = pa.Table.from_pylist([row], schema=schema)
         atomic_write(self.root / episodes_relpath(rec.episode_index, self.spec.chunks_size),
                      lambda p: pq.write_table(table, p, compression="NONE", write_statistics=False))
