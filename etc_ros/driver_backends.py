@@ -199,19 +199,6 @@ class SimBackend(DriverBackend):
                 self.env.advance(dt)
 
 
-def _init_default_context_without_signal_handlers() -> None:
-    import rclpy
-
-    if rclpy.ok():
-        return
-    try:
-        from rclpy.signals import SignalHandlerOptions
-
-        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    except ImportError:  # pragma: no cover - pre-Humble rclpy
-        rclpy.init()
-
-
 class InterbotixBackend(DriverBackend):
     """Real WidowX through the Interbotix Python API (needs the Interbotix ROS 2 Humble install and the
     xs_sdk driver running; see /docs/ros.md)."""
@@ -219,10 +206,13 @@ class InterbotixBackend(DriverBackend):
     name = "interbotix"
 
     def __init__(self, robot_model: str = spec.ROBOT_MODEL, moving_time: float = 0.2, accel_time: float = 0.1,
-                 service_probe: Callable[[str, float], bool] | None = None, detect_timeout: float = 10.0):
+                 service_probe: Callable[[str, float], bool] | None = None, detect_timeout: float = 10.0,
+                 prepare_ros: Callable[[], None] | None = None):
         """service_probe(name, timeout) -> whether the ROS service `name` appeared within timeout s (the driver
         node passes one that reads the ROS graph): the Interbotix core would otherwise wait forever for xs_sdk
-        inside its constructor."""
+        inside its constructor. prepare_ros(): called before the Interbotix API is built (the driver node passes
+        etc_ros.nodes.common.init_default_context_without_signal_handlers; this module stays free of rclpy)."""
+        self.prepare_ros = prepare_ros
         self.robot_model = robot_model
         self.service_probe = service_probe
         self.detect_timeout = float(detect_timeout)
@@ -250,7 +240,8 @@ class InterbotixBackend(DriverBackend):
         # installs rclpy's SIGINT/SIGTERM handlers, which on Humble shut down EVERY context: the park move would
         # then run on dead contexts. Initialise the default context first, without signal handlers, so upstream
         # skips its own init; the executables' own handlers (run_nodes) turn the signal into a park.
-        _init_default_context_without_signal_handlers()
+        if self.prepare_ros is not None:
+            self.prepare_ros()
         kw = dict(robot_model=self.robot_model, group_name="arm", gripper_name="gripper",
                   moving_time=self.moving_time, accel_time=self.accel_time)
         try:
@@ -328,7 +319,8 @@ class InterbotixBackend(DriverBackend):
 
 def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: str = spec.ROBOT_MODEL,
                  fake_tau: float = 0.05, moving_time: float = 0.2, accel_time: float = 0.1,
-                 service_probe: Callable[[str, float], bool] | None = None) -> DriverBackend:
+                 service_probe: Callable[[str, float], bool] | None = None,
+                 prepare_ros: Callable[[], None] | None = None) -> DriverBackend:
     name = (name or "").strip().lower()
     if name == "fake":
         return FakeBackend(tau=fake_tau)
@@ -339,7 +331,8 @@ def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: s
     if name == "interbotix":
         if robot_model != spec.ROBOT_MODEL:
             raise DriverError(f"robot_model {robot_model!r} is not supported; this stack is for {spec.ROBOT_MODEL!r}")
-        return InterbotixBackend(robot_model, moving_time, accel_time, service_probe=service_probe)
+        return InterbotixBackend(robot_model, moving_time, accel_time, service_probe=service_probe,
+                                 prepare_ros=prepare_ros)
     raise DriverError(f"unknown driver backend {name!r}; expected one of {list(BACKENDS)}")
 
 

@@ -613,7 +613,10 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
 
     assert not rclpy.ok()
     handler = signal.getsignal(signal.SIGINT)
-    b = make_backend("interbotix", moving_time=0.04, accel_time=0.02, service_probe=lambda name, t: True)
+    from etc_ros.nodes.common import init_default_context_without_signal_handlers
+
+    b = make_backend("interbotix", moving_time=0.04, accel_time=0.02, service_probe=lambda name, t: True,
+                     prepare_ros=init_default_context_without_signal_handlers)  # what the driver node passes
     try:
         b.start()
         # the default context was up before upstream looked (so it skipped its own init), and without rclpy's

@@ -109,3 +109,18 @@ def run_nodes(make_nodes, args: list[str] | None = None, threads: int = 2, park=
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def init_default_context_without_signal_handlers() -> None:
+    """Initialise rclpy's default context without its signal handlers (Humble's would shut every context down on
+    SIGINT, under a park move), unless it is up already. Interbotix's API then skips its own rclpy.init()."""
+    import rclpy
+
+    if rclpy.ok():
+        return
+    try:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    except ImportError:  # pragma: no cover - pre-Humble rclpy
+        rclpy.init()

@@ -18,7 +18,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.driver_backends import DriverBackend, DriverCore, make_backend
 from etc_ros.nodes import messages as M
-from etc_ros.nodes.common import GraphNode, JOINT_STATES_QOS, LATCHED, RELIABLE, run_nodes
+from etc_ros.nodes.common import (GraphNode, JOINT_STATES_QOS, LATCHED, RELIABLE,
+                                  init_default_context_without_signal_handlers, run_nodes)
 from etc_ros.nodes.graph import TOPICS, load_safety_limits
 
 
@@ -35,7 +36,8 @@ class DriverNode(GraphNode):
         if backend is None:
             backend = make_backend(self.p("backend"), env=env, lock=lock, robot_model=self.p("robot_model"),
                                    fake_tau=float(self.p("fake_tau")), moving_time=float(self.p("moving_time")),
-                                   accel_time=float(self.p("accel_time")), service_probe=self._service_appears)
+                                   accel_time=float(self.p("accel_time")), service_probe=self._service_appears,
+                                   prepare_ros=init_default_context_without_signal_handlers)
         if guard is None:
             from etc_ros.safety import JointCommandGuard
 
