@@ -466,6 +466,10 @@ class DriverCore:
             self._become_ready(now)
 
     # -- commands
+    def _from_measured(self, q) -> float:
+        """Largest joint distance [rad] of `q` from the joints the backend measures now."""
+        return float(np.max(np.abs(np.asarray(q, dtype=float) - self.backend.read()[0])))
+
     @property
     def ready(self) -> bool:
         return self.state == "ready"
@@ -506,16 +510,14 @@ class DriverCore:
         if self._await_anchor:
             # after (re)becoming ready the sender must re-anchor on the joints measured now; its commands until then
             # (e.g. braking a pose from before a re-sync, sent before it saw /driver/ready toggle) are stale
-            q_meas, _ = self.backend.read()
-            dev = float(np.max(np.abs(np.asarray(qa, dtype=float) - q_meas)))
+            dev = self._from_measured(qa)
             if dev > self.anchor_tolerance:
                 self.superseded += 1
                 return False, (f"superseded: the first command after the driver became ready must start at the "
                                f"measured joints (it is {dev:.3f} rad away)")
             anchor = True
         elif dt == 0 and elapsed is not None and stamp - self._last_anchor >= self.anchor_interval:
-            q_meas, _ = self.backend.read()
-            anchor = bool(np.max(np.abs(np.asarray(qa, dtype=float) - q_meas)) <= self.anchor_tolerance)
+            anchor = self._from_measured(qa) <= self.anchor_tolerance
         if anchor:  # at the measured joints: no motion commanded, the velocity reference restarts there
             ok, reason = self.guard.check(qa)
             v_new = np.zeros(N) if ok else None

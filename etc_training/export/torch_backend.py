@@ -9,7 +9,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from etc_ros.bundle import check_processor_copies
 from etc_ros.core.errors import BundleError
 
 
@@ -25,7 +24,6 @@ class TorchPolicy:
         if d is None or not (d / "vla.json").is_file():
             raise BundleError(f"{info.root}: this bundle has no PyTorch checkpoint (exported with --no-torch); "
                               "backend 'torch' is not available for it")
-        check_processor_copies(info)  # (load_processor ran it already; kept for direct constructions)
         if threads:
             torch.set_num_threads(int(threads))
         self.policy = VLAPolicy.load(d, device=device).eval()

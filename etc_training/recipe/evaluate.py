@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -168,64 +169,68 @@ def miss_summary(episodes: Sequence[dict]) -> dict:
 ROLLOUTS = ("direct", "executor")
 
 
+@functools.lru_cache(maxsize=1)
+def _executor_setup() -> tuple[dict, Any]:
+    """The simulated graph's executor settings (config files) and the arm's kinematics (URDF): read once per
+    process, not once per episode."""
+    from etc_ros.core.kinematics import WidowXKinematics
+    from etc_ros.nodes.graph import sim_rollout_settings
+
+    return sim_rollout_settings(), WidowXKinematics.from_urdf()
+
+
 def _executor_rollout(policy, env, cams: Sequence[str], instr: str, obs: dict, latency: float, frames: list | None,
-                      settings: dict | None = None, on_step: Callable[[Any, dict], None] | None = None) -> dict:
+                      on_step: Callable[[Any, dict], None] | None = None) -> dict:
     """The ROS graph's execution in simulated time: a chunk from each policy step's observation, offered to the
     SafetyExecutor `latency` s later; the executor ticks at control_hz on the measured joints and its commands
     drive the servos (with the driver's servo profile). Same episode length and success test as `direct`."""
-    from etc_ros.nodes.graph import sim_rollout_settings
     from etc_ros.safety import SafetyExecutor
 
-    st = settings or sim_rollout_settings()
-    ex = SafetyExecutor(None, st["safety_limits"], mode=st["mode"], align=st["align"], control_hz=st["control_hz"],
+    st, kin = _executor_setup()
+    ex = SafetyExecutor(kin, st["safety_limits"], mode=st["mode"], align=st["align"], control_hz=st["control_hz"],
                         policy_hz=st["policy_hz"])
+    dt = 1.0 / st["control_hz"]
+    ticks_per_step = int(round(st["control_hz"] / st["policy_hz"]))
+    lat_ticks = int(round(max(0.0, float(latency)) / dt))
     profile = env.servo_profile
     env.set_servo_profile(*st["servo_profile"])
-    try:
-        return _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex, on_step)
-    finally:
-        env.set_servo_profile(*profile)  # the world is reused by the next (maybe direct) episode
-
-
-def _executor_ticks(policy, env, cams, instr, obs, latency, frames, st, ex, on_step=None) -> dict:
-    dt, period = 1.0 / st["control_hz"], 1.0 / st["policy_hz"]
-    ticks_per_step = int(round(period / dt))
-    lat_ticks = int(round(max(0.0, float(latency)) / dt))
     q, g = env.joint_state()
     ex.reset(q, g, 0.0)
-    n_ticks = int(env.cfg.max_steps) * ticks_per_step
     pending: list[tuple[int, np.ndarray, float]] = []  # (tick it arrives, chunk, observation time)
-    out = {"success": False, "steps": 0, "chunks": 0, "invalid": 0, "first_close": None}
-    for k in range(n_ticks):
-        t = k * dt
-        if k % ticks_per_step == 0:
-            o = obs if k == 0 else env.observation()
-            imgs = [o["images"][c] for c in cams]
-            chunk, ok = policy.predict_chunk(imgs if len(imgs) > 1 else imgs[0], o["state"], instr, return_valid=True)
-            out["chunks"] += 1
-            out["invalid"] += int(not ok)
-            pending.append((k + lat_ticks, np.asarray(chunk, dtype=float), t))
-            if frames is not None and k:
-                frames.append(o["images"][cams[0]])
-        while pending and pending[0][0] <= k:
-            _, chunk, t_obs = pending.pop(0)
-            ex.submit_chunk(chunk, t_obs, t)  # a NaN / out-of-range chunk is rejected: the arm holds
-        q, g = env.joint_state()
-        cmd = ex.tick(t, q, g, camera_stamp=t)
-        if cmd.execute:
-            if out["first_close"] is None and cmd.gripper < 0.5 <= g:
-                s = env.state()
-                out["first_close"] = close_geometry(env, {"ee_pose": env.ee_pose(), "state": s}, k // ticks_per_step)
-            env.set_joint_targets(cmd.q, cmd.gripper)
-        env.advance(dt)
-        if (k + 1) % ticks_per_step == 0:
-            out["steps"] += 1
-            if on_step is not None:
-                on_step(env, None)
-        if env.is_success():
-            out["success"] = True
-            out["steps"] = k // ticks_per_step + 1
-            break
+    out = {"success": False, "steps": 0, "chunks": 0, "invalid_chunks": 0, "first_close": None}
+    try:
+        for k in range(int(env.cfg.max_steps) * ticks_per_step):
+            t = k * dt
+            if k % ticks_per_step == 0:
+                o = obs if k == 0 else env.observation()
+                imgs = [o["images"][c] for c in cams]
+                chunk, ok = policy.predict_chunk(imgs if len(imgs) > 1 else imgs[0], o["state"], instr,
+                                                 return_valid=True)
+                out["chunks"] += 1
+                out["invalid_chunks"] += int(not ok)
+                pending.append((k + lat_ticks, np.asarray(chunk, dtype=float), t))
+                if frames is not None and k:
+                    frames.append(o["images"][cams[0]])
+            while pending and pending[0][0] <= k:
+                _, chunk, t_obs = pending.pop(0)
+                ex.submit_chunk(chunk, t_obs, t)  # a NaN / out-of-range chunk is rejected: the arm holds
+            q, g = env.joint_state()
+            cmd = ex.tick(t, q, g, camera_stamp=t)
+            if cmd.execute:
+                if out["first_close"] is None and cmd.gripper < 0.5 <= g:
+                    out["first_close"] = close_geometry(env, {"ee_pose": env.ee_pose()}, k // ticks_per_step)
+                env.set_joint_targets(cmd.q, cmd.gripper)
+            env.advance(dt)
+            if (k + 1) % ticks_per_step == 0:
+                out["steps"] += 1
+                if on_step is not None:
+                    on_step(env, None)
+            if env.is_success():
+                out["success"] = True
+                out["steps"] = k // ticks_per_step + 1
+                break
+    finally:
+        env.set_servo_profile(*profile)  # the world is reused by the next (maybe direct) episode
     out["executor"] = {key: v for key, v in ex.diagnostics().items()
                        if key in ("rejections", "clamps", "holds", "ik_failures", "reanchors")}
     return out
@@ -246,13 +251,10 @@ def rollout(env, policy, cams: Sequence[str], seed: int, split: str = "train", f
     if frames is not None:
         frames.append(obs["images"][cams[0]])
     timed = _TimedPolicy(policy)
-    out: dict = {}
     if how == "executor":
         r = _executor_rollout(timed, env, cams, instr, obs, float(latency_s), frames, on_step=on_step)
-        success, steps, chunks, invalid, first_close = (r["success"], r["steps"], r["chunks"], r["invalid"],
-                                                        r["first_close"])
-        out["executor"] = r["executor"]
-    elif how == "direct":
+        return {**r, "instruction": instr, "family": env.task.family, "predict_ms": timed.ms}
+    if how == "direct":
         success, steps, invalid, chunks = False, 0, 0, 0
         first_close: dict | None = None
         H = max(1, int(exec_horizon))
@@ -281,8 +283,7 @@ def rollout(env, policy, cams: Sequence[str], seed: int, split: str = "train", f
     else:
         raise RecipeError(f"rollout {how!r} is not one of {list(ROLLOUTS)}")
     return {"success": bool(success), "steps": steps, "chunks": chunks, "invalid_chunks": invalid,
-            "instruction": instr, "family": env.task.family, "first_close": first_close,
-            "predict_ms": timed.ms, **out}
+            "instruction": instr, "family": env.task.family, "first_close": first_close, "predict_ms": timed.ms}
 
 
 class _TimedPolicy:
