@@ -22,7 +22,7 @@ from rclpy.executors import MultiThreadedExecutor
 from etc_ros.core.config import load_config
 from etc_ros.core.errors import UserError
 from etc_ros.nodes.camera_node import CameraNode
-from etc_ros.nodes.common import isolate_ros_env
+from etc_ros.nodes.common import isolate_ros_env, stop_producers
 from etc_ros.nodes.driver_node import DriverNode
 from etc_ros.nodes.graph import BringupConfig, node_parameters, plan_graph
 from etc_ros.nodes.instruction_node import InstructionNode
@@ -190,13 +190,7 @@ class Graph:
     def _teardown(self) -> None:
         self._stopping = True
         # stop the producers first (capture and inference threads), then the executor, then the nodes
-        for n in self.nodes.values():
-            for stop in (getattr(n, "stop", None), getattr(getattr(n, "worker", None), "stop", None)):
-                if callable(stop):
-                    try:
-                        stop()
-                    except Exception:
-                        pass
+        stop_producers(list(self.nodes.values()))
         for n in list(self.nodes.values()):  # no new callbacks for nodes about to be destroyed
             try:
                 self.executor.remove_node(n)

@@ -103,6 +103,7 @@ def run_nodes(make_nodes, args: list[str] | None = None, threads: int = 2, park=
                 park(nodes)
             except Exception as e:  # noqa: BLE001 - report, then still clean up
                 nodes[0].get_logger().error(f"could not park the arm: {e}")
+        stop_producers(nodes)
         if ex is not None:
             ex.shutdown()
         for n in nodes[::-1]:
@@ -124,3 +125,15 @@ def init_default_context_without_signal_handlers() -> None:
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     except ImportError:  # pragma: no cover - pre-Humble rclpy
         rclpy.init()
+
+
+def stop_producers(nodes) -> None:
+    """Stop the threads that publish outside the executor (camera capture, policy inference) before the nodes are
+    destroyed: a publish racing destroy_node raises 'cannot use Destroyable', and the process exits with 1."""
+    for n in nodes:
+        for stop in (getattr(n, "stop", None), getattr(getattr(n, "worker", None), "stop", None)):
+            if callable(stop):
+                try:
+                    stop()
+                except Exception:  # noqa: BLE001 - stopping is best effort; destruction follows anyway
+                    pass
