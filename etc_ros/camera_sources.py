@@ -4,7 +4,9 @@ A source has open() / read() / close(). `read()` returns a Frame (RGB uint8 HxWx
 metres) or raises CameraError when the device is gone; the node never sees driver exceptions.
 
 - RealSenseSource: Intel RealSense through pyrealsense2 (imported lazily), color 640x480 @ 30 by default,
-  optional depth aligned to color.
+  optional depth aligned to color. Each frame carries its capture time on the host clock when the device's
+  timestamp domain is one (system_time, global_time); a hardware_clock timestamp (the camera's own clock) is
+  never passed off as host time: such frames carry only their receive time.
 - OpenCVSource: UVC cameras through OpenCV (imported lazily), BGR converted to RGB.
 - SimCameraSource: renders a camera of the MuJoCo world (any object with render(camera) and camera_model(name)).
 - FakeCameraSource: synthetic frames; fails to open / read N times on request (tests of the reconnect logic).
@@ -31,11 +33,56 @@ class CameraError(UserError):
     """The camera cannot be opened or stopped delivering frames (unplugged, busy, wrong id...)."""
 
 
+# librealsense timestamp domains (rs2_timestamp_domain); get_timestamp() is in milliseconds in all of them
+HOST_CLOCK_DOMAINS = ("system_time", "global_time")  # ms since the epoch of the host's system clock
+# system_time: measured on the host clock; global_time: the camera clock converted to the host clock by
+# librealsense (which keeps measuring the offset); hardware_clock: the camera's own clock (arbitrary origin).
+MAX_CAPTURE_AGE = 1.0  # s: an older capture time means a clock mapping gone wrong; the receive time is used
+
+
 @dataclass
 class Frame:
     image: np.ndarray  # (H, W, 3) uint8, RGB
     depth: np.ndarray | None = None  # (H, W) float32 metres aligned to `image`, 0 = no reading
     device_time: float | None = None  # the device's own timestamp [s] when it has one (not the ROS stamp)
+    capture_time: float | None = None  # capture time on the host wall clock (time.time() seconds), when known
+    receive_time: float | None = None  # host wall clock (time.time()) when the frame reached this process
+    time_domain: str = ""  # the device timestamp's domain ('' = no device timestamp)
+
+
+def frame_stamp(frame: Frame, node_now: float, wall_now: float,
+                max_age: float = MAX_CAPTURE_AGE) -> tuple[float, str, str]:
+    """Stamp on the node's clock for `frame`: (stamp, source, note). node_now / wall_now: the node's clock (ROS time)
+    and time.time(), read together; the host wall-clock times of the frame are mapped by their age, so the node's
+    clock may differ from the wall clock (offset or simulated time). source: 'capture' (the device's capture time),
+    'receive' (the host receive time: no host-clock capture time, or an implausible one, said in note) or 'now'.
+    Never after node_now."""
+    note = ""
+    if frame.capture_time is not None:
+        age = float(wall_now) - float(frame.capture_time)
+        if not np.isfinite(age):
+            note = f"capture time {frame.capture_time!r} is not a number"
+        elif age < -0.005:  # a few ms of rounding are fine; more means the clocks disagree
+            note = f"capture time {-age * 1000:.1f} ms after now ({frame.time_domain})"
+        elif age > max_age:
+            note = f"capture time {age:.3f} s old > {max_age:g} s ({frame.time_domain})"
+        else:
+            return float(node_now) - max(0.0, age), "capture", ""
+    elif frame.time_domain and frame.time_domain not in HOST_CLOCK_DOMAINS:
+        note = f"device timestamp domain {frame.time_domain} is not the host clock"
+    if frame.receive_time is not None:
+        age = float(wall_now) - float(frame.receive_time)
+        if np.isfinite(age):
+            return float(node_now) - min(max(0.0, age), max_age), "receive", note
+    return float(node_now), "now", note
+
+
+def timestamp_domain_name(domain: Any) -> str:
+    """'system_time' for pyrealsense2's timestamp_domain.system_time (or the enum's value printed otherwise)."""
+    name = getattr(domain, "name", None)
+    if not isinstance(name, str) or not name:
+        name = str(domain)
+    return name.rsplit(".", 1)[-1].strip().lower()
 
 
 class CameraSource:
@@ -147,6 +194,7 @@ class RealSenseSource(CameraSource):
             frames = self._pipe.wait_for_frames(self.timeout_ms)
         except RuntimeError as e:  # timeout or device removed
             raise CameraError(f"RealSense {self.serial or '(any)'}: no frame: {e}") from e
+        received = time.time()
         if self._align is not None:
             frames = self._align.process(frames)
         color = frames.get_color_frame()
@@ -158,7 +206,10 @@ class RealSenseSource(CameraSource):
             d = frames.get_depth_frame()
             if d:
                 depth = np.asanyarray(d.get_data()).astype(np.float32) * self._scale
-        return Frame(img, depth, float(color.get_timestamp()) / 1000.0)
+        ts = float(color.get_timestamp()) / 1000.0  # ms -> s
+        domain = timestamp_domain_name(color.get_frame_timestamp_domain())
+        return Frame(img, depth, ts, capture_time=ts if domain in HOST_CLOCK_DOMAINS else None,
+                     receive_time=received, time_domain=domain)
 
     def _close(self) -> None:
         if self._pipe is not None:

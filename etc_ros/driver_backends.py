@@ -5,8 +5,15 @@ Backends (same small interface: start / read / command / update / stop):
 - SimBackend: the MuJoCo world (`set_joint_targets(q6, gripper)`, `advance(dt)`, `joint_state()`), advanced in
   real time by the driver's timer; a lock shared with the simulated camera serializes physics and rendering.
 - InterbotixBackend: `InterbotixManipulatorXS` from interbotix_xs_modules (ROS 2 Humble install on the robot PC),
-  imported only when selected. Arm in position mode (time-based profile), gripper in PWM mode driven through
-  grasp()/release() when the commanded opening crosses 0.5.
+  imported only when selected. Arm in position mode (time-based profile). Gripper per `gripper_mode`:
+  'position' (default, what the policy was trained on: the simulated gripper is a position actuator tracking the
+  commanded opening) puts the gripper servo in xs_sdk's linear_position mode and streams the finger separation
+  the opening stands for; 'binary' keeps it in PWM mode and calls grasp()/release() when the commanded opening
+  crosses 0.5. Joint states come with xs_sdk's own header stamp and the servos' measured velocities.
+
+Every backend's measure() returns a JointMeasurement: q, gripper and, when the hardware reports them, the time of
+the measurement and the measured joint velocities (the driver node republishes those instead of "now" and a finite
+difference). gripper_mode 'binary' thresholds the opening at 0.5 on the fake and sim backends too.
 
 DriverCore owns a backend and:
 - on start, moves from the measured pose to the start pose (ready/home/sleep/none), on stop to the stop pose,
@@ -28,6 +35,7 @@ from etc_ros.core import spec
 from etc_ros.core.errors import UserError
 
 BACKENDS = ("fake", "sim", "interbotix")
+GRIPPER_MODES = ("position", "binary")  # position: continuous opening set point; binary: open/close at 0.5
 POSES = {"home": spec.HOME_POSE, "ready": spec.READY_POSE, "sleep": spec.SLEEP_POSE}
 N = len(spec.JOINT_NAMES)
 
@@ -104,6 +112,29 @@ def plan_joint_move(q0, q1, vmax: float, amax: float, g0: float = 1.0, g1: float
 
 
 # ---------------------------------------------------------------------------------------------------- backends
+def check_gripper_mode(mode: str) -> str:
+    m = str(mode or "").strip().lower()
+    if m not in GRIPPER_MODES:
+        raise DriverError(f"gripper_mode {mode!r} is not one of {list(GRIPPER_MODES)}")
+    return m
+
+
+def binary_gripper(g: float) -> float:
+    """gripper_mode 'binary': fully open at a commanded opening >= 0.5, else closed."""
+    return 1.0 if float(g) >= 0.5 else 0.0
+
+
+@dataclass
+class JointMeasurement:
+    """What a backend measured: arm joints q (6,) [rad], gripper opening [0, 1], and when the hardware reports them
+    the measurement time `stamp` [s, ROS time of this machine] and the arm joint velocities (6,) [rad/s]."""
+
+    q: np.ndarray
+    gripper: float
+    stamp: float | None = None  # None: unknown (the reader's clock at the read is the best estimate)
+    velocity: np.ndarray | None = None  # None: not measured
+
+
 class DriverBackend:
     name = "base"
 
@@ -113,6 +144,11 @@ class DriverBackend:
     def read(self) -> tuple[np.ndarray, float]:
         """Measured (q (6,), gripper opening in [0, 1])."""
         raise NotImplementedError
+
+    def measure(self) -> JointMeasurement:
+        """The latest measurement with its time and velocities when the backend knows them (default: neither)."""
+        q, g = self.read()
+        return JointMeasurement(q, g)
 
     def command(self, q: np.ndarray, gripper: float) -> None:
         raise NotImplementedError
@@ -129,9 +165,10 @@ class FakeBackend(DriverBackend):
 
     name = "fake"
 
-    def __init__(self, q0=None, gripper0: float = 1.0, tau: float = 0.05):
+    def __init__(self, q0=None, gripper0: float = 1.0, tau: float = 0.05, gripper_mode: str = "position"):
         if not tau > 0:
             raise DriverError(f"fake backend tau must be > 0, got {tau}")
+        self.gripper_mode = check_gripper_mode(gripper_mode)
         self.q = _vec6(spec.SLEEP_POSE if q0 is None else q0, "fake backend start pose").copy()
         self.g = float(gripper0)
         self.q_target = self.q.copy()
@@ -144,7 +181,7 @@ class FakeBackend(DriverBackend):
 
     def command(self, q: np.ndarray, gripper: float) -> None:
         self.q_target = np.asarray(q, dtype=float).copy()
-        self.g_target = float(gripper)
+        self.g_target = binary_gripper(gripper) if self.gripper_mode == "binary" else float(gripper)
         self.commands += 1
 
     def update(self, dt: float) -> None:
@@ -161,11 +198,14 @@ class SimBackend(DriverBackend):
     name = "sim"
 
     def __init__(self, env: Any, lock: Any = None, max_step: float = 0.05, moving_time: float | None = None,
-                 accel_time: float | None = None):
+                 accel_time: float | None = None, gripper_mode: str = "position"):
         """moving_time / accel_time: the servo profile written to the simulated servos, as the interbotix
-        backend writes it to the real ones (None: the world's own profile)."""
+        backend writes it to the real ones (None: the world's own profile). gripper_mode: 'position' = the world's
+        own gripper (a position actuator, what the policies were trained on); 'binary' = open/close at 0.5, to
+        try the real robot's binary gripper in simulation."""
         import threading
 
+        self.gripper_mode = check_gripper_mode(gripper_mode)
         if env is None:
             raise DriverError("sim backend needs a simulated world")
         for m in ("set_joint_targets", "advance", "joint_state"):
@@ -188,8 +228,9 @@ class SimBackend(DriverBackend):
         return np.asarray(q, dtype=float).copy(), float(g)
 
     def command(self, q: np.ndarray, gripper: float) -> None:
+        g = binary_gripper(gripper) if self.gripper_mode == "binary" else float(gripper)
         with self.lock:
-            self.env.set_joint_targets(np.asarray(q, dtype=float), float(gripper))
+            self.env.set_joint_targets(np.asarray(q, dtype=float), g)
 
     def update(self, dt: float) -> None:
         # a late timer must not make the world jump: at most max_step of simulated time per call
@@ -205,13 +246,19 @@ class InterbotixBackend(DriverBackend):
 
     name = "interbotix"
 
+    GRIPPER = "gripper"  # the gripper servo's name in xs_sdk's motor config (and its JointSingleCommand name)
+    GRIPPER_DEADBAND = 1e-3  # opening change [0, 1] below which the gripper set point is not rewritten
+
     def __init__(self, robot_model: str = spec.ROBOT_MODEL, moving_time: float = 0.2, accel_time: float = 0.1,
                  service_probe: Callable[[str, float], bool] | None = None, detect_timeout: float = 10.0,
-                 prepare_ros: Callable[[], None] | None = None):
+                 prepare_ros: Callable[[], None] | None = None, gripper_mode: str = "position"):
         """service_probe(name, timeout) -> whether the ROS service `name` appeared within timeout s (the driver
         node passes one that reads the ROS graph): the Interbotix core would otherwise wait forever for xs_sdk
         inside its constructor. prepare_ros(): called before the Interbotix API is built (the driver node passes
-        etc_ros.nodes.common.init_default_context_without_signal_handlers; this module stays free of rclpy)."""
+        etc_ros.nodes.common.init_default_context_without_signal_handlers; this module stays free of rclpy).
+        gripper_mode: 'position' (continuous, xs_sdk linear_position mode) or 'binary' (PWM grasp/release at 0.5);
+        either way the gripper's operating mode is written at start (xs_sdk keeps the last mode it was given)."""
+        self.gripper_mode = check_gripper_mode(gripper_mode)
         self.prepare_ros = prepare_ros
         self.robot_model = robot_model
         self.service_probe = service_probe
@@ -222,6 +269,8 @@ class InterbotixBackend(DriverBackend):
         self._q_cmd: np.ndarray | None = None
         self._g_cmd = 1.0
         self._gripper_open: bool | None = None
+        self._g_written: float | None = None  # position mode: the last opening written to the gripper servo
+        self.gripper_writes = 0
         self._shutdown: Callable[[], None] | None = None
         self.api_refusals = 0  # goals the Interbotix API itself refused (set_joint_positions returned False)
 
@@ -263,6 +312,23 @@ class InterbotixBackend(DriverBackend):
         except Exception as e:  # service missing / refused
             raise DriverError(f"cannot write the arm's servo profile ({self.moving_time} s / {self.accel_time} s) "
                               f"through xs_sdk's set_operating_modes: {e}") from e
+        # The gripper's mode, explicitly: xs_sdk keeps whatever mode it was last given, and a PWM value sent to a
+        # gripper left in a position mode by an earlier run (or a position sent in PWM mode) would be nonsense.
+        # position: linear_position, where a JointSingleCommand's cmd is the distance between the fingers [m]
+        # and xs_sdk converts it to the servo angle with the horn radius / arm length of its motor config (the
+        # geometry it also reports left_finger with); no motion profile (velocity-based, 0 = unlimited), like
+        # the simulated gripper, which moves as fast as its actuator allows.
+        # binary: PWM, the mode upstream's grasp()/release() drive.
+        try:
+            if self.gripper_mode == "position":
+                self.bot.core.robot_set_operating_modes("single", self.GRIPPER, "linear_position",
+                                                        profile_type="velocity", profile_velocity=0,
+                                                        profile_acceleration=0)
+            else:
+                self.bot.core.robot_set_operating_modes("single", self.GRIPPER, "pwm")
+        except Exception as e:  # service missing / refused
+            raise DriverError(f"cannot set the gripper to gripper_mode {self.gripper_mode!r} through xs_sdk's "
+                              f"set_operating_modes: {e}") from e
         # The ROS 2 API spins its own node: constructors with start_on_init already called robot_startup(); the
         # Humble one exposes only the module-level robot_startup. Its robot_shutdown / bot.shutdown() end with
         # rclpy.shutdown() of the shared default context, so stop() never calls them: it only destroys the
@@ -286,18 +352,41 @@ class InterbotixBackend(DriverBackend):
                 pass
 
     def read(self) -> tuple[np.ndarray, float]:
+        m = self.measure()
+        return m.q, m.gripper
+
+    def measure(self) -> JointMeasurement:
+        """The latest sensor_msgs/JointState xs_sdk published (upstream keeps it in core.joint_states, replaced
+        under core.js_mutex): positions, the servos' measured velocities and xs_sdk's header stamp (its ROS
+        clock when it read the servos; same machine, same clock as the driver node)."""
         core = getattr(self.bot, "core", None)
-        js = getattr(core, "joint_states", None)
         idx = getattr(core, "js_index_map", None)
+        mutex = getattr(core, "js_mutex", None)
+        if mutex is not None:
+            with mutex:
+                js = getattr(core, "joint_states", None)
+        else:
+            js = getattr(core, "joint_states", None)
         if js is not None and idx:
             pos = list(js.position)
             q = np.array([pos[idx[n]] for n in spec.JOINT_NAMES], dtype=float)
             g = float(spec.gripper_from_finger(pos[idx[spec.GRIPPER_JOINT]])) if spec.GRIPPER_JOINT in idx \
                 else self._g_cmd
-            return q, g
+            vel = list(getattr(js, "velocity", None) or ())
+            v = None
+            if all(idx[n] < len(vel) for n in spec.JOINT_NAMES):
+                v = np.array([vel[idx[n]] for n in spec.JOINT_NAMES], dtype=float)
+                if not np.all(np.isfinite(v)):
+                    v = None
+            st = getattr(getattr(js, "header", None), "stamp", None)
+            stamp = None
+            if st is not None:
+                t = float(getattr(st, "sec", 0)) + 1e-9 * float(getattr(st, "nanosec", 0))
+                stamp = t if t > 0 and math.isfinite(t) else None  # 0: never stamped
+            return JointMeasurement(q, g, stamp, v)
         if self._q_cmd is None:
             self._q_cmd = np.asarray(self.bot.arm.get_joint_commands(), dtype=float)
-        return self._q_cmd.copy(), self._g_cmd
+        return JointMeasurement(self._q_cmd.copy(), self._g_cmd)
 
     def command(self, q: np.ndarray, gripper: float) -> None:
         ok = self.bot.arm.set_joint_positions(list(map(float, q)), moving_time=self.moving_time,
@@ -307,6 +396,14 @@ class InterbotixBackend(DriverBackend):
         else:
             self._q_cmd = np.asarray(q, dtype=float).copy()
         self._g_cmd = float(gripper)
+        if self.gripper_mode == "position":
+            g = min(1.0, max(0.0, float(gripper)))
+            if self._g_written is None or abs(g - self._g_written) > self.GRIPPER_DEADBAND:
+                # linear_position: distance between the fingers = 2 x left_finger (right_finger = -left_finger)
+                self.bot.core.robot_write_joint_command(self.GRIPPER, 2.0 * float(spec.finger_from_gripper(g)))
+                self._g_written = g
+                self.gripper_writes += 1
+            return
         want_open = gripper >= 0.5
         if want_open != self._gripper_open:
             (self.bot.gripper.release if want_open else self.bot.gripper.grasp)(delay=0.0)
@@ -320,19 +417,20 @@ class InterbotixBackend(DriverBackend):
 def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: str = spec.ROBOT_MODEL,
                  fake_tau: float = 0.05, moving_time: float = 0.2, accel_time: float = 0.1,
                  service_probe: Callable[[str, float], bool] | None = None,
-                 prepare_ros: Callable[[], None] | None = None) -> DriverBackend:
+                 prepare_ros: Callable[[], None] | None = None, gripper_mode: str = "position") -> DriverBackend:
     name = (name or "").strip().lower()
+    gripper_mode = check_gripper_mode(gripper_mode)
     if name == "fake":
-        return FakeBackend(tau=fake_tau)
+        return FakeBackend(tau=fake_tau, gripper_mode=gripper_mode)
     if name == "sim":
         if env is None:
             raise DriverError("backend 'sim' runs inside the sim_robot node (use_sim:=true), which owns the world")
-        return SimBackend(env, lock, moving_time=moving_time, accel_time=accel_time)
+        return SimBackend(env, lock, moving_time=moving_time, accel_time=accel_time, gripper_mode=gripper_mode)
     if name == "interbotix":
         if robot_model != spec.ROBOT_MODEL:
             raise DriverError(f"robot_model {robot_model!r} is not supported; this stack is for {spec.ROBOT_MODEL!r}")
         return InterbotixBackend(robot_model, moving_time, accel_time, service_probe=service_probe,
-                                 prepare_ros=prepare_ros)
+                                 prepare_ros=prepare_ros, gripper_mode=gripper_mode)
     raise DriverError(f"unknown driver backend {name!r}; expected one of {list(BACKENDS)}")
 
 
@@ -396,6 +494,7 @@ class DriverCore:
         self.anchors = 0  # re-anchor commands accepted
         self.superseded = 0  # commands stamped before the driver (re)became ready: for the arm before a reset
         self._await_anchor = False
+        self.measurement: JointMeasurement | None = None  # the latest, from update()
 
     # -- helpers
     def _pose(self, name: str) -> np.ndarray:
@@ -545,7 +644,8 @@ class DriverCore:
 
     # -- periodic
     def update(self, now: float) -> tuple[np.ndarray, float]:
-        """Advance moves and the backend's dynamics to `now`; returns the measured (q, gripper)."""
+        """Advance moves and the backend's dynamics to `now`; returns the measured (q, gripper). The whole
+        measurement (with its stamp and velocities when the backend has them) is left in self.measurement."""
         dt = 0.0 if self.last_update is None else max(0.0, now - self.last_update)
         self.last_update = now
         if self.move is not None and self.state in ("starting", "stopping"):
@@ -556,7 +656,10 @@ class DriverCore:
                 self.move = None
                 self._settle_t0 = now
         self.backend.update(dt)
-        q, g = self.backend.read()
+        measure = getattr(self.backend, "measure", None)
+        m = measure() if callable(measure) else JointMeasurement(*self.backend.read())
+        self.measurement = m
+        q, g = m.q, m.gripper
         if self.state in ("starting", "stopping") and self.move is None and self.q_target is not None:
             # the move is over once the arm is there (or after settle_timeout: slow servos, tracking offset)
             if float(np.max(np.abs(q - self.q_target))) <= self.settle_tol or \
@@ -577,6 +680,7 @@ class DriverCore:
             "last_refusal": self.last_refusal,
             "superseded_commands": self.superseded,
             "backend_refusals": int(getattr(self.backend, "api_refusals", 0)),
+            "gripper_mode": str(getattr(self.backend, "gripper_mode", "position")),
             "anchors": self.anchors,
         }
 

@@ -524,83 +524,10 @@ def test_parameter_files_are_declared_by_their_nodes(tmp_path):
 
 def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     """The real package is not installed here: a stub with the documented API checks the calls we make."""
-    import sys
-    import types
+    from interbotix_stub import install_interbotix_stub, xs_finger_from_angle
 
     calls, inits = [], []
-
-    class Arm:
-        """Upstream (Humble) semantics: __init__ stores the times BEFORE set_trajectory_time, which writes the
-        profile registers only when a value changes; set_joint_positions returns False and publishes nothing
-        when its own joint-limit check fails."""
-
-        def __init__(self, core, moving_time, accel_time):
-            self.core, self.moving_time, self.accel_time = core, moving_time, accel_time
-            self.set_trajectory_time(moving_time, accel_time)  # writes nothing: the values are the stored ones
-
-        def set_trajectory_time(self, moving_time=None, accel_time=None):
-            if moving_time is not None and moving_time != self.moving_time:
-                self.moving_time = moving_time
-                self.core.registers["Profile_Velocity"] = int(moving_time * 1000)
-            if accel_time is not None and accel_time != self.accel_time:
-                self.accel_time = accel_time
-                self.core.registers["Profile_Acceleration"] = int(accel_time * 1000)
-
-        def set_joint_positions(self, q, moving_time=None, accel_time=None, blocking=True):
-            if any(abs(v) > 3.2 for v in q):
-                return False
-            self.set_trajectory_time(moving_time, accel_time)
-            calls.append(("arm", list(q), moving_time, accel_time, blocking))
-            return True
-
-    class Gripper:
-        def grasp(self, delay=1.0):
-            calls.append(("grasp", delay))
-
-        def release(self, delay=1.0):
-            calls.append(("release", delay))
-
-    class Core:
-        def __init__(self):
-            names = list(spec.JOINT_NAMES) + ["gripper", "left_finger", "right_finger"]
-            self.js_index_map = {n: i for i, n in enumerate(names)}
-            self.joint_states = types.SimpleNamespace(position=list(spec.SLEEP_POSE) + [0.0, 0.026, -0.026])
-            # what xs_sdk loads from modes.yaml at startup (time-based profile, ms)
-            self.registers = {"Profile_Velocity": 2000, "Profile_Acceleration": 300}
-
-        def robot_set_operating_modes(self, cmd_type, name, mode, profile_type="velocity", profile_velocity=0,
-                                      profile_acceleration=0):
-            calls.append(("modes", cmd_type, name, mode, profile_type))
-            self.registers = {"Profile_Velocity": profile_velocity, "Profile_Acceleration": profile_acceleration}
-
-    class Node:
-        def destroy_node(self):
-            calls.append(("destroy_node",))
-
-    class Bot:
-        """Humble: the node is created after `if not rclpy.ok(): rclpy.init()` (a plain init installs rclpy's
-        handlers, which shut down every context on SIGINT); shutdown() ends with rclpy.shutdown()."""
-
-        def __init__(self, robot_model, group_name, gripper_name, moving_time, accel_time, iterative_update_fk=True):
-            import rclpy
-
-            calls.append(("init", robot_model, group_name, gripper_name, moving_time, accel_time))
-            inits.append((rclpy.ok(), iterative_update_fk))
-            self.core = Core()
-            self.core.robot_node = Node()
-            self.arm, self.gripper = Arm(self.core, moving_time, accel_time), Gripper()
-
-        def start(self):
-            pass
-
-        def shutdown(self):
-            calls.append(("rclpy.shutdown",))
-
-    for name in ("interbotix_xs_modules", "interbotix_xs_modules.xs_robot"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    mod = types.ModuleType("interbotix_xs_modules.xs_robot.arm")
-    mod.InterbotixManipulatorXS = Bot
-    monkeypatch.setitem(sys.modules, "interbotix_xs_modules.xs_robot.arm", mod)
+    install_interbotix_stub(monkeypatch, calls, inits)
 
     asked = []
     absent = make_backend("interbotix", service_probe=lambda name, t: asked.append((name, t)) or False)
@@ -616,7 +543,8 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     from etc_ros.nodes.common import init_default_context_without_signal_handlers
 
     b = make_backend("interbotix", moving_time=0.04, accel_time=0.02, service_probe=lambda name, t: True,
-                     prepare_ros=init_default_context_without_signal_handlers)  # what the driver node passes
+                     prepare_ros=init_default_context_without_signal_handlers,  # what the driver node passes
+                     gripper_mode="binary")
     try:
         b.start()
         # the default context was up before upstream looked (so it skipped its own init), and without rclpy's
@@ -630,15 +558,18 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     # the profile reached the servos (upstream alone would leave the 2000 / 300 ms startup profile)
     assert calls[1] == ("modes", "group", "arm", "position", "time")
     assert b.bot.core.registers == {"Profile_Velocity": 40, "Profile_Acceleration": 20}
+    # binary: the gripper explicitly in PWM mode (xs_sdk keeps the mode an earlier run left)
+    assert calls[2] == ("modes", "single", "gripper", "pwm", "velocity")
     q, g = b.read()
-    assert np.allclose(q, spec.SLEEP_POSE) and abs(g - 0.5) < 1e-9
+    assert np.allclose(q, spec.SLEEP_POSE) and abs(g - spec.gripper_from_finger(xs_finger_from_angle(0.0))) < 1e-9
     b.command(spec.READY_POSE, 1.0)
     b.command(spec.READY_POSE, 0.9)  # still open: no second gripper call
     b.command(spec.READY_POSE, 0.1)
     assert b.bot.core.registers == {"Profile_Velocity": 40, "Profile_Acceleration": 20}
     kinds = [c[0] for c in calls]
-    assert kinds == ["init", "modes", "arm", "release", "arm", "arm", "grasp"]
-    assert calls[2][4] is False and np.allclose(calls[2][1], spec.READY_POSE)  # streamed, non-blocking
+    assert kinds == ["init", "modes", "modes", "arm", "release", "arm", "arm", "grasp"]
+    assert b.bot.core.gripper_goals == [("pwm", 250.0), ("pwm", -250.0)]  # efforts, read as efforts
+    assert calls[3][4] is False and np.allclose(calls[3][1], spec.READY_POSE)  # streamed, non-blocking
     b.command(np.array([4.0, 0, 0, 0, 0, 0]), 0.1)  # refused by the API itself: counted, not remembered
     assert b.api_refusals == 1 and np.allclose(b._q_cmd, spec.READY_POSE)
     b.stop()

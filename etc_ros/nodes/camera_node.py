@@ -3,8 +3,10 @@
 A capture thread polls a ReconnectingCamera (open on first use, reconnect with exponential backoff when the
 device disappears) and publishes /camera/<name>/image_raw (rgb8), /camera/<name>/camera_info and, for a
 RealSense with depth:=true, /camera/<name>/aligned_depth_to_color/image_raw (16UC1, mm). Image and info share
-the stamp: the ROS time right after the frame was read. /diagnostics at 1 Hz (state, frames, reconnects,
-last error).
+the stamp: the capture time when the source knows it on the host clock (RealSense in the system_time or
+global_time timestamp domain), else the time the frame was received, mapped onto the node's clock
+(camera_sources.frame_stamp: never in the future). /diagnostics at 1 Hz (state, frames, reconnects, last error,
+stamp source and timestamp domain).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import CameraInfo, Image
 
-from etc_ros.camera_sources import CameraSource, ReconnectingCamera, make_source
+from etc_ros.camera_sources import CameraSource, Frame, ReconnectingCamera, frame_stamp, make_source
 from etc_ros.core.camera import CameraIntrinsics, CameraModel
 from etc_ros.core.errors import CalibrationError
 from etc_ros.nodes import messages as M
@@ -68,6 +70,11 @@ class CameraNode(GraphNode):
         self.published = 0
         self.last_stamp: float | None = None
         self.paused = False  # tests / benchmarks: simulate a camera that stops delivering
+        self.stamp_sources: dict[str, int] = {}  # capture | receive | now -> frames
+        self.stamp_fallbacks = 0  # frames with a device timestamp that could not be used (note in last_stamp_note)
+        self.last_stamp_note = ""
+        self.time_domain = ""
+        self.capture_age: float | None = None  # s between capture and publish of the last frame (capture stamps)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._state_logged = ""
@@ -111,13 +118,29 @@ class CameraNode(GraphNode):
                 self._stop.wait(max(0.005, min(self.cam.seconds_until_retry(), 0.5)))
                 continue
             self._log_state()
-            self.publish_frame(frame.image, frame.depth)
+            self.publish_frame(frame.image, frame.depth, stamp=self.frame_stamp(frame))
             next_t += self.period
             wait = next_t - time.monotonic()
             if wait > 0:
                 self._stop.wait(wait)
             else:
                 next_t = time.monotonic()
+
+    def frame_stamp(self, frame: Frame) -> float:
+        """The frame's stamp on this node's clock (capture time > receive time > now), counted by source."""
+        node_now, wall_now = self.now_s(), time.time()
+        stamp, source, note = frame_stamp(frame, node_now, wall_now)
+        self.stamp_sources[source] = self.stamp_sources.get(source, 0) + 1
+        self.capture_age = node_now - stamp if source == "capture" else None
+        if frame.time_domain != self.time_domain:
+            self.time_domain = frame.time_domain
+            if note:
+                self.get_logger().warning(f"camera {self.camera_name}: {note}: stamping frames with their "
+                                          f"{source} time")
+        if note:
+            self.stamp_fallbacks += 1
+            self.last_stamp_note = note
+        return stamp
 
     def publish_frame(self, image: np.ndarray, depth: np.ndarray | None = None, stamp: float | None = None) -> float:
         stamp = self.now_s() if stamp is None else stamp
@@ -143,9 +166,18 @@ class CameraNode(GraphNode):
     def _diagnostics(self) -> None:
         d = self.cam.diagnostics()
         d["published"] = self.published
+        d["stamp_sources"] = dict(self.stamp_sources)
+        d["timestamp_domain"] = self.time_domain or "none"
+        d["stamp_fallbacks"] = self.stamp_fallbacks
+        d["last_stamp_note"] = self.last_stamp_note
+        if self.capture_age is not None:
+            d["capture_age_ms"] = round(1000.0 * self.capture_age, 2)
         level = "ok" if d["state"] == "connected" else "error"
-        self.publish_diagnostics(level, f"{d['state']}" + (f": {d['last_error']}" if level != "ok" else ""), d,
-                                 name=f"etc_ros/camera/{self.camera_name}")
+        msg = f"{d['state']}" + (f": {d['last_error']}" if level != "ok" else "")
+        if level == "ok" and self.stamp_fallbacks:
+            level = "warn"  # frames go out with their receive time: say why
+            msg += f"; {self.stamp_fallbacks} frame(s) stamped at receive time: {self.last_stamp_note}"
+        self.publish_diagnostics(level, msg, d, name=f"etc_ros/camera/{self.camera_name}")
 
     def destroy_node(self) -> None:
         if hasattr(self, "cam"):  # absent when the constructor failed

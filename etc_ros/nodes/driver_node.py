@@ -1,7 +1,9 @@
 """WidowX driver node: a DriverCore (etc_ros.driver_backends) behind ROS topics.
 
 Publishes /joint_states (6 arm joints + left_finger/right_finger) at publish_hz and /driver/ready (latched
-Bool); subscribes /safety/joint_command. On start it moves smoothly to start_pose and only then reports ready;
+Bool); subscribes /safety/joint_command. A backend that reports when it measured (interbotix: xs_sdk's header
+stamp) and the measured joint velocities has each of its measurements republished once with that stamp and those
+velocities; otherwise (fake, sim) the stamp is the tick time and the velocity a finite difference. On start it moves smoothly to start_pose and only then reports ready;
 on shutdown (shutdown_motion()) it moves to stop_pose. Commands outside the limits are refused by the
 JointCommandGuard and counted in /diagnostics, whoever sent them.
 """
@@ -37,7 +39,8 @@ class DriverNode(GraphNode):
             backend = make_backend(self.p("backend"), env=env, lock=lock, robot_model=self.p("robot_model"),
                                    fake_tau=float(self.p("fake_tau")), moving_time=float(self.p("moving_time")),
                                    accel_time=float(self.p("accel_time")), service_probe=self._service_appears,
-                                   prepare_ros=init_default_context_without_signal_handlers)
+                                   prepare_ros=init_default_context_without_signal_handlers,
+                                   gripper_mode=str(self.p("gripper_mode")))
         if guard is None:
             from etc_ros.safety import JointCommandGuard
 
@@ -56,6 +59,10 @@ class DriverNode(GraphNode):
         self._ready_published: bool | None = None
         self.bad_messages = 0
         self.states_published = 0
+        self.repeated_measurements = 0  # ticks without a new hardware measurement (nothing republished)
+        self.future_stamps = 0  # measurement stamps after the node's clock, published at the node's time
+        self.measured_stamps = False  # whether the last joint state carried the hardware's own stamp
+        self._last_measure_age: float | None = None
         self._stopped = False
 
         group = MutuallyExclusiveCallbackGroup()
@@ -93,19 +100,40 @@ class DriverNode(GraphNode):
             self.pub_ready.publish(Bool(data=r))
             self._ready_published = r
 
+    def _state_msg(self, now: float, q: np.ndarray, g: float) -> JointState | None:
+        """The joint state to publish for the measurement core.update() just made (call under self._lock), or
+        None when the backend reports measurement stamps and this one was already published (no new reading).
+        Hardware stamps are used as they are (measurement time), only never after `now`; velocities are the
+        measured ones, else a finite difference over the stamps."""
+        m = self.core.measurement
+        stamp, vel = now, None
+        if m is not None and m.stamp is not None:
+            stamp = float(m.stamp)
+            if stamp > now:
+                self.future_stamps += 1
+                stamp = now
+            if self._last_t is not None and self._last_q is not None and stamp <= self._last_t:
+                self.repeated_measurements += 1
+                return None
+            vel = m.velocity
+            self._last_measure_age = now - stamp
+        self.measured_stamps = m is not None and m.stamp is not None
+        if vel is None and self._last_q is not None and self._last_t is not None and stamp > self._last_t:
+            vel = (q - self._last_q) / (stamp - self._last_t)
+        self._last_q, self._last_t = q, stamp
+        return M.joint_state_msg(q, g, stamp, vel)
+
     def _tick(self) -> None:
         if self._stopped:
             return
         now = self.now_s()
         with self._lock:
             q, g = self.core.update(now)
-            vel = None
-            if self._last_q is not None and self._last_t is not None and now > self._last_t:
-                vel = (q - self._last_q) / (now - self._last_t)
-            self._last_q, self._last_t = q, now
+            msg = self._state_msg(now, q, g)
             self._publish_ready()
-        self.pub_js.publish(M.joint_state_msg(q, g, now, vel))
-        self.states_published += 1
+        if msg is not None:
+            self.pub_js.publish(msg)
+            self.states_published += 1
 
     def _on_command(self, msg: JointTrajectory) -> None:
         try:
@@ -124,6 +152,11 @@ class DriverNode(GraphNode):
             d = self.core.diagnostics()
         d["bad_messages"] = self.bad_messages
         d["states_published"] = self.states_published
+        d["joint_state_stamps"] = "hardware measurement time" if self.measured_stamps else "driver tick time"
+        d["repeated_measurements"] = self.repeated_measurements
+        d["future_stamps"] = self.future_stamps
+        if self._last_measure_age is not None:
+            d["measurement_age_s"] = round(self._last_measure_age, 4)
         level = "ok" if d["state"] == "ready" else "warn"
         if d["refused_commands"]:
             level = "warn"
@@ -161,8 +194,10 @@ class DriverNode(GraphNode):
                 now = self.now_s()
                 with self._lock:
                     q, g = self.core.update(now)
+                    msg = self._state_msg(now, q, g)
                 try:
-                    self.pub_js.publish(M.joint_state_msg(q, g, now))
+                    if msg is not None:
+                        self.pub_js.publish(msg)
                 except Exception:  # noqa: BLE001 - a context shut down by someone else: keep parking
                     pass
             except KeyboardInterrupt:  # a second Ctrl-C: the arm is half-way; finish the park (SIGKILL aborts)

@@ -105,6 +105,7 @@ NODE_PARAMS: dict[str, dict[str, Any]] = {
         "speed_fraction": 0.3,  # start/stop moves at this fraction of the velocity/acceleration limits
         "moving_time": 0.04,  # servo profile of each streamed goal [s] (interbotix and sim): ~2 command periods
         "accel_time": 0.02,
+        "gripper_mode": "position",  # position (continuous opening, as in training) | binary (open/close at 0.5)
         "fake_tau": 0.05,  # fake: first-order time constant [s]
         "safety_config": "",  # '' = config/safety.yaml (the guard's limits)
         "diagnostics_hz": 1.0,
