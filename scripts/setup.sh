@@ -10,9 +10,19 @@ PYTHON="${PYTHON:-python3}"
 VENV=.venv
 STAMP="$VENV/.etc-vla-installed"
 
-# `--with-browser` (make test): also headless Chromium, for the ETC annotation page test.
+# `--with-browser` (make test): also headless Chromium, for the ETC annotation page test, and .venv-lerobot, the
+# real LeRobot reader of the interop test (scripts/setup_lerobot_reader.sh; a failure there is reported, and
+# tests/test_lerobot_interop.py then fails naming it).
+WITH_TEST_TOOLS=0
+[ "${1:-}" = "--with-browser" ] && WITH_TEST_TOOLS=1
+lerobot_reader() {
+  if [ "$WITH_TEST_TOOLS" = 1 ]; then
+    bash scripts/setup_lerobot_reader.sh \
+      || echo "[setup] WARNING: the LeRobot reader venv could not be built; tests/test_lerobot_interop.py will fail" >&2
+  fi
+}
 debs=(libegl1 libosmesa6 libgl1-mesa-dri libgles2)
-[ "${1:-}" = "--with-browser" ] && debs+=(chromium)
+[ "$WITH_TEST_TOOLS" = 1 ] && debs+=(chromium)
 need_deb=()
 for pkg in "${debs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_deb+=("$pkg")
@@ -26,6 +36,7 @@ fi
 
 want="$(cat requirements.txt constraints.txt setup.py | sha256sum | cut -d' ' -f1)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  lerobot_reader
   exit 0
 fi
 echo "[setup] creating $VENV and installing pinned dependencies (first run takes a few minutes)"
@@ -37,4 +48,5 @@ echo "[setup] creating $VENV and installing pinned dependencies (first run takes
 "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -c "import etc_ros, etc_training" || { echo "[setup] package install failed" >&2; exit 1; }
 echo "$want" > "$STAMP"
+lerobot_reader
 echo "[setup] done"

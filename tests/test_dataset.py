@@ -676,3 +676,39 @@ def test_cli_validate_info_repair(dataset, capsys):
     assert "quarantine" in capsys.readouterr().out
     assert main(["data", "validate", "--shallow", str(root)]) == 0
     assert main(["data", "validate", str(root / "nope")]) == 1
+
+
+def test_repair_rebuilds_a_damaged_episode_row_from_intact_data(dataset):
+    """Only the meta/episodes file is damaged: the frames stay, the row is rebuilt from the data file (instruction
+    from its task_index, split from info.json), the damaged file is quarantined, nothing readable is lost."""
+    root, spec, eps = dataset
+    (root / "meta/episodes/chunk-000/file-001.parquet").write_bytes(b"garbage")
+    actions = repair_dataset(root)
+    assert any("episode 1: meta/episodes row rebuilt" in a and "'open the drawer'" in a for a in actions), actions
+    assert any("damaged episode row 1" in a and "quarantine" in a for a in actions), actions
+    assert validate_dataset(root) == []
+    r = DatasetReader(root)
+    assert r.num_episodes == 3 and r.num_frames == sum(len(e) for e in eps)
+    got = r.load_episode(1)
+    assert (got.instruction, got.split, got.success, got.cameras) == ("open the drawer", "val", None, None)
+    assert "rebuilt by repair" in got.metadata["repair"]
+    np.testing.assert_array_equal(got.images["primary"], eps[1].images["primary"])
+    np.testing.assert_array_equal(got.action, eps[1].action)
+    assert_same_episode(r.load_episode(2), eps[2])
+    fresh = pq.read_table(root / "meta/episodes/chunk-000/file-001.parquet").to_pylist()[0]
+    assert np.allclose(fresh["stats/action/mean"], eps[1].action.mean(0), atol=1e-6)
+    assert not [k for k in fresh if k.startswith("stats/observation.depth.")]  # LeRobot's tools take images as RGB
+    assert fresh["stats/observation.images.primary/count"] == [len(eps[1])]
+    assert json.loads(fresh["stats"])["observation.depth.primary"]["count"] == [len(eps[1])]  # kept in the JSON
+
+
+def test_repair_quarantines_a_damaged_row_whose_instruction_is_lost(dataset):
+    root, spec, eps = dataset
+    (root / "meta/episodes/chunk-000/file-001.parquet").write_bytes(b"garbage")
+    (root / "meta/tasks.parquet").write_bytes(b"garbage")
+    actions = repair_dataset(root)
+    assert any("broken episode 1" in a and "cannot be rebuilt" in a and "tasks.parquet" in a for a in actions), \
+        actions
+    assert validate_dataset(root) == []
+    r = DatasetReader(root)
+    assert r.num_episodes == 2 and [r.load_episode(i).instruction for i in range(2)] == ["pick up the red cube"] * 2

@@ -2,7 +2,10 @@
 
 1. hidden *.tmp leftovers of interrupted writes are deleted;
 2. orphan data / video files (an episode whose meta/episodes file was never committed) and broken episodes
-   (unreadable or truncated meta/data/video files) are moved to quarantine/<time>/ (never deleted);
+   (unreadable or truncated data/video files) are moved to quarantine/<time>/ (never deleted); an episode whose
+   meta/episodes file is damaged but whose data is whole keeps its frames: its row is rebuilt from the data file
+   (instruction from its task_index in the old tasks.parquet, split from info.json's ranges; success, cameras and
+   metadata are lost and say so), the damaged file goes to quarantine;
 3. the remaining episodes are renumbered so that indices stay contiguous (their data and meta files are
    rewritten only when their index or global frame range changes);
 4. meta/info.json, meta/tasks.parquet and meta/stats.json are rebuilt from the committed episodes.
@@ -22,11 +25,13 @@ import numpy as np
 from etc_ros.core.errors import DatasetError
 from etc_ros.core.io import atomic_write, atomic_write_json
 from etc_ros.data import codec, stats as stats_mod
-from etc_ros.data.reader import _arrow_errors, episode_stats_from_row, read_episode_row, scan_episode_files
+from etc_ros.data.reader import (
+    _arrow_errors, episode_stats_from_row, read_episode_row, read_numeric_columns, read_tasks, scan_episode_files,
+)
 from etc_ros.data.schema import (
-    EPISODE_INDEX, INDEX, INFO_PATH, TASK_INDEX, DatasetSpec, check_info, chunk_file, data_relpath,
-    episode_arrow_schema, episodes_relpath, image_key, lerobot_stats_columns, read_json_file, stats_to_json, to_json,
-    video_relpath,
+    DEPTH_PREFIX, EPISODE_INDEX, IMAGE_PREFIX, INDEX, INFO_PATH, TASK_INDEX, DatasetSpec, check_info, chunk_file,
+    data_relpath, episode_arrow_schema, episodes_relpath, image_key, lerobot_stats_columns, read_json_file,
+    stats_to_json, to_json, video_relpath,
 )
 from etc_ros.data.validate import _progress, leftover_files
 
@@ -87,6 +92,110 @@ def _intact(root: Path, spec: DatasetSpec, i: int, row: dict, deep: bool) -> str
     return None
 
 
+REBUILT_NOTE = ("meta/episodes row rebuilt by repair from the data file (the row was damaged): success, cameras and "
+                "metadata were lost")
+
+
+def _split_of(info: dict | None, i: int) -> str:
+    """The split info.json's ranges ("a:b" or "a:b,c:d") give episode i; 'train' when none does."""
+    splits = info.get("splits") if isinstance(info, dict) else None
+    for name, ranges in (splits if isinstance(splits, dict) else {}).items():
+        for r in str(ranges).split(","):
+            try:
+                a, b = (int(x) for x in r.split(":"))
+            except ValueError:
+                continue
+            if a <= i < b:
+                return str(name)
+    return "train"
+
+
+def _row_from_data(root: Path, spec: DatasetSpec, i: int, tasks: dict[int, str] | None, info: dict | None,
+                   deep: bool) -> tuple[dict | None, str]:
+    """Rebuild episode i's meta/episodes row from its data file (whole, one task_index whose instruction the old
+    tasks.parquet knows). Returns (row in read_episode_row's form, '') or (None, why not)."""
+    import pyarrow.parquet as pq
+
+    path = root / data_relpath(i, spec.chunks_size)
+    try:
+        t = pq.ParquetFile(str(path)).read(columns=[EPISODE_INDEX, INDEX, TASK_INDEX])
+    except FileNotFoundError:
+        return None, f"data file {path} is missing"
+    except _arrow_errors() as e:
+        return None, f"cannot read {path} ({type(e).__name__}: {e})"
+    T = t.num_rows
+    if T < 1:
+        return None, f"{path} holds no frames"
+    ti = set(t.column(TASK_INDEX).to_pylist())
+    if len(ti) != 1:
+        return None, f"{path}: task_index is not one value ({sorted(ti)[:5]})"
+    ti_old = int(ti.pop())
+    if not tasks or ti_old not in tasks:
+        return None, f"the instruction of task_index {ti_old} is not in the old meta/tasks.parquet"
+    c, f = chunk_file(i, spec.chunks_size)
+    row: dict = {"episode_index": i, "tasks": [tasks[ti_old]], "length": T, "instruction": tasks[ti_old],
+                 "split": _split_of(info, i), "success": None, "cameras": None, "metadata": {"repair": REBUILT_NOTE},
+                 "task_index": ti_old, "data/chunk_index": c, "data/file_index": f,
+                 "dataset_from_index": int(t.column(INDEX)[0].as_py()), "meta/episodes/chunk_index": c,
+                 "meta/episodes/file_index": f}
+    row["dataset_to_index"] = row["dataset_from_index"] + T
+    if spec.video:
+        for cam in spec.cameras:
+            k = image_key(cam)
+            row.update({f"videos/{k}/chunk_index": c, f"videos/{k}/file_index": f,
+                        f"videos/{k}/from_timestamp": 0.0, f"videos/{k}/to_timestamp": T / spec.fps})
+    why = _intact(root, spec, i, row, deep)
+    if why is not None:
+        return None, why
+    # the episode's statistics, as the writer computes them
+    try:
+        arrays = read_numeric_columns(path, i, T)
+        ep_stats = stats_mod.numeric_episode_stats(arrays)
+        full = pq.ParquetFile(str(path)).read()
+        for name in full.column_names:
+            if name.startswith(IMAGE_PREFIX) or name.startswith(DEPTH_PREFIX):
+                depth = name.startswith(DEPTH_PREFIX)
+                acc = stats_mod.ImageStats(1, scale=1.0) if depth else stats_mod.ImageStats(3)
+                for fr, b in enumerate(full.column(name).combine_chunks().field("bytes").to_pylist()):
+                    img = codec.decode_png(b or b"", f"{path} frame {fr} {name}", depth=depth)
+                    acc.add(img[..., None] if depth else img)
+                ep_stats[name] = acc.result()
+        if spec.video:
+            for cam in spec.cameras:
+                acc = stats_mod.ImageStats(3)
+                for img in codec.decode_video(root / video_relpath(cam, i, spec.chunks_size), spec.fps,
+                                              f"episode {i}", expected=T):
+                    acc.add(img)
+                ep_stats[image_key(cam)] = acc.result()
+    except DatasetError as e:
+        return None, str(e)
+    row["stats"] = stats_to_json(ep_stats)  # index / task columns are recomputed by _renumber or _write_row
+    return row, ""
+
+
+def _write_row(root: Path, spec: DatasetSpec, row: dict) -> None:
+    """Write a row in read_episode_row's form (metadata dict, cameras models) as episode row['episode_index']'s
+    meta/episodes file, with its statistics (index columns recomputed) in both forms."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from etc_ros.data.writer import index_arrays
+
+    i, T = int(row["episode_index"]), int(row["length"])
+    ep_stats = episode_stats_from_row(row, spec)
+    ep_stats.update(stats_mod.numeric_episode_stats(
+        {k: v for k, v in index_arrays(i, int(row["dataset_from_index"]), int(row["task_index"]), T).items()
+         if k in (EPISODE_INDEX, INDEX, TASK_INDEX)}))
+    row = dict(row)
+    row["stats"] = stats_to_json(ep_stats)
+    row.update(lerobot_stats_columns(ep_stats))
+    row["metadata"] = to_json(row["metadata"])
+    cams = row["cameras"]
+    row["cameras"] = None if cams is None else to_json({k: v.to_dict() for k, v in cams.items()})
+    schema = episode_arrow_schema(spec, i, ep_stats)
+    table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema}], schema=schema)
+    atomic_write(root / episodes_relpath(i, spec.chunks_size), lambda p: pq.write_table(table, p))
+
+
 def _quarantine(root: Path, qdir: Path, paths: list[Path], actions: list[str], why: str) -> None:
     for p in paths:
         if not p.exists():
@@ -134,19 +243,7 @@ def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, 
         for cam in spec.cameras:
             k = image_key(cam)
             row.update({f"videos/{k}/chunk_index": c, f"videos/{k}/file_index": f})
-    ep_stats = episode_stats_from_row(row, spec)
-    from etc_ros.data.writer import index_arrays
-
-    ep_stats.update(stats_mod.numeric_episode_stats(
-        {k: v for k, v in index_arrays(new, new_from, ti, T).items() if k in (EPISODE_INDEX, INDEX, TASK_INDEX)}))
-    row["stats"] = stats_to_json(ep_stats)
-    row.update(lerobot_stats_columns(ep_stats))
-    row["metadata"] = to_json(row["metadata"])
-    cams = row["cameras"]
-    row["cameras"] = None if cams is None else to_json({k: v.to_dict() for k, v in cams.items()})
-    schema = episode_arrow_schema(spec, new, ep_stats)
-    table = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema}], schema=schema)
-    atomic_write(root / episodes_relpath(new, spec.chunks_size), lambda p: pq.write_table(table, p))
+    _write_row(root, spec, row)
     if new != old:
         (root / episodes_relpath(old, spec.chunks_size)).unlink(missing_ok=True)
         src.unlink(missing_ok=True)
@@ -181,12 +278,30 @@ def repair_dataset(root: str | Path, *, deep: bool = False) -> list[str]:
         qdir = root / "quarantine" / time.strftime("%Y%m%d-%H%M%S")
         _quarantine(root, qdir, orphans, actions, "orphan: its episode was never committed")
         good: list[tuple[int, dict]] = []
+        try:  # the instructions of episodes whose row must be rebuilt (read before tasks.parquet is rewritten)
+            old_tasks = read_tasks(root)
+        except DatasetError:
+            old_tasks = None
+        try:
+            old_info = read_json_file(root / INFO_PATH, "meta/info.json")
+        except DatasetError:
+            old_info = None
         for i in _progress(sorted(files), "repair", len(files)):
             try:
                 row = read_episode_row(files[i], i, spec)
+            except DatasetError as e:  # the row is damaged: keep the frames when the data file is whole
+                rebuilt, no = _row_from_data(root, spec, i, old_tasks, old_info, deep)
+                if rebuilt is not None:
+                    _quarantine(root, qdir, [files[i]], actions, f"damaged episode row {i}: {e}")
+                    _write_row(root, spec, rebuilt)
+                    actions.append(f"episode {i}: meta/episodes row rebuilt from its data file (instruction "
+                                   f"{rebuilt['instruction']!r}, split {rebuilt['split']!r}; success, cameras and "
+                                   "metadata lost)")
+                    good.append((i, rebuilt))
+                    continue
+                why = f"{e}; its row cannot be rebuilt: {no}"
+            else:
                 why = _intact(root, spec, i, row, deep)
-            except DatasetError as e:
-                why = str(e)
             if why is None:
                 good.append((i, row))
                 continue

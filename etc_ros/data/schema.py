@@ -554,8 +554,13 @@ EP_REQUIRED = ("episode_index", "tasks", "length", "instruction", "split", "succ
 def lerobot_stats_columns(ep_stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """LeRobot v3's per-episode statistics columns of meta/episodes: `stats/<feature>/<stat>`, each the value as a
     (nested) list in the statistic's own shape (images (3, 1, 1)), so LeRobot's aggregate / merge / split tools
-    find them. The `stats` JSON column keeps the same numbers for this project's reader."""
-    return {f"stats/{k}/{st}": np.asarray(v).tolist() for k, d in ep_stats.items() for st, v in d.items()}
+    find them. The `stats` JSON column keeps the same numbers for this project's reader.
+
+    Depth is left out: LeRobot's dataset tools take every `image` feature's statistics as RGB (3, 1, 1) and fail on
+    the one-channel depth's (1, 1, 1) (seen with LeRobot 0.4.4's delete_episodes); its statistics stay in the JSON
+    column and meta/stats.json."""
+    return {f"stats/{k}/{st}": np.asarray(v).tolist() for k, d in ep_stats.items() if not k.startswith(DEPTH_PREFIX)
+            for st, v in d.items()}
 
 
 def _stats_field(name: str, value: Any):
