@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -446,17 +447,24 @@ def refusal_kind(reason: str) -> str:
     return "other"
 
 
+MEASURED_LOG_LEN = 128  # measurements the driver core remembers for re-anchor checks (1.3 s at 100 Hz)
+MEASURED_MATCH_TOL = 1e-9  # rad: a re-anchor carries a published measurement bit for bit (float64 both ways)
+
+
 class DriverCore:
     """State machine idle -> starting -> ready -> stopping -> stopped. Time is always passed in."""
 
     def __init__(self, backend: DriverBackend, guard: Any, *, start_pose: str = "ready", stop_pose: str = "sleep",
                  speed_fraction: float = 0.3, start_gripper: float = 1.0, max_velocity: float = 3.14,
                  max_acceleration: float = 5.0, lower=None, upper=None, margin: float = 0.05,
-                 anchor_tolerance: float = 0.05, anchor_interval: float = 0.1):
+                 anchor_tolerance: float = 0.05, anchor_interval: float = 0.1, anchor_max_age: float = 0.25):
         """anchor_tolerance [rad] / anchor_interval [s]: a command with dt = 0 (the safety executor re-anchored
         on the measured joints) within anchor_tolerance of the joints measured now is accepted without the
         velocity / acceleration check against the previous command (it commands no motion), at most once per
-        anchor_interval; position and workspace are always checked."""
+        anchor_interval; position and workspace are always checked. So is a dt = 0 command that is exactly one of
+        the measurements this core returned (published on /joint_states) at most anchor_max_age [s] before the
+        command's stamp: the executor re-anchors on the joint state it last received, and when the arm moves fast
+        (released from a contact) that one can already be 0.2 rad behind the arm."""
         for what, p in (("start_pose", start_pose), ("stop_pose", stop_pose)):
             if p not in POSES and p != "none":
                 raise DriverError(f"{what} {p!r} is not one of {sorted(POSES) + ['none']}")
@@ -490,6 +498,10 @@ class DriverCore:
         self._last_stamp: float | None = None
         self.anchor_tolerance = float(anchor_tolerance)
         self.anchor_interval = float(anchor_interval)
+        self.anchor_max_age = float(anchor_max_age)
+        # (time, q) of every measurement update() returned (= what the node published on /joint_states), newest
+        # last: a re-anchor command carries one of these exactly, however far the arm has moved since
+        self._measured_log: deque[tuple[float, np.ndarray]] = deque(maxlen=MEASURED_LOG_LEN)
         self._last_anchor = -math.inf
         self.anchors = 0  # re-anchor commands accepted
         self.superseded = 0  # commands stamped before the driver (re)became ready: for the arm before a reset
@@ -569,6 +581,20 @@ class DriverCore:
         """Largest joint distance [rad] of `q` from the joints the backend measures now."""
         return float(np.max(np.abs(np.asarray(q, dtype=float) - self.backend.read()[0])))
 
+    def _is_measured_pose(self, q, stamp: float) -> bool:
+        """Whether `q` is the measured pose now (within anchor_tolerance) or exactly a measurement published since
+        the driver became ready and at most anchor_max_age before `stamp`."""
+        if self._from_measured(q) <= self.anchor_tolerance:
+            return True
+        qa = np.asarray(q, dtype=float)
+        t_min = max(stamp - self.anchor_max_age, -math.inf if self.ready_since is None else self.ready_since)
+        for t, qm in reversed(self._measured_log):
+            if t < t_min:
+                break
+            if t <= stamp + 1e-3 and float(np.max(np.abs(qa - qm))) <= MEASURED_MATCH_TOL:
+                return True
+        return False
+
     @property
     def ready(self) -> bool:
         return self.state == "ready"
@@ -609,14 +635,14 @@ class DriverCore:
         if self._await_anchor:
             # after (re)becoming ready the sender must re-anchor on the joints measured now; its commands until then
             # (e.g. braking a pose from before a re-sync, sent before it saw /driver/ready toggle) are stale
-            dev = self._from_measured(qa)
-            if dev > self.anchor_tolerance:
+            if not self._is_measured_pose(qa, stamp):
+                dev = self._from_measured(qa)
                 self.superseded += 1
                 return False, (f"superseded: the first command after the driver became ready must start at the "
                                f"measured joints (it is {dev:.3f} rad away)")
             anchor = True
         elif dt == 0 and elapsed is not None and stamp - self._last_anchor >= self.anchor_interval:
-            anchor = self._from_measured(qa) <= self.anchor_tolerance
+            anchor = self._is_measured_pose(qa, stamp)
         if anchor:  # at the measured joints: no motion commanded, the velocity reference restarts there
             ok, reason = self.guard.check(qa)
             v_new = np.zeros(N) if ok else None
@@ -660,6 +686,7 @@ class DriverCore:
         m = measure() if callable(measure) else JointMeasurement(*self.backend.read())
         self.measurement = m
         q, g = m.q, m.gripper
+        self._measured_log.append((float(now), np.array(q, dtype=float)))
         if self.state in ("starting", "stopping") and self.move is None and self.q_target is not None:
             # the move is over once the arm is there (or after settle_timeout: slow servos, tracking offset)
             if float(np.max(np.abs(q - self.q_target))) <= self.settle_tol or \

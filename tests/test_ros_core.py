@@ -319,6 +319,33 @@ def test_driver_accepts_a_reanchor_at_the_measured_joints_only():
     assert core.refusals == {"velocity": 3}
 
 
+def test_driver_accepts_a_reanchor_on_a_joint_state_it_published_while_the_arm_moved_on():
+    """The safety node re-anchors on the last /joint_states it received; when the arm springs back from a contact
+    it is already ~0.2 rad further when the command arrives (measured in the ROS graph: 15 guard refusals in 20
+    episodes, all such re-anchors). The driver accepts a dt = 0 command that is exactly one of its own recent
+    measurements (no older than anchor_max_age), and nothing else."""
+    core, t = _ready_core(anchor_interval=0.05, anchor_max_age=0.25)
+    q = core.q_target.copy()
+    assert core.command(q, 1.0, t + 0.02, 0.02)[0]
+    # the arm was pushed 0.3 rad away; the driver measures and publishes that pose
+    q_pub = q + np.array([0.0, 0.0, 0.0, 0.0, 0.3, 0.0])
+    core.backend.q = q_pub.copy()
+    core.backend.q_target = q_pub.copy()
+    q_seen, _ = core.update(t + 0.03)
+    assert np.array_equal(q_seen, q_pub)
+    # ... and springs on by 0.2 rad before the re-anchor command arrives
+    core.backend.q = q_pub + np.array([0.0, 0.0, 0.0, 0.0, -0.2, 0.0])
+    core.backend.q_target = core.backend.q.copy()
+    assert core._from_measured(q_pub) > core.anchor_tolerance  # the old check alone refused this
+    assert core.command(q_pub + 1e-6, 1.0, t + 0.06, 0.0)[0] is False  # not a published measurement
+    assert core.command(q_pub, 1.0, t + 0.08, 0.0) == (True, "ok")  # exactly the published one: the anchor
+    assert core.anchors == 2 and core.refused == 1
+    assert core.command(q_pub + 0.001, 1.0, t + 0.10, 0.02)[0]  # the stream goes on from it at 0.05 rad/s
+    # a published measurement older than anchor_max_age is no anchor
+    assert core._is_measured_pose(q_pub, t + 0.03 + 0.2)
+    assert not core._is_measured_pose(q_pub, t + 0.03 + 0.3)
+
+
 def test_commands_from_before_a_resync_are_superseded_not_refused():
     core, t = _ready_core()
     q = core.q_target.copy()
