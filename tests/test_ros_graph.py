@@ -241,10 +241,8 @@ def test_policy_and_driver_restarts_recover():
         assert rec.say("draw a small circle")[0]
         assert wait_until(lambda: _moved(backend) > 0.02, 10.0)
         # the policy node dies: no chunks -> chunk_timeout -> hold
-        old = g.node("policy_node")
-        g.executor.remove_node(old)
+        old = g.detach("policy_node")
         old.destroy_node()  # abruptly: callbacks may be in flight (the executor must survive that)
-        del g.nodes["policy_node"]
         t_dead = time.time()
         assert wait_until(lambda: any(t > t_dead and rs == "chunk_timeout" for t, _, rs, *_ in list(ex.ticks)),
                           ex.limits.chunk_timeout + 1.5)

@@ -234,22 +234,21 @@ def test_launch_plan_as_separate_processes_moves_parks_and_takes_say(tmp_path):
     from etc_ros.core import spec
     from etc_ros.nodes import messages as M
     from etc_ros.nodes.common import SENSOR
+    from etc_ros.nodes.bringup import process_commands
     from etc_ros.nodes.graph import plan_graph
 
     scripts = console_scripts()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = []
     extra = {"camera_node": {"width": 64, "height": 48}, "driver_node": {"speed_fraction": 1.0}}
-    for plan in plan_graph({"camera_type": "fake", "driver_backend": "fake", "policy_bundle": "fake:circle"}):
-        mod_name, func = scripts[plan.executable].split(":")
-        cmd = [sys.executable, "-c", f"from {mod_name} import {func}; {func}()", "--ros-args"]
-        for f in plan.param_files:
-            cmd += ["--params-file", f]
-        for node in plan.nodes:
-            for k, v in {**plan.overrides.get(node, {}), **extra.get(node, {})}.items():
-                cmd += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
-        log = open(tmp_path / f"{plan.executable}.log", "w")
-        procs.append((plan.executable, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)))
+    commands = process_commands({"camera_type": "fake", "driver_backend": "fake", "policy_bundle": "fake:circle"},
+                                extra)
+    assert [exe for exe, _ in commands] == [p.executable for p in plan_graph(
+        {"camera_type": "fake", "driver_backend": "fake", "policy_bundle": "fake:circle"})]
+    for exe, cmd in commands:
+        assert scripts[exe] == f"{cmd[2]}:main"  # the module run is the console script's
+        log = open(tmp_path / f"{exe}.log", "w")
+        procs.append((exe, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)))
     ctx = Context()
     rclpy.init(args=[], context=ctx)
     node = Node("test_observer", context=ctx)

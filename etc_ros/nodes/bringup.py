@@ -17,12 +17,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 
 from etc_ros.core.config import load_config
 from etc_ros.core.errors import UserError
 from etc_ros.nodes.camera_node import CameraNode
-from etc_ros.nodes.common import isolate_ros_env, stop_producers
+from etc_ros.nodes.common import isolate_ros_env, shorten_gil_switch_interval, stop_producers
 from etc_ros.nodes.driver_node import DriverNode
 from etc_ros.nodes.graph import BringupConfig, node_parameters, plan_graph
 from etc_ros.nodes.instruction_node import InstructionNode
@@ -58,8 +58,15 @@ def wait_until(pred: Callable[[], bool], timeout: float, period: float = 0.01) -
     return bool(pred())
 
 
+EXECUTOR_MODES = ("per_node", "shared")
+
+
 class Graph:
-    """The running node graph (one rclpy context, one executor thread)."""
+    """The running node graph: one rclpy context; each node spins on its own executor and thread (executor:
+    per_node, the default), or all on one MultiThreadedExecutor (executor: shared). Measured on 2 cores (etc-vla
+    bench ros): the shared executor rebuilds one wait set of every node's entities on each of ~400 events/s and
+    pins a core in Python, so the 50 Hz safety tick got p99 45-190 ms; per node, each wait set is small and the
+    safety timer wakes its own thread."""
 
     def __init__(self, cfg: BringupConfig, *, runtime: Any = None, env: Any = None, safety_executor: Any = None,
                  camera_source: Any = None, driver_backend: Any = None, random_domain: bool = False):
@@ -79,11 +86,17 @@ class Graph:
         unknown = sorted(set(cfg.params or {}) - set(self.params))
         if unknown:
             raise BringupError(f"params given for node(s) {unknown} that this graph does not run: {sorted(self.params)}")
+        shorten_gil_switch_interval()
         self.context = Context()
         rclpy.init(args=[], context=self.context)
         self.nodes: dict[str, Any] = {}
+        if cfg.executor not in EXECUTOR_MODES:
+            raise BringupError(f"executor {cfg.executor!r} is not one of {list(EXECUTOR_MODES)}")
+        # the shared executor spins every node in 'shared' mode, and in 'per_node' mode only nodes added to it
+        # from outside (monitors in tests and tools)
         self.executor = MultiThreadedExecutor(num_threads=max(2, int(cfg.threads)), context=self.context)
-        self._thread: threading.Thread | None = None
+        self._executors: dict[str, Executor] = {}  # node name -> the executor that spins it
+        self._threads: list[threading.Thread] = []
         self._stopping = False
         self.callback_errors = 0
         try:
@@ -92,8 +105,10 @@ class Graph:
         except BaseException:
             self._teardown()
             raise
-        self._thread = threading.Thread(target=self._spin, name="ros-executor", daemon=True)
-        self._thread.start()
+        self._start_spinning(self.executor, "ros-executor")
+        for name, ex in self._executors.items():
+            if ex is not self.executor:
+                self._start_spinning(ex, f"ros-{name}")
         if cfg.instruction:
             self.say(cfg.instruction)
 
@@ -103,7 +118,29 @@ class Graph:
 
     def _add(self, name: str, node: Any) -> None:
         self.nodes[name] = node
-        self.executor.add_node(node)
+        if self.cfg.executor == "shared":
+            ex: Executor = self.executor
+        else:
+            ex = SingleThreadedExecutor(context=self.context)
+            if self._threads:  # a restarted node (the initial ones start spinning after all are built)
+                self._start_spinning(ex, f"ros-{name}")
+        ex.add_node(node)
+        self._executors[name] = ex
+
+    def _start_spinning(self, ex: Executor, thread_name: str) -> None:
+        t = threading.Thread(target=self._spin, args=(ex,), name=thread_name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def detach(self, name: str) -> Any:
+        """Stop spinning node `name` (it is not destroyed) and forget it; returns the node."""
+        node = self.node(name)
+        ex = self._executors.pop(name)
+        ex.remove_node(node)
+        if ex is not self.executor:
+            ex.shutdown(timeout_sec=1.0)
+        del self.nodes[name]
+        return node
 
     def _create(self, executable: str) -> None:
         inj, p = self.injected, self.params
@@ -138,11 +175,9 @@ class Graph:
         fresh_injection (then the node builds its own from its parameters)."""
         if name not in ("camera_node", "driver_node", "instruction_node", "policy_node", "safety_node"):
             raise BringupError(f"cannot restart {name!r} on its own")
-        old = self.node(name)
-        self.executor.remove_node(old)
+        old = self.detach(name)
         time.sleep(0.1)  # let callbacks already handed to worker threads finish
         old.destroy_node()
-        del self.nodes[name]
         if fresh_injection:
             key = {"camera_node": "camera_source", "driver_node": "driver_backend", "policy_node": "runtime",
                    "safety_node": "safety_executor"}.get(name)
@@ -155,9 +190,9 @@ class Graph:
     def say(self, text: str) -> tuple[bool, str]:
         return self.node("instruction_node").submit(text)
 
-    def _spin(self) -> None:
-        """Spin until shutdown. A callback that raises (e.g. one of a node destroyed while its callback was
-        in flight) is reported and the graph keeps running: one failing callback must not stop the others."""
+    def _spin(self, executor: Executor) -> None:
+        """Spin `executor` until shutdown. A callback that raises (e.g. one of a node destroyed while its callback
+        was in flight) is reported and the graph keeps running: one failing callback must not stop the others."""
         try:
             from rclpy.executors import ExternalShutdownException
         except ImportError:  # pragma: no cover
@@ -165,7 +200,7 @@ class Graph:
         last_report = 0.0
         while self.context.ok() and not self._stopping:
             try:
-                self.executor.spin_once(timeout_sec=0.1)
+                executor.spin_once(timeout_sec=0.1)
             except ExternalShutdownException:
                 break
             except Exception as e:  # noqa: BLE001
@@ -191,18 +226,20 @@ class Graph:
         self._stopping = True
         # stop the producers first (capture and inference threads), then the executor, then the nodes
         stop_producers(list(self.nodes.values()))
-        for n in list(self.nodes.values()):  # no new callbacks for nodes about to be destroyed
+        for name, n in list(self.nodes.items()):  # no new callbacks for nodes about to be destroyed
             try:
-                self.executor.remove_node(n)
+                self._executors.get(name, self.executor).remove_node(n)
             except Exception:
                 pass
-        try:
-            self.executor.shutdown(timeout_sec=5.0)
-        except Exception:
-            pass
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        for ex in {id(e): e for e in [self.executor, *self._executors.values()]}.values():
+            try:
+                ex.shutdown(timeout_sec=5.0)
+            except Exception:
+                pass
+        for t in self._threads:
+            t.join(5.0)
+        self._threads.clear()
+        self._executors.clear()
         for n in list(self.nodes.values())[::-1]:
             try:
                 n.destroy_node()
@@ -217,6 +254,25 @@ class Graph:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop(park=False)
+
+
+def process_commands(launch_args: dict[str, Any], params: dict[str, dict[str, Any]] | None = None,
+                     python: str | None = None) -> list[tuple[str, list[str]]]:
+    """What `ros2 launch etc_ros widowx.launch.py <launch_args>` starts, as (executable, argv) pairs: one process
+    per executable of plan_graph, with the same parameter files and overrides (+ `params` {node: {param: value}}).
+    For machines without the ros2 launch tool (and the benchmark of the one-process-per-node layout)."""
+    import sys
+
+    out = []
+    for plan in plan_graph(launch_args):
+        argv = [python or sys.executable, "-m", f"etc_ros.nodes.{plan.executable}", "--ros-args"]
+        for f in plan.param_files:
+            argv += ["--params-file", f]
+        for node in plan.nodes:
+            for k, v in {**plan.overrides.get(node, {}), **(params or {}).get(node, {})}.items():
+                argv += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
+        out.append((plan.executable, argv))
+    return out
 
 
 def start_graph(config: BringupConfig | str | Path | dict | None = None, overrides: Sequence[str] = (),

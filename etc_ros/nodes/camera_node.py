@@ -186,7 +186,7 @@ class CameraNode(GraphNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_nodes(lambda: [CameraNode()], args, threads=2)
+    run_nodes(lambda: [CameraNode()], args)
 
 
 if __name__ == "__main__":

@@ -210,7 +210,7 @@ class DriverNode(GraphNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_nodes(lambda: [DriverNode()], args, threads=2, park=lambda nodes: nodes[0].shutdown_motion())
+    run_nodes(lambda: [DriverNode()], args, park=lambda nodes: nodes[0].shutdown_motion())
 
 
 if __name__ == "__main__":

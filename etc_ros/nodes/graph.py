@@ -379,7 +379,8 @@ class BringupConfig:
     instruction: str = ""  # sent once the graph is up ('' = none, or the sim episode's own)
     duration_s: float = 0.0  # 0 = run until Ctrl-C
     domain_id: int = -1  # -1 = ROS_DOMAIN_ID from the environment (0 if unset)
-    threads: int = 4  # executor threads
+    executor: str = "per_node"  # per_node: each node on its own executor thread (measured faster); shared: one
+    threads: int = 4  # threads of the shared MultiThreadedExecutor
 
     def launch_args(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in LAUNCH_ARGS}

@@ -124,7 +124,7 @@ class InstructionNode(GraphNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_nodes(lambda: [InstructionNode()], args, threads=2)
+    run_nodes(lambda: [InstructionNode()], args)
 
 
 if __name__ == "__main__":

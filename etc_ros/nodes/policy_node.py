@@ -107,7 +107,7 @@ class PolicyNode(GraphNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_nodes(lambda: [PolicyNode()], args, threads=2)
+    run_nodes(lambda: [PolicyNode()], args)
 
 
 if __name__ == "__main__":

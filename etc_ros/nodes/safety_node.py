@@ -221,7 +221,7 @@ class SafetyNode(GraphNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    run_nodes(lambda: [SafetyNode()], args, threads=3)
+    run_nodes(lambda: [SafetyNode()], args)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def build_sim_robot(params: dict[str, dict[str, Any]] | None = None, env: Any = 
 
 
 def main(args: list[str] | None = None) -> None:
-    run_nodes(lambda: list(build_sim_robot()), args, threads=4, park=lambda nodes: nodes[1].shutdown_motion())
+    run_nodes(lambda: list(build_sim_robot()), args, park=lambda nodes: nodes[1].shutdown_motion())
 
 
 if __name__ == "__main__":

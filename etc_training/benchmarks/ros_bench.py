@@ -1,4 +1,5 @@
-"""ROS 2 graph benchmark (real DDS, all nodes in one process on a MultiThreadedExecutor, like `etc-vla ros bringup`):
+"""ROS 2 graph benchmark (real DDS; all nodes in one process, each on its own executor thread, like `etc-vla ros
+bringup`; and one process per node, like `ros2 launch`):
 control-loop period and jitter of the 50 Hz safety timer, joint_states rate, age of the newest camera frame at
 each control tick, and camera-to-command latency (camera stamp of the observation -> first joint command that
 executes the chunk computed from it), without and with a policy running.
@@ -8,6 +9,8 @@ Scenarios (fake arm + fake 30 Hz camera unless noted):
 - policy_instant : scripted runtime, ~0 ms inference
 - policy_busy    : scripted runtime burning 50 ms of CPU per inference (a small model on this CPU), 5 Hz
 - sim_policy     : (full run only) the MuJoCo world + simulated camera (10 Hz render), instant runtime
+- processes_no_policy / processes_policy_busy: one process per node, as `ros2 launch` starts them (fake arm and
+  camera; fake:hold / fake:busy bundles); period from the stamps of /safety/joint_command
 
     etc-vla bench ros --out runs/bench [--quick]
 """
@@ -83,6 +86,110 @@ def _scenario(name: str, duration: float, runtime, sim: bool = False) -> dict:
         g.stop(park=False)
 
 
+def _process_scenario(name: str, duration: float, bundle: str, instruction: str, log_dir: Path) -> dict:
+    """The same graph as `ros2 launch etc_ros widowx.launch.py driver_backend:=fake camera_type:=fake`: one process
+    per node (bringup.process_commands). The period is read from the stamps of /safety/joint_command (each is the
+    `now` of the safety tick that computed it), observed from this process."""
+    import subprocess
+    import threading
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from etc_ros.nodes import messages as M
+    from etc_ros.nodes.bringup import process_commands, wait_until
+    from etc_ros.nodes.common import RELIABLE, SENSOR, isolate_ros_env
+    from etc_ros.nodes.graph import TOPICS
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_DOMAIN_ID=str(isolate_ros_env(None, random_domain=True)))
+    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    params = {"camera_node": {"width": 64, "height": 48, "fps": 30.0}, "driver_node": {"speed_fraction": 1.0}}
+    if instruction:
+        params["instruction_node"] = {"instruction": instruction}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for exe, argv in process_commands({"camera_type": "fake", "driver_backend": "fake", "policy_bundle": bundle},
+                                      params):
+        log = open(log_dir / f"{name}_{exe}.log", "w")
+        procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+    ctx = Context()
+    rclpy.init(args=[], context=ctx)
+    node = Node("bench_observer", context=ctx)
+    lock = threading.Lock()
+    rec: dict[str, list] = {"cmd": [], "js": [], "driver": []}
+    measuring = threading.Event()
+
+    def on_cmd(m):
+        if measuring.is_set():
+            with lock:
+                rec["cmd"].append(M.from_time(m.header.stamp))
+
+    def on_js(m):
+        if measuring.is_set():
+            with lock:
+                rec["js"].append(time.monotonic())
+
+    def on_diag(m):
+        for st in m.status:
+            if st.name.endswith("driver_node"):
+                with lock:
+                    rec["driver"].append({kv.key: kv.value for kv in st.values})
+
+    node.create_subscription(JointTrajectory, TOPICS["joint_command"], on_cmd, RELIABLE)
+    node.create_subscription(JointState, TOPICS["joint_states"], on_js, SENSOR)
+    node.create_subscription(DiagnosticArray, TOPICS["diagnostics"], on_diag, RELIABLE)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
+    cmds_seen = []
+    node.create_subscription(JointTrajectory, TOPICS["joint_command"], lambda m: cmds_seen.append(1), RELIABLE)
+    try:
+        if not wait_until(lambda: len(cmds_seen) > 50, 90.0):
+            return {"error": f"no joint commands within 90 s (logs in {log_dir})"}
+        time.sleep(2.0)  # warm-up: the policy's first chunks, the arm leaving its start pose
+        with lock:
+            d0 = rec["driver"][-1] if rec["driver"] else {}
+        measuring.set()
+        t0 = time.monotonic()
+        time.sleep(duration)
+        measuring.clear()
+        wall = time.monotonic() - t0
+        time.sleep(1.2)  # one more 1 Hz diagnostics message
+        with lock:
+            stamps = sorted(rec["cmd"])
+            n_js = len(rec["js"])
+            d1 = rec["driver"][-1] if rec["driver"] else {}
+        per = list(np.diff(stamps))
+        refused = int(d1.get("refused_commands", 0)) - int(d0.get("refused_commands", 0))
+        return {
+            "duration_s": round(wall, 2),
+            "control_period_p50_ms": _pct(per, 50),
+            "control_period_p99_ms": _pct(per, 99),
+            "control_period_max_ms": _pct(per, 100),
+            "ticks": len(per),
+            "joint_states_hz": round(n_js / wall, 1),
+            "driver_refused_commands": refused,
+            "driver_last_refusal": d1.get("last_refusal", ""),
+        }
+    finally:
+        for p in procs:
+            p.send_signal(2)  # SIGINT, as ros2 launch sends
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
 def run(out_dir: Path, quick: bool = False) -> dict:
     from etc_ros.runtime_fakes import ScriptedRuntime, circle_fn, make_fake_runtime
 
@@ -91,7 +198,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     duration = 4.0 if quick else 15.0
     res: dict = {"quick": quick, "cpu_count": os.cpu_count(), "control_hz": 50.0,
                  "load_avg_start": [round(v, 2) for v in os.getloadavg()],
-                 "note": "one process, MultiThreadedExecutor, real DDS (Fast DDS, localhost); "
+                 "note": "in-process graph (one executor thread per node) and one process per node, real DDS "
+                         "(Fast DDS, localhost); "
                          "timings depend on the host load (load_avg_*)"}
     scenarios = {
         "no_policy": lambda: _scenario("no_policy", duration, None),
@@ -101,6 +209,11 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     if not quick:
         scenarios["sim_policy"] = lambda: _scenario("sim_policy", duration, ScriptedRuntime(fn=circle_fn()),
                                                     sim=True)
+    # one process per node, as `ros2 launch` runs them
+    logs = out_dir / "ros_process_logs"
+    scenarios["processes_no_policy"] = lambda: _process_scenario("no_policy", duration, "fake:hold", "", logs)
+    scenarios["processes_policy_busy"] = lambda: _process_scenario("policy_busy", duration, "fake:busy",
+                                                                   "draw a small circle", logs)
     for name, fn in scenarios.items():
         print(f"[bench ros] {name} ({duration:g} s) ...", flush=True)
         res[name] = fn()
