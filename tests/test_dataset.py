@@ -356,7 +356,10 @@ def test_validate_names_bad_values(dataset):
     assert any("'timestamp' has type double, expected float" in e for e in validate_dataset(root))
 
 
-def test_stale_derived_files_warn_and_repair_rebuilds(dataset):
+def test_stale_derived_files_are_reported_and_repair_rebuilds(dataset):
+    """Derived files: our reader never relies on them, LeRobot's does (len() and the episode list from info.json's
+    totals, tasks by row position in tasks.parquet): stale totals or tasks are errors, a missing stats.json a
+    warning; repair rebuilds all of them."""
     root, spec, eps = dataset
     info = root / "meta/info.json"
     good_info = json.loads(info.read_text())
@@ -366,9 +369,11 @@ def test_stale_derived_files_warn_and_repair_rebuilds(dataset):
     (root / "meta/stats.json").unlink()
     (root / "meta/tasks.parquet").write_bytes(b"junk")
     warnings: list[str] = []
-    assert validate_dataset(root, warnings=warnings) == []
-    text = "\n".join(warnings)
-    assert "totals are stale" in text and "stats.json is missing" in text and "tasks.parquet" in text
+    errs = validate_dataset(root, warnings=warnings)
+    assert len(errs) == 2, errs
+    assert "tasks.parquet: cannot read" in errs[0] and "run `etc-vla data repair`" in errs[0]
+    assert "totals are stale" in errs[1] and "LeRobot" in errs[1]
+    assert "stats.json is missing" in "\n".join(warnings)
     assert DatasetReader(root).num_episodes == 3  # the reader never relies on the derived files
     assert repair_dataset(root) == []  # nothing to move, only the derived files are rebuilt
     warnings = []
@@ -712,3 +717,28 @@ def test_repair_quarantines_a_damaged_row_whose_instruction_is_lost(dataset):
     assert validate_dataset(root) == []
     r = DatasetReader(root)
     assert r.num_episodes == 2 and [r.load_episode(i).instruction for i in range(2)] == ["pick up the red cube"] * 2
+
+
+def test_validate_checks_what_lerobot_reads_in_info_and_tasks(dataset):
+    """LeRobot 0.4.4 takes totals, chunks_size, splits (video_path in video mode) from info.json and looks a task
+    up as tasks.iloc[task_index].name: rows out of order or without the pandas 'task' index misread silently."""
+    root, spec, eps = dataset
+    info = root / "meta/info.json"
+    good = json.loads(info.read_text())
+    info.write_text(json.dumps({k: v for k, v in good.items() if k not in ("total_tasks", "splits")}))
+    errs = validate_dataset(root, deep=False)
+    assert len(errs) == 1 and "missing keys ['total_tasks', 'splits']" in errs[0] and "LeRobot" in errs[0], errs
+    info.write_text(json.dumps(good))
+    tp = root / "meta/tasks.parquet"
+    t = pq.read_table(tp)
+    assert t.column("task_index").to_pylist() == [0, 1]
+    pq.write_table(t.take([1, 0]), tp)  # same mapping, rows swapped: position 0 is now task 1
+    errs = validate_dataset(root, deep=False)
+    assert len(errs) == 1 and "is not the row position" in errs[0] and "tasks.parquet" in errs[0], errs
+    pq.write_table(pa.table({"task_index": [0, 1], "task": t.column("task").to_pylist()}), tp)  # no pandas index
+    errs = validate_dataset(root, deep=False)
+    assert len(errs) == 1 and "pandas index must be the 'task' column" in errs[0], errs
+    pq.write_table(pa.table({"task_index": [0, 1], "task": ["x", "y"]}).replace_schema_metadata(t.schema.metadata), tp)
+    errs = validate_dataset(root, deep=False)
+    assert len(errs) == 1 and "does not match the episodes' tasks" in errs[0], errs
+    assert repair_dataset(root) == [] and validate_dataset(root) == []

@@ -18,10 +18,11 @@ import numpy as np
 
 from etc_ros.core.errors import DatasetError
 from etc_ros.data import codec
-from etc_ros.data.reader import _arrow_errors, _vec, read_episode_row, read_tasks, scan_episode_files
+from etc_ros.data.reader import _arrow_errors, _vec, read_episode_row, scan_episode_files
 from etc_ros.data.schema import (
     ACTION, EE_POSE, EPISODE_INDEX, FRAME_INDEX, GRIPPER_TOL, INDEX, INFO_PATH, OBJECTS, SPLIT_RE, STATE,
-    STATS_PATH, TASK_INDEX, TIMESTAMP, TIMESTAMP_NS, VECTOR_COLUMNS, DatasetSpec, check_info, chunk_file,
+    STATS_PATH, TASK_INDEX, TASKS_PATH, TIMESTAMP, TIMESTAMP_NS, VECTOR_COLUMNS, VIDEO_PATH, DatasetSpec, check_info,
+    chunk_file,
     data_arrow_schema, depth_key, image_key, is_temp_name, metadata_errors, object_errors, parse_chunk_file,
     read_json_file, stats_from_json, video_relpath, data_relpath,
 )
@@ -125,6 +126,15 @@ def validate_report(root: str | Path, *, deep: bool = True) -> ValidationReport:
     for k, want_v in (("data_path", "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"),):
         if info.get(k) != want_v:
             rep.errors.append(f"{ipath}: {k} must be {want_v!r}, got {info.get(k)!r}")
+    # what LeRobot's reader (LeRobotDatasetMetadata / LeRobotDataset, v3.0) takes from info.json besides the above
+    lerobot_keys = ["total_episodes", "total_frames", "total_tasks", "chunks_size", "splits"]
+    if spec.video:
+        lerobot_keys.append("video_path")
+    missing = [k for k in lerobot_keys if k not in info]
+    if missing:
+        rep.errors.append(f"{ipath}: missing keys {missing} that LeRobot's reader uses (run `etc-vla data repair`)")
+    if spec.video and "video_path" in info and info["video_path"] != VIDEO_PATH:
+        rep.errors.append(f"{ipath}: video_path must be {VIDEO_PATH!r}, got {info['video_path']!r}")
 
     files = scan_episode_files(root, spec)
     n = (max(files) + 1) if files else 0
@@ -172,24 +182,22 @@ def validate_report(root: str | Path, *, deep: bool = True) -> ValidationReport:
                 rep.errors.append(f"episode {i}: ... and {len(msgs) - MAX_PER_EPISODE} more errors")
         prev_to = row["dataset_to_index"]
 
-    # derived files: stale = warning (rebuildable)
-    try:
-        tasks = read_tasks(root)
-        if tasks != task_names and rows and not rep.broken_episodes:
-            rep.warnings.append(f"{root / 'meta/tasks.parquet'}: does not match the episodes' tasks "
-                                "(stale; run `etc-vla data repair`)")
-    except DatasetError as e:
-        rep.warnings.append(f"{e} (derived file; run `etc-vla data repair`)")
+    # derived files (rebuildable by repair). Our reader never relies on them, but LeRobot's does: it looks a
+    # task up by its row position in tasks.parquet (pandas index = the task string) and takes len() and the
+    # episode list from info.json's totals. Those are errors; a missing or stale stats.json is a warning.
+    rep.errors += _check_tasks_file(root, task_names if rows and not rep.broken_episodes else None)
     if task_names and sorted(task_names) != list(range(len(task_names))):
         rep.errors.append(f"task indices {sorted(task_names)[:10]} are not contiguous 0..{len(task_names) - 1}: a "
                           "LeRobot reader looks a task up by its position in meta/tasks.parquet and would pair "
                           "episodes with other episodes' instructions (run `etc-vla data repair`)")
     if not rep.broken_episodes:
         exp = {"total_episodes": n, "total_frames": rep.num_frames, "total_tasks": len(task_names)}
-        stale = {k: (info.get(k), v) for k, v in exp.items() if info.get(k) != v}
+        stale = {k: (info.get(k), v) for k, v in exp.items() if k in info and info.get(k) != v}
         if stale:
-            rep.warnings.append(f"{ipath}: totals are stale " + ", ".join(f"{k} {a} != {b}" for k, (a, b) in
-                                                                          stale.items()) + " (run `etc-vla data repair`)")
+            rep.errors.append(f"{ipath}: totals are stale " + ", ".join(f"{k} {a} != {b}" for k, (a, b) in
+                                                                        stale.items())
+                              + " (LeRobot's reader takes its length and episodes from them; run "
+                              "`etc-vla data repair`)")
     spath = root / STATS_PATH
     try:
         st = json.loads(spath.read_text(encoding="utf-8"))
@@ -213,6 +221,38 @@ def validate_report(root: str | Path, *, deep: bool = True) -> ValidationReport:
         rep.warnings.append(f"{spath}: not valid JSON ({e}); run `etc-vla data repair`")
     rep.broken_episodes = sorted(set(rep.broken_episodes))
     return rep
+
+
+def _check_tasks_file(root: Path, task_names: dict[int, str] | None) -> list[str]:
+    """meta/tasks.parquet as LeRobot reads it (pandas.read_parquet, then tasks.iloc[task_index].name): readable,
+    the task strings as the pandas index, task_index equal to the row position, and - when the episodes are all
+    readable (task_names given) - the same index -> instruction mapping as the episodes."""
+    import pyarrow.parquet as pq
+
+    path = root / TASKS_PATH
+    hint = " (LeRobot's reader looks tasks up there; run `etc-vla data repair`)"
+    try:
+        pf = pq.ParquetFile(str(path))
+        t = pf.read(columns=["task_index", "task"]).to_pydict()
+        md = pf.schema_arrow.metadata or {}
+    except FileNotFoundError:
+        return [f"{path} is missing{hint}"]
+    except (KeyError,) + _arrow_errors() as e:
+        return [f"{path}: cannot read columns task_index, task ({type(e).__name__}: {e}){hint}"]
+    errs = []
+    try:
+        index_cols = json.loads(md[b"pandas"].decode()).get("index_columns")
+    except (KeyError, ValueError, AttributeError):
+        index_cols = None
+    if index_cols != ["task"]:
+        errs.append(f"{path}: the pandas index must be the 'task' column (index_columns ['task']), found "
+                    f"{index_cols!r}: LeRobot would return row numbers instead of instructions{hint}")
+    if t["task_index"] != list(range(len(t["task_index"]))):
+        errs.append(f"{path}: task_index column {t['task_index'][:10]} is not the row position "
+                    f"0..{len(t['task_index']) - 1}: LeRobot would pair frames with other rows' instructions{hint}")
+    if task_names is not None and dict(zip(t["task_index"], t["task"])) != task_names:
+        errs.append(f"{path}: does not match the episodes' tasks (stale){hint}")
+    return errs
 
 
 def _stats_disagree(spath: Path, st: dict, rows: dict[int, dict], tol: float = 1e-4) -> list[str]:
