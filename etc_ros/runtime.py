@@ -24,7 +24,6 @@ No torch import here: numpy + onnxruntime (+ tensorrt when selected).
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from etc_ros.bundle import (
 )
 from etc_ros.core.action_tokenizer import decode_phase
 from etc_ros.core.errors import BundleError, ModelError, UserError
+from etc_ros.tensorrt_config import default_engine_cache, tensorrt_provider_options
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 # Additive attention-mask value for masked positions: exp() underflows to 0 in fp32 and fp16, fits in fp16.
@@ -114,50 +114,6 @@ def _provider_name(p: Any) -> str:
     return p[0] if isinstance(p, tuple) else str(p)
 
 
-def profile_shapes(io: Mapping[str, Any] | None, *, max_batch: int = 1, max_seq: int = 512, opt_seq: int = 128,
-                   max_past: int | None = None) -> dict[str, tuple[list[int], list[int], list[int]]]:
-    """(min, opt, max) shapes of every dynamic input of a graph, from its I/O description in the manifest
-    (symbolic dims: batch / n / b = batch-like, seq / l = sequence, past = KV length)."""
-    max_past = int(max_past or max_seq)
-    sizes = {"batch": (1, 1, max_batch), "b": (1, 1, max_batch), "n": (1, 1, max_batch * 4),
-             "seq": (2, opt_seq, max_seq), "l": (1, opt_seq, max_seq), "past": (2, opt_seq + 16, max_past),
-             "past + 1": (3, opt_seq + 17, max_past + 1)}
-    out = {}
-    for name, meta in ((io or {}).get("inputs") or {}).items():
-        shape = meta.get("shape") or []
-        if all(isinstance(d, int) for d in shape):
-            continue
-        dims = [sizes.get(d, (1, opt_seq, max_seq)) if isinstance(d, str) else (d, d, d) for d in shape]
-        out[name] = ([d[0] for d in dims], [d[1] for d in dims], [d[2] for d in dims])
-    return out
-
-
-def tensorrt_provider_options(role: str, io: Mapping[str, Any] | None, cache_dir: str | Path, *,
-                              fp16: bool = False, max_batch: int = 1, max_seq: int = 512, opt_seq: int = 128,
-                              max_past: int | None = None) -> dict:
-    """ORT TensorRT execution provider options for one graph: engine + timing caches on disk and explicit
-    optimization profiles (min/opt/max shapes) from the graph I/O in the manifest, so the EP does not rebuild an
-    engine whenever a new sequence length shows up. fp16=True lets TensorRT use FP16 kernels on an FP32 graph
-    (the 'fp16' variant is FP16 already and does not need it)."""
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    opts = {
-        "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": str(cache),
-        "trt_timing_cache_enable": "True",
-        "trt_timing_cache_path": str(cache),
-        "trt_fp16_enable": "True" if fp16 else "False",
-        "trt_max_workspace_size": str(2 << 30),
-    }
-    prof = profile_shapes(io, max_batch=max_batch, max_seq=max_seq, opt_seq=opt_seq, max_past=max_past)
-    if prof:
-        def fmt(k: int) -> str:
-            return ",".join(f"{n}:" + "x".join(str(d) for d in s[k]) for n, s in prof.items())
-
-        opts.update(trt_profile_min_shapes=fmt(0), trt_profile_opt_shapes=fmt(1), trt_profile_max_shapes=fmt(2))
-    return opts
-
-
 # ------------------------------------------------------------------------------------------------ graph runners
 class OrtGraphs:
     """One ONNX Runtime session per graph role."""
@@ -223,14 +179,6 @@ class OrtGraphs:
             raise BundleError(f"graph {role!r} needs input(s) {missing}; the runtime gave {sorted(feeds)}")
         outs = self.sessions[role].run(None, f)
         return dict(zip(self._out[role], outs))
-
-
-def default_engine_cache(path: str | Path) -> Path:
-    """Engine caches live outside the (read-only, checksummed) bundle: $ETC_VLA_ENGINE_CACHE or
-    ~/.cache/etc_vla/engines/<bundle name>."""
-    base = os.environ.get("ETC_VLA_ENGINE_CACHE") or str(Path.home() / ".cache" / "etc_vla" / "engines")
-    p = Path(path).resolve()
-    return Path(base) / (p.parent.parent.name + "-" + p.parent.name)
 
 
 # ------------------------------------------------------------------------------------------------ the pipeline
@@ -574,4 +522,4 @@ def bundle_summary(bundle_dir: str | Path) -> dict:
 
 
 __all__ = ["PolicyRuntime", "GraphPolicy", "OrtGraphs", "BACKENDS", "MASK_VALUE", "prefill_mask", "decode_mask",
-           "positions", "tensorrt_provider_options", "profile_shapes", "bundle_summary", "RuntimeConfigError"]
+           "positions", "bundle_summary", "RuntimeConfigError"]

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from etc_ros.core.errors import BundleError, UserError
+from etc_ros.tensorrt_config import default_engine_cache, profile_shapes
 
 
 class TensorRTError(UserError):
@@ -59,8 +60,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, io: Mapping[str
                  timing_cache: str | Path | None = None) -> Path:
     """Parse `onnx_path` into a strongly typed network, add one optimization profile covering the dynamic
     inputs (from the manifest's graph I/O) and serialize the engine to `engine_path`."""
-    from etc_ros.runtime import profile_shapes
-
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -171,8 +170,6 @@ class TrtGraphs:
 
     def __init__(self, paths: Mapping[str, Path], graph_io: Mapping[str, Any], cache_dir: str | Path | None = None,
                  max_batch: int = 1, max_seq: int = 512):
-        from etc_ros.runtime import default_engine_cache
-
         self.graphs: dict[str, TrtGraph] = {}
         self.providers = ["tensorrt"]
         for role, p in paths.items():
@@ -197,7 +194,6 @@ def build_bundle_engines(bundle_dir: str | Path, variant: str = "fp32", cache_di
                          max_batch: int = 1, max_seq: int = 512) -> dict[str, str]:
     """Build (or find cached) engines for every graph of a bundle variant; returns role -> engine path."""
     from etc_ros.bundle import load_bundle
-    from etc_ros.runtime import default_engine_cache
 
     info = load_bundle(bundle_dir, variant=variant)
     out = {}

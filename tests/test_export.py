@@ -289,7 +289,7 @@ def test_no_silent_fallback_to_cpu(bundle):
 
 
 def test_tensorrt_provider_options_have_caches_and_profiles(tmp_path, bundle):
-    from etc_ros.runtime import tensorrt_provider_options
+    from etc_ros.tensorrt_config import tensorrt_provider_options
 
     info = load_bundle(bundle[0])
     o = tensorrt_provider_options("decode", info.manifest["graph_io"]["decode"], tmp_path / "c", max_seq=256)
