@@ -31,7 +31,7 @@ def write_overlays(etc_dir, out_dir, n: int = 12, **kw):
 
 
 def load_samples(etc_dir, splits=None, categories=None) -> list[dict]:
-    from etc_training.etc.builder import load_samples as _l
+    from etc_training.etc.store import load_samples as _l
 
     return _l(etc_dir, splits, categories)
 

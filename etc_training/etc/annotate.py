@@ -175,7 +175,7 @@ class AnnotationServer:
             raise AnnotationError(f"the annotation tool only listens on loopback ({', '.join(LOOPBACK)}), "
                                   f"not {host!r}")
         if reader is None:
-            from etc_training.etc.builder import open_dataset
+            from etc_training.etc.store import open_dataset
 
             reader = open_dataset(episodes_dir)
         self.reader = reader

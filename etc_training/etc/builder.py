@@ -8,16 +8,16 @@ Output layout (see docs/etc.md):
     out/segments.jsonl                     per-episode segmentation + checks against recorded metadata
     out/stats.json, out/stats.md           statistics per category / subtype (stats.py)
     out/overlays/*.png                     points, boxes, trajectories drawn on frames (overlay.py)
+Reading the source dataset and writing / reading the ETC directory live in store.py.
 Images are referenced ({episode, episode_id, frame, camera, dataset}), never copied.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,15 +25,16 @@ import numpy as np
 
 from etc_ros.core.config import from_dict, to_dict
 from etc_ros.core.errors import CalibrationError, DatasetError, UserError
-from etc_ros.core.io import atomic_write, atomic_write_json
+from etc_ros.core.io import atomic_write_json
 
 from etc_training.etc.config import ALL_SUBTYPES, EtcConfig
 from etc_training.etc.episode import EpisodeView, make_view
 from etc_training.etc.generators import GENERATORS, NEEDS_CALIBRATION
-from etc_training.etc.mixture import SUBTYPE_CATEGORY, CATEGORIES
+from etc_training.etc.mixture import SUBTYPE_CATEGORY
 from etc_training.etc.segment import compare_events, compare_segments
+from etc_training.etc.store import (dataset_ref, episode_id_of, episode_meta, load_episode, open_dataset,
+                                    reader_image_sizes, write_samples)
 
-FORMAT = "etc_samples/1"
 SUBTYPE_INDEX = {s: i for i, s in enumerate(ALL_SUBTYPES)}
 
 
@@ -143,63 +144,8 @@ def segmentation_report(view: EpisodeView, cfg: EtcConfig) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- dataset side
-def open_dataset(root: str | Path):
-    from etc_ros.data import DatasetReader
-
-    root = Path(root)
-    if not root.exists():
-        raise DatasetError(f"episode dataset not found: {root}")
-    return DatasetReader(root)
-
-
-def dataset_ref(root: str | Path, out_dir: str | Path, mode: str) -> str:
-    root = Path(root).resolve()
-    if mode == "relative":
-        return os.path.relpath(root, Path(out_dir).resolve())
-    return str(root)
-
-
-def resolve_dataset(ref: str, etc_dir: str | Path) -> Path:
-    p = Path(ref)
-    return p if p.is_absolute() else (Path(etc_dir) / p).resolve()
-
-
-def _meta(reader, i: int) -> dict:
-    try:
-        return dict(reader.episode_meta(i) or {})
-    except Exception:  # noqa: BLE001 - metadata is optional for the builder
-        return {}
-
-
-def episode_id_of(meta: dict, i: int) -> str:
-    for k in ("episode_id", "id", "name", "uuid"):
-        if meta.get(k):
-            return str(meta[k])
-    return f"episode_{i:06d}"
-
-
-def reader_image_sizes(reader) -> dict[str, tuple[int, int]] | None:
-    """{cam: (W, H)} from a DatasetReader's spec (None for readers without one)."""
-    spec = getattr(reader, "spec", None)
-    cams = getattr(spec, "cameras", None)
-    if not cams:
-        return None
-    return {c: (int(hw[1]), int(hw[0])) for c, hw in cams.items()}
-
-
-def load_episode(reader, i: int, images: bool = False):
-    """Episode i; pixels are only decoded when asked (ETC needs sizes and calibration, not pixels)."""
-    if not images and reader_image_sizes(reader) is not None:
-        try:
-            return reader.load_episode(i, images=False)
-        except TypeError:
-            pass
-    return reader.load_episode(i)
-
-
 def load_view(reader, i: int, ds_ref: str, cfg: EtcConfig, ann: dict | None) -> EpisodeView:
-    meta = _meta(reader, i)
+    meta = episode_meta(reader, i)
     ep = load_episode(reader, i)
     eid = episode_id_of(meta, i)
     ep_ann = None
@@ -256,7 +202,7 @@ def _episode_results(source, indices: list[int], ds_ref: str, cfg: EtcConfig, an
 
 
 def _episode_split(reader, i: int) -> str | None:
-    m = _meta(reader, i)
+    m = episode_meta(reader, i)
     s = m.get("split")
     return str(s) if s is not None else None
 
@@ -321,117 +267,4 @@ def build_etc(episodes_dir, out_dir: str | Path, cfg: EtcConfig | dict | None = 
     return summary
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    def w(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, separators=(",", ":"), default=_json_default) + "\n")
-
-    atomic_write(path, w)
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def write_samples(out: Path, groups: dict, infos: list[dict], cfg: EtcConfig, ds_ref: str, ds_abs: str) -> dict:
-    from etc_training.etc import coords
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    by_split: Counter = Counter()
-    by_cat: Counter = Counter()
-    by_sub: Counter = Counter()
-    by_split_cat: dict[str, dict[str, int]] = defaultdict(dict)
-    # remove record files of an earlier build that this one does not rewrite
-    old = out / "samples"
-    if old.is_dir():
-        for p in old.rglob("*.jsonl"):
-            p.unlink()
-    for (split, cat), recs in sorted(groups.items()):
-        recs.sort(key=lambda r: r["id"])
-        rel = f"samples/{split}/{cat}.jsonl"
-        _write_jsonl(out / rel, recs)
-        files.append(dict(path=rel, split=split, category=cat, count=len(recs)))
-        by_split[split] += len(recs)
-        by_cat[cat] += len(recs)
-        by_split_cat[split][cat] = len(recs)
-        for r in recs:
-            by_sub[r["subtype"]] += 1
-    _write_jsonl(out / "segments.jsonl", infos)
-    ev = [i["events_check"] for i in infos if "events_check" in i]
-    sb = [i["subtasks_check"] for i in infos if "subtasks_check" in i]
-    seg_summary = dict(
-        episodes_with_recorded_events=len(ev), events_agree=sum(1 for e in ev if e["ok"]),
-        episodes_with_recorded_subtasks=len(sb),
-        subtask_boundary_f1=round(float(np.mean([s["f1"] for s in sb])), 4) if sb else None,
-    )
-    n = sum(by_cat.values())
-    summary = dict(
-        out_dir=str(out), n_samples=n, n_episodes=len(infos),
-        by_split=dict(by_split), by_category={c: by_cat.get(c, 0) for c in CATEGORIES}, by_subtype=dict(by_sub),
-        by_split_category=dict(by_split_cat), segmentation=seg_summary, files=files,
-    )
-    index = dict(
-        format=FORMAT, dataset=ds_ref, dataset_abs=ds_abs, created_unix=round(time.time(), 3),
-        convention=dict(
-            coordinates="integers 0..1023: loc = clip(floor((u + 0.5) / W * 1023 + 0.5), 0, 1023), same for v "
-                        "with H; pixel centres at integer (u, v), image spans [-0.5, W - 0.5]",
-            point="[x, y]", box="[x1, y1, x2, y2]", trajectory="[[x, y, g], ...] g: 1 open, 0 closed",
-            loc_max=coords.LOC_MAX,
-        ),
-        config=to_dict(cfg), files=files, counts=dict(by_split=dict(by_split), by_category=dict(by_cat),
-                                                      by_subtype=dict(by_sub)),
-        episodes=[{k: v for k, v in i.items() if k not in ("segmentation",)} for i in infos],
-    )
-    atomic_write_json(out / "index.json", index)
-    return summary
-
-
-# ---------------------------------------------------------------------------------------------- reading back
-def load_index(etc_dir: str | Path) -> dict:
-    p = Path(etc_dir) / "index.json"
-    if not p.is_file():
-        raise UserError(f"{etc_dir}: not an ETC directory (no index.json); build one with `etc-vla etc build`")
-    try:
-        idx = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: invalid JSON: {e}") from None
-    if idx.get("format") != FORMAT:
-        raise UserError(f"{p}: format {idx.get('format')!r} is not {FORMAT!r}")
-    return idx
-
-
-def iter_samples(etc_dir: str | Path, splits: Iterable[str] | None = None,
-                 categories: Iterable[str] | None = None) -> Iterable[dict]:
-    idx = load_index(etc_dir)
-    splits = set(splits) if splits else None
-    categories = set(categories) if categories else None
-    for f in idx["files"]:
-        if splits is not None and f["split"] not in splits:
-            continue
-        if categories is not None and f["category"] not in categories:
-            continue
-        p = Path(etc_dir) / f["path"]
-        if not p.is_file():
-            raise UserError(f"{etc_dir}: index lists {f['path']} but the file is missing")
-        with open(p, encoding="utf-8") as fh:
-            for ln, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{p}:{ln}: invalid JSON record: {e}") from None
-
-
-def load_samples(etc_dir: str | Path, splits: Iterable[str] | None = None,
-                 categories: Iterable[str] | None = None) -> list[dict]:
-    return list(iter_samples(etc_dir, splits, categories))
-
-
-__all__ = ["build_etc", "episode_samples", "load_samples", "iter_samples", "load_index", "EtcConfig",
-           "CalibrationError"]
+__all__ = ["build_etc", "episode_samples", "EtcConfig", "CalibrationError"]

@@ -15,7 +15,7 @@ import numpy as np
 from etc_ros.core.errors import UserError
 
 from etc_training.etc import coords as C
-from etc_training.etc.builder import load_index, load_samples, resolve_dataset
+from etc_training.etc.store import load_index, load_samples, open_dataset, resolve_dataset
 
 GEOMETRIC = ("trajectory", "point", "box", "affordance_grasp", "affordance_place", "relation", "gripper_relation",
              "objects")
@@ -34,8 +34,6 @@ class FrameSource:
         if self.reader is not None:
             return self.reader
         if ref not in self._readers:
-            from etc_training.etc.builder import open_dataset
-
             self._readers[ref] = open_dataset(resolve_dataset(ref, self.etc_dir))
         return self._readers[ref]
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from etc_ros.core.io import atomic_write_json, atomic_write_text
 
-from etc_training.etc.builder import iter_samples, load_index
+from etc_training.etc.store import iter_samples, load_index
 from etc_training.etc.mixture import CATEGORIES, SUBTYPE_GROUP
 
 

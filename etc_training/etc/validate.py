@@ -24,7 +24,8 @@ from etc_ros.core.errors import UserError
 from etc_ros.core.io import atomic_write_json
 
 from etc_training.etc import coords as C
-from etc_training.etc.builder import load_index, load_samples, resolve_dataset
+from etc_training.etc.store import (episode_id_of, load_episode, load_index, load_samples, open_dataset,
+                                    reader_image_sizes, resolve_dataset)
 from etc_training.etc.mixture import SUBTYPE_CATEGORY
 
 REQUIRED = ("id", "images", "prompt", "answer", "category", "subtype", "source_episode", "split", "target")
@@ -183,8 +184,6 @@ class _Episodes:
     def reader_for(self, ref: str):
         if self.reader is not None:
             return self.reader
-        from etc_training.etc.builder import open_dataset
-
         path = Path(self.dataset) if self.dataset is not None else resolve_dataset(ref, self.etc_dir)
         key = str(path)
         if key not in self._readers:
@@ -195,7 +194,6 @@ class _Episodes:
         key = (ref, int(episode))
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        from etc_training.etc.builder import episode_id_of, load_episode, reader_image_sizes
         from etc_training.etc.episode import make_view
 
         r = self.reader_for(ref)
