@@ -8,8 +8,9 @@ import pytest
 from etc_ros.core.errors import UserError
 from etc_training.sim import splits as S
 from etc_training.sim.config import FAMILIES
+from etc_training.sim.language import HELDOUT_TEMPLATES, TEMPLATES
 from etc_training.sim.objects import GRASPABLE_KINDS, NOVEL_KINDS
-from etc_training.sim.tasks import HELDOUT_TEMPLATES, OBJECT_KINDS, TARGET_KINDS, TEMPLATES, sample_episode
+from etc_training.sim.tasks import OBJECT_KINDS, TARGET_KINDS, sample_episode
 
 N = 40  # sampled episodes per split
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from etc_training.sim import SimEnv
+from etc_training.sim.language import TEMPLATES, goal_text, render_instruction
 from etc_training.sim.objects import WALL, make_object
-from etc_training.sim.tasks import (TEMPLATES, check_success, goal_text, inside_container, render_instruction,
-                                    sample_episode)
+from etc_training.sim.tasks import check_success, inside_container, sample_episode
 
 
 def _env(family: str, seed: int = 0) -> SimEnv:

@@ -27,8 +27,8 @@ from etc_ros.core.spec import FINGER_CLOSED, MAX_DELTA_RPY, MAX_DELTA_XYZ
 from etc_ros.core.transforms3d import euler_to_matrix, matrix_to_euler
 
 from .config import ExpertConfig
+from .language import preposition
 from .objects import WALL
-from .tasks import preposition
 
 FINGER_TIP = 0.0124  # m, finger tips beyond ee_gripper_link along the approach axis (from the URDF finger box)
 MIN_GRASP_Z = 0.018  # m, lowest EE height for grasps (finger tips ~6 mm above the table)

@@ -14,6 +14,7 @@ import zlib
 
 from etc_ros.core.errors import UserError
 
+from .language import HELDOUT_TEMPLATES, TEMPLATES
 from .objects import NOVEL_KINDS
 
 SPLITS = ("train", "ood_color", "ood_combo", "ood_distractor", "ood_phrase")
@@ -57,8 +58,6 @@ def distractor_kinds(split: str) -> tuple[str, ...]:
 
 
 def template_ids(family: str, split: str) -> tuple[str, ...]:
-    from .tasks import HELDOUT_TEMPLATES, TEMPLATES
-
     if family not in TEMPLATES:
         raise SplitError(f"unknown task family {family!r}; choose one of {list(TEMPLATES)}")
     ids = tuple(TEMPLATES[family])

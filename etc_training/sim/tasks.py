@@ -2,7 +2,7 @@
 
 Families: pick_place ("put the red block in the blue bowl"), pick_up ("pick up the red block"), push ("push the
 red block onto the blue mat"), stack ("stack the red block on the blue block"). Each has instruction templates
-(some held out for the ood_phrase split) and a goal text ("the red block is in the blue bowl").
+(some held out for the ood_phrase split) and a goal text ("the red block is in the blue bowl"), in language.py.
 
 `sample_episode(seed, split, cfg)` draws everything random about an episode (task, objects, sizes, colours, poses,
 distractors, lighting, table look, camera jitter) from `numpy.random.default_rng(seed)`.
@@ -20,58 +20,10 @@ from etc_ros.core.errors import UserError
 
 from . import splits as S
 from .config import FAMILIES, SimConfig
+from .language import GOALS, goal_text, render_instruction
 from .objects import WALL, ObjectSpec, make_object
 from .world import Appearance, PlacedObject, Scene
 
-# template id -> text; {obj}, {tgt}, {prep} ("in"/"on"), {into} ("into"/"onto")
-TEMPLATES: dict[str, dict[str, str]] = {
-    "pick_place": {
-        "pp0": "put the {obj} {prep} the {tgt}",
-        "pp1": "place the {obj} {prep} the {tgt}",
-        "pp2": "move the {obj} {into} the {tgt}",
-        "pp3": "pick up the {obj} and put it {prep} the {tgt}",
-        "pp4": "put the {obj} {into} the {tgt}",
-        "pp5": "transfer the {obj} {into} the {tgt}",
-        "pp6": "the {obj} belongs {prep} the {tgt}, take it there",
-        "pp7": "grab the {obj} and drop it {into} the {tgt}",
-    },
-    "pick_up": {
-        "pu0": "pick up the {obj}",
-        "pu1": "lift the {obj}",
-        "pu2": "grab the {obj}",
-        "pu3": "pick the {obj} up off the table",
-        "pu4": "raise the {obj} into the air",
-        "pu5": "take hold of the {obj} and lift it",
-    },
-    "push": {
-        "ps0": "push the {obj} onto the {tgt}",
-        "ps1": "push the {obj} to the {tgt}",
-        "ps2": "slide the {obj} onto the {tgt}",
-        "ps3": "move the {obj} to the {tgt} by pushing it",
-        "ps4": "nudge the {obj} over to the {tgt}",
-        "ps5": "shove the {obj} toward the {tgt} until it is on it",
-    },
-    "stack": {
-        "st0": "stack the {obj} on the {tgt}",
-        "st1": "put the {obj} on top of the {tgt}",
-        "st2": "place the {obj} on the {tgt}",
-        "st3": "stack the {obj} on top of the {tgt}",
-        "st4": "build a tower by setting the {obj} onto the {tgt}",
-        "st5": "set the {obj} atop the {tgt}",
-    },
-}
-HELDOUT_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "pick_place": ("pp5", "pp6", "pp7"),
-    "pick_up": ("pu4", "pu5"),
-    "push": ("ps4", "ps5"),
-    "stack": ("st4", "st5"),
-}
-GOALS = {
-    "pick_place": "the {obj} is {prep} the {tgt}",
-    "pick_up": "the {obj} is lifted off the table",
-    "push": "the {obj} is on the {tgt}",
-    "stack": "the {obj} is stacked on the {tgt}",
-}
 OBJECT_KINDS = {"pick_place": ("block", "cylinder", "ball"), "pick_up": ("block", "cylinder", "ball"),
                 "push": ("block", "cylinder"), "stack": ("block",)}
 TARGET_KINDS = {"pick_place": ("bowl", "plate", "box"), "pick_up": (), "push": ("mat",), "stack": ("block",)}
@@ -109,22 +61,6 @@ class EpisodeSpec:
     task: TaskSpec
     scene: Scene
     distractors: list[str] = field(default_factory=list)
-
-
-def preposition(target_kind: str | None) -> tuple[str, str]:
-    if target_kind in ("bowl", "box"):
-        return "in", "into"
-    return "on", "onto"
-
-
-def render_instruction(family: str, template_id: str, obj: str, tgt: str | None, tgt_kind: str | None) -> str:
-    prep, into = preposition(tgt_kind)
-    return TEMPLATES[family][template_id].format(obj=obj, tgt=tgt or "", prep=prep, into=into)
-
-
-def goal_text(family: str, obj: str, tgt: str | None, tgt_kind: str | None) -> str:
-    prep, _ = preposition(tgt_kind)
-    return GOALS[family].format(obj=obj, tgt=tgt or "", prep=prep)
 
 
 def _choice(rng: np.random.Generator, seq):
