@@ -146,6 +146,21 @@ def run_nodes(make_nodes, args: list[str] | None = None, threads: int = 0, park=
             n.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        join_spinning_threads()
+
+
+def join_spinning_threads(timeout: float = 2.0) -> None:
+    """After rclpy.shutdown(): give the daemon threads still spinning on the dead context (run_nodes' own, and
+    libraries' like Interbotix's robot_startup thread, which only ends when the context is down) time to leave
+    rclpy. A thread still inside rclpy when the interpreter exits aborts the process ('terminate called without an
+    active exception', exit code -6) after an otherwise clean park."""
+    import threading
+    import time
+
+    t_end = time.monotonic() + timeout
+    for t in threading.enumerate():
+        if t.daemon and t is not threading.current_thread():
+            t.join(max(0.0, t_end - time.monotonic()))
 
 
 def init_default_context_without_signal_handlers() -> None:
