@@ -17,7 +17,7 @@ Backends:
 Preprocessing and postprocessing are the training code itself: `VLAProcessor` (etc_ros.core.processor) builds the
 prompt and pixels, `NormStats` (through the processor) unnormalizes the chunk, `processor.decode_actions`
 turns generated ids into actions. The greedy decoding loop below mirrors
-etc_training.models.action_heads.greedy_decode (argmax over the action-token block + stop token, KV cache);
+etc_training.models.heads.token.greedy_decode (argmax over the action-token block + stop token, KV cache);
 parity tests check that both produce the same ids.
 
 No torch import here: numpy + onnxruntime (+ tensorrt when selected).
@@ -248,7 +248,7 @@ class GraphPolicy:
 
     def generate(self, batch: Mapping[str, np.ndarray], timing: dict | None = None,
                  force: np.ndarray | None = None, record: bool = False) -> tuple[np.ndarray, dict]:
-        """Greedy ids after the prefix (B, T) (the rule of action_heads.greedy_decode). force: (B, T) ids fed
+        """Greedy ids after the prefix (B, T) (the rule of heads.token.greedy_decode). force: (B, T) ids fed
         instead of the argmax (teacher forcing, parity checks); record: keep logits / hidden states."""
         am = np.asarray(batch["attention_mask"], dtype=np.int64)
         tt = np.asarray(batch["token_type_ids"], dtype=np.int64)

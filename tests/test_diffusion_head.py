@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from etc_ros.core.errors import ModelError
-from etc_training.models.diffusion_head import (
-    DiffusionActionHead,
-    HybridActionHead,
-    NoiseSchedule,
-    PrefixPooler,
-    condition_mask,
-    ddim_sample,
-    diffusion_part,
-)
+from etc_training.models.heads.base import PrefixPooler, condition_mask
+from etc_training.models.heads.diffusion import DiffusionActionHead, NoiseSchedule, ddim_sample
+from etc_training.models.heads.hybrid import HybridActionHead, diffusion_part
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +190,7 @@ def test_both_head_conditions_on_the_prefix_only(policies, data):
         c_inf = head.condition_from(pol.run_backbone(ib), ib)
     # the action tokens of the training target never leak into the condition
     assert torch.allclose(c_train, c_inf, atol=1e-4)
-    from etc_training.models.action_heads import lm_loss
+    from etc_training.models.heads.base import lm_loss
 
     b2 = P.collate([ex, P.build_action_example(imgs[1], states[1], "go", raw[1])])
     with torch.no_grad():
@@ -218,11 +212,11 @@ def test_bad_head_configs(data):
         DiffusionActionHead(None, 16, noise_repeats=0)
     with pytest.raises(ModelError, match="predict_with"):
         HybridActionHead(None, 16, predict_with="both")
-    from etc_training.models.action_heads import TokenActionHead
+    from etc_training.models.heads.token import TokenActionHead
 
     with pytest.raises(ModelError, match="not a diffusion head"):
         diffusion_part(TokenActionHead.__new__(TokenActionHead))
-    from etc_training.models.action_heads import make_action_head
+    from etc_training.models.heads.factory import make_action_head
 
     with pytest.raises(ModelError, match="bad config"):
         make_action_head("diffusion", None, 16, {"nope": 1})

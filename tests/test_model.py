@@ -13,13 +13,9 @@ import torch.nn.functional as F
 from etc_ros.core.action_tokenizer import synthetic_smooth_chunks
 from etc_ros.core.errors import ModelError
 from etc_ros.core.processor import IGNORE_INDEX
-from etc_training.models.action_heads import (
-    ACTION_HEADS,
-    BackboneOutputs,
-    greedy_decode,
-    lm_loss,
-    register_action_head,
-)
+from etc_training.models.heads.base import BackboneOutputs, lm_loss
+from etc_training.models.heads.factory import ACTION_HEADS, register_action_head
+from etc_training.models.heads.token import greedy_decode
 from etc_training.models.presets import get_preset
 from etc_training.models.vla import VLAPolicy
 

@@ -9,8 +9,8 @@ import torch
 
 from etc_training.distill.consistency import CDConfig, ConsistencyDistiller
 from etc_training.distill.sdm import DistillError, SDMConfig, SDMDistiller, train_denoiser
-from etc_training.models import diffusion_head as dh
-from etc_training.models.diffusion_head import Denoiser, NoiseSchedule, ddim_sample
+from etc_training.models.heads import diffusion as dh
+from etc_training.models.heads.diffusion import Denoiser, NoiseSchedule, ddim_sample
 
 MODES = torch.tensor([[0.5, 0.5], [-0.5, -0.5]])
 STD = 0.08

@@ -19,7 +19,7 @@ def _toy(quick: bool) -> dict:
     import torch
 
     from etc_training.distill.sdm import SDMConfig, SDMDistiller, train_denoiser
-    from etc_training.models.diffusion_head import Denoiser, NoiseSchedule, ddim_sample
+    from etc_training.models.heads.diffusion import Denoiser, NoiseSchedule, ddim_sample
 
     modes = torch.tensor([[0.5, 0.5], [-0.5, -0.5]])
     g = torch.Generator().manual_seed(0)

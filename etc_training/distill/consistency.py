@@ -8,7 +8,7 @@ the clean end):
     target  = S_ema(x_{n+1}, t_{n+1}, c)          or, at the last step, the teacher's x0 estimate (boundary)
     loss    = MSE(S(x_n, t_n, c), stopgrad(target))
 S starts as a copy of the teacher; S_ema is its exponential moving average (the target network). Inference:
-ONE call of S at t = T - 1 (diffusion_head.one_step_sample), like the SDM generator. Unlike SDM, CD needs data
+ONE call of S at t = T - 1 (heads.diffusion.one_step_sample), like the SDM generator. Unlike SDM, CD needs data
 (chunks), so it reads the actions of the distillation frames.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etc_training.distill.sdm import DistillError, lr_factor
-from etc_training.models.diffusion_head import NoiseSchedule, one_step_sample
+from etc_training.models.heads.diffusion import NoiseSchedule, one_step_sample
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from etc_training.distill.sdm import DistillError
-from etc_training.models.diffusion_head import DiffusionActionHead
+from etc_training.models.heads.diffusion import DiffusionActionHead
 
 INPUT_NAMES = ("hidden_states", "condition_mask", "noise")
 OUTPUT_NAMES = ("actions",)

@@ -53,7 +53,7 @@ def run_distill(cfg: DistillConfig, progress: bool = True, log: Callable[[str], 
     from etc_training.distill.consistency import CDConfig, ConsistencyDistiller
     from etc_training.distill.policy import build_condition_bank, load_teacher, save_student, variant_head
     from etc_training.distill.sdm import SDMDistiller
-    from etc_training.models.diffusion_head import diffusion_part
+    from etc_training.models.heads.hybrid import diffusion_part
 
     log = log or (lambda s: None)
     if not cfg.checkpoint:
@@ -268,7 +268,7 @@ def bundle_latency(cfg: DistillConfig, out: Path, obs: dict, runs: int, log: Cal
 def run_report(cfg: DistillConfig, progress: bool = True, log: Callable[[str], None] | None = print) -> dict:
     """Re-run the comparison of an existing distillation output (OUT/student [+ OUT/cd_student])."""
     from etc_training.distill.policy import load_teacher
-    from etc_training.models.diffusion_head import diffusion_part
+    from etc_training.models.heads.hybrid import diffusion_part
     from etc_training.models.vla import VLAPolicy
 
     log = log or (lambda s: None)

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from etc_training.distill.sdm import DistillError
-from etc_training.models.diffusion_head import DiffusionActionHead, diffusion_part
+from etc_training.models.heads.diffusion import DiffusionActionHead
+from etc_training.models.heads.hybrid import diffusion_part
 
 
 def load_teacher(checkpoint: str | Path, device: str = "cpu"):
@@ -194,7 +195,7 @@ class use_head:
         self.policy, self.head = policy, head
 
     def __enter__(self):
-        from etc_training.models.diffusion_head import HybridActionHead
+        from etc_training.models.heads.hybrid import HybridActionHead
 
         self._old = self.policy.action_head
         if isinstance(self._old, HybridActionHead):

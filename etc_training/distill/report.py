@@ -23,7 +23,7 @@ import torch
 
 from etc_training.distill.export import latency_stats
 from etc_training.distill.policy import ConditionBank, use_head
-from etc_training.models.diffusion_head import DiffusionActionHead
+from etc_training.models.heads.diffusion import DiffusionActionHead
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

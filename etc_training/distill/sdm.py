@@ -1,6 +1,6 @@
 """SDM (score and distribution matching) one-step distillation of a diffusion denoiser.
 
-Three copies of the trained teacher denoiser (x0-prediction, etc_training/models/diffusion_head.py):
+Three copies of the trained teacher denoiser (x0-prediction, etc_training/models/heads/diffusion.py):
 - G, the generator (trainable): noise -> clean sample in ONE call at t = T - 1;
 - F, the frozen teacher: the score of the data distribution;
 - D, the dynamic teacher (trainable): tracks the score of the generator's own distribution.
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etc_ros.core.errors import UserError
-from etc_training.models.diffusion_head import NoiseSchedule, one_step_sample
+from etc_training.models.heads.diffusion import NoiseSchedule, one_step_sample
 
 
 class DistillError(UserError):

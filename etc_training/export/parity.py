@@ -3,7 +3,7 @@
 For every observation (dataset frames when given, generated frames otherwise):
 - reference (PyTorch, the training code path, default attention kernels): image features of the vision tower +
   projector, last hidden states of the prefix (`VLAPolicy.run_backbone`), the greedy action ids
-  (`action_heads.greedy_decode`, exactly what TokenActionHead.predict runs) and the logits at every generated
+  (`heads.token.greedy_decode`, exactly what TokenActionHead.predict runs) and the logits at every generated
   position (one teacher-forced forward over prefix + generated ids with the prefix-LM mask of transformers);
 - exported (ONNX Runtime through etc_ros.runtime.GraphPolicy, the robot code path): the same quantities, the
   decode graph teacher-forced along the reference ids, plus its own free-running greedy ids.
@@ -55,7 +55,7 @@ def torch_reference(policy: Any, batch: Mapping[str, Any], noise: np.ndarray | N
     import torch
 
     from etc_training.export.onnx_export import continuous_core, head_type_of
-    from etc_training.models.action_heads import greedy_decode
+    from etc_training.models.heads.token import greedy_decode
 
     P = policy.processor
     was = policy.training
@@ -91,7 +91,7 @@ def torch_reference(policy: Any, batch: Mapping[str, Any], noise: np.ndarray | N
                 out["actions"] = np.stack([c for c, _ in chunks]).astype(np.float32)
                 out["valid"] = np.asarray([ok for _, ok in chunks])
             else:
-                from etc_training.models.diffusion_head import condition_mask
+                from etc_training.models.heads.base import condition_mask
 
                 core = continuous_core(policy)
                 mask = condition_mask(prefix["attention_mask"], prefix["token_type_ids"])

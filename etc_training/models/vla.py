@@ -32,7 +32,8 @@ from etc_ros.core.action_tokenizer import (
 from etc_ros.core.errors import ModelError
 from etc_ros.core.normalize import NormStats
 from etc_ros.core.processor import ProcessorConfig, VLAProcessor
-from etc_training.models.action_heads import TOKEN_FORMAT_HEADS, BackboneOutputs, lm_loss, make_action_head
+from etc_training.models.heads.base import BackboneOutputs, lm_loss
+from etc_training.models.heads.factory import TOKEN_FORMAT_HEADS, make_action_head
 from etc_training.models.presets import ModelPreset, get_preset
 from etc_training.models.text_tokenizer import ACTION_TOKEN_FMT, IMAGE, build_text_tokenizer
 
@@ -363,7 +364,7 @@ class VLAPolicy(torch.nn.Module):
     @torch.no_grad()
     def generate_answer(self, images: Any, question: str, max_new_tokens: int = 64) -> str:
         """Greedy ETC answer to a question about the image(s)."""
-        from etc_training.models.action_heads import greedy_decode
+        from etc_training.models.heads.token import greedy_decode
 
         was_training = self.training
         self.eval()

@@ -10,18 +10,19 @@ Pieces (all usable on their own; the SDM distillation in etc_training/distill re
   [99] for one step: the first step always starts from the pure-noise level, so a 1-step DDIM is a meaningful
   baseline, and the last one returns the x0 estimate at t = 0),
   `ddim_step` (eta = 0, x0-prediction), `score` (s(x_t) = -(x_t - alpha_t x0_hat) / sigma_t^2).
-- `PrefixPooler`: prefix hidden states (B, L, E) + mask (B, L) -> condition vector (B, C): masked mean pooling
-  concatenated with `n_queries` learned attention-pooling queries, LayerNorm, linear.
+- `PrefixPooler` (base.py, shared with the regression head): prefix hidden states (B, L, E) + mask (B, L) ->
+  condition vector (B, C): masked mean pooling concatenated with `n_queries` learned attention-pooling queries,
+  LayerNorm, linear.
 - `Denoiser`: MLP with residual blocks, FiLM-conditioned on (sinusoidal timestep embedding + condition);
   input the noisy chunk (B, H, D), output the clean chunk x0 (B, H, D).
-- `DiffusionActionHead`: the ActionHead protocol (etc_training/models/action_heads.py) for "diffusion";
+- `DiffusionActionHead`: the ActionHead protocol (etc_training/models/heads/base.py) for "diffusion";
   `sampler="ddim"` runs `num_inference_steps` denoiser calls; `sampler="onestep"` (the SDM-distilled head)
   calls the denoiser exactly once at t = T - 1 and never enters the DDIM loop.
-- `HybridActionHead` ("both"): action tokens (LM loss) and the diffusion head trained together on the same
-  prefix; predicts with the diffusion head (or the tokens, `predict_with="tokens"`).
+- `HybridActionHead` ("both", hybrid.py): action tokens (LM loss) and the diffusion head trained together on
+  the same prefix; predicts with the diffusion head (or the tokens, `predict_with="tokens"`).
 
 Condition mask: the head pools over prefix positions only, `attention_mask == 1 and token_type_ids == 0`
-(`condition_mask`). With the "continuous" processor format the whole prompt (up to "Action: ") is prefix; with
+(`condition_mask`, base.py). With the "continuous" processor format the whole prompt (up to "Action: ") is prefix; with
 the "tokens" format ("both") the target tokens never enter the condition, so training and inference pool the
 same positions (prefix tokens cannot attend to target tokens in PaliGemma's prefix-LM mask).
 Actions are the processor's normalized chunks (quantile-normalized, in [-1, 1]); samples are clipped to
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etc_ros.core.errors import ModelError
+from etc_training.models.heads.base import PrefixPooler, chunk_shape, condition_mask
 
 SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddim", "onestep")
@@ -127,52 +129,6 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
-
-
-def chunk_shape(processor: Any, horizon: int | None, action_dim: int | None) -> tuple[int, int]:
-    """(horizon, action_dim) of a continuous head: given, else the processor's action tokenizer's, else (10, 7)."""
-    at = getattr(processor, "action_tokenizer", None) if processor is not None else None
-    h = horizon if horizon is not None else (at.horizon if at is not None else 10)
-    d = action_dim if action_dim is not None else (at.action_dim if at is not None else 7)
-    return int(h), int(d)
-
-
-def condition_mask(attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Prefix positions the head may pool over: attended and (when given) token type 0. float (B, L)."""
-    m = attention_mask.to(torch.float32)
-    if token_type_ids is not None:
-        m = m * (token_type_ids == 0).to(torch.float32)
-    return m
-
-
-class PrefixPooler(nn.Module):
-    """(B, L, E) prefix hidden states + (B, L) mask -> (B, cond_dim): masked mean + attention pooling."""
-
-    def __init__(self, hidden_size: int, cond_dim: int = 256, n_queries: int = 4):
-        super().__init__()
-        self.hidden_size, self.cond_dim, self.n_queries = int(hidden_size), int(cond_dim), int(n_queries)
-        self.norm_in = nn.LayerNorm(self.hidden_size)
-        if self.n_queries > 0:
-            self.queries = nn.Parameter(torch.randn(self.n_queries, self.hidden_size) * self.hidden_size ** -0.5)
-            self.key = nn.Linear(self.hidden_size, self.hidden_size, bias=False)
-        d_in = self.hidden_size * (1 + self.n_queries)
-        self.out = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, self.cond_dim), nn.GELU(),
-                                 nn.Linear(self.cond_dim, self.cond_dim))
-
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.norm_in(hidden.float())
-        m = mask.to(h.dtype)
-        denom = m.sum(1, keepdim=True).clamp(min=1.0)
-        parts = [(h * m.unsqueeze(-1)).sum(1) / denom]
-        if self.n_queries > 0:
-            # q . (W_k h) == (W_k^T q) . h: fold the key projection into the (constant) queries, so the cost
-            # is Q x L x E instead of L x E x E (same parameters, same result up to float rounding)
-            qk = self.queries @ self.key.weight  # (Q, E)
-            logits = torch.einsum("qe,ble->bql", qk, h) * self.hidden_size ** -0.5
-            logits = logits.masked_fill(m.unsqueeze(1) <= 0, -1e9)
-            w = torch.softmax(logits, dim=-1)  # (B, Q, L)
-            parts.append(torch.einsum("bql,ble->bqe", w, h).flatten(1))
-        return self.out(torch.cat(parts, dim=-1))
 
 
 class _FiLMBlock(nn.Module):
@@ -361,55 +317,7 @@ class DiffusionActionHead(nn.Module):
         return arr, np.all(np.isfinite(arr), axis=(1, 2))
 
 
-class HybridActionHead(nn.Module):
-    """ActionHead "both" (action_format "tokens"): LM loss on the action tokens + the diffusion loss on the
-    same prefix, summed (token_weight, diffusion.loss_weight). Predicts with `predict_with`."""
-
-    name = "both"
-    action_format = "tokens"
-
-    def __init__(self, processor: Any, hidden_size: int, token_weight: float = 1.0, predict_with: str = "diffusion",
-                 tokens: Mapping[str, Any] | None = None, diffusion: Mapping[str, Any] | None = None):
-        super().__init__()
-        from etc_training.models.action_heads import TokenActionHead
-
-        if predict_with not in ("diffusion", "tokens"):
-            raise ModelError(f"head 'both': predict_with must be 'diffusion' or 'tokens', got {predict_with!r}")
-        self.tokens = TokenActionHead(processor, **dict(tokens or {}))
-        self.diffusion = DiffusionActionHead(processor, hidden_size, **dict(diffusion or {}))
-        self.token_weight = float(token_weight)
-        self.predict_with = predict_with
-
-    def config_dict(self) -> dict:
-        return {"token_weight": self.token_weight, "predict_with": self.predict_with,
-                "tokens": self.tokens.config_dict(), "diffusion": self.diffusion.config_dict()}
-
-    @property
-    def last_metrics(self) -> dict | None:
-        return self.tokens.last_metrics
-
-    def loss(self, model_outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
-        return self.token_weight * self.tokens.loss(model_outputs, batch) + self.diffusion.loss(model_outputs, batch)
-
-    def predict(self, policy: Any, prefix: dict, **kw: Any) -> tuple[np.ndarray, np.ndarray]:
-        if self.predict_with == "tokens":
-            return self.tokens.predict(policy, prefix, use_cache=kw.get("use_cache"))
-        return self.diffusion.predict(policy, prefix, noise=kw.get("noise"))
-
-
-def diffusion_part(head: Any) -> DiffusionActionHead:
-    """The DiffusionActionHead of a "diffusion" or "both" head (ModelError otherwise)."""
-    if isinstance(head, DiffusionActionHead):
-        return head
-    if isinstance(head, HybridActionHead):
-        return head.diffusion
-    raise ModelError(f"the policy's action head {getattr(head, 'name', type(head).__name__)!r} is not a "
-                     "diffusion head: train with model.head=diffusion (or both)")
-
-
 def make_diffusion_head(processor: Any, hidden_size: int, **cfg: Any) -> DiffusionActionHead:
     return DiffusionActionHead(processor, hidden_size, **cfg)
 
 
-def make_hybrid_head(processor: Any, hidden_size: int, **cfg: Any) -> HybridActionHead:
-    return HybridActionHead(processor, hidden_size, **cfg)

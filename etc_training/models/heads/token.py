@@ -1,74 +1,17 @@
-"""Pluggable action heads of the VLA.
-
-An action head turns the backbone's output on an action batch into a loss, and an observation prefix into a
-normalized action chunk. `VLAPolicy` (vla.py) owns one head; ETC batches always use the language-model loss.
-
-Interface (`ActionHead` protocol):
-    name: str                                   registry key, stored in the checkpoint's vla.json
-    action_format: str                          "tokens" (targets are action tokens in the VLM vocabulary) or
-                                                "continuous" (the processor builds prompt-only sequences and
-                                                the head reads batch["actions"], normalized (B, H, D))
-    loss(model_outputs, batch) -> tensor        model_outputs: BackboneOutputs (last hidden states (B, L, E),
-                                                attention mask, logits_fn mapping hidden states to vocab logits)
-    predict(policy, prefix, ...) -> (chunks, valid)
-                                                prefix: torch batch from processor.build_inference_prompt +
-                                                collate(padding_side="left"); chunks: normalized (B, H, D)
-                                                numpy, valid: (B,) bool
-    config_dict() -> dict                       constructor arguments saved with the checkpoint
-
-Adding a head (e.g. the continuous diffusion head): write a class with that interface (an nn.Module if it has
-parameters: VLAPolicy registers it, trains it and saves its weights to action_head.safetensors), use
-`policy.run_backbone(prefix)` to get the prefix features (last hidden states + mask), and register it:
-    register_action_head("diffusion", lambda processor, hidden_size, **cfg: DiffusionHead(hidden_size, **cfg))
-with action_format = "continuous" so the processor leaves the action tokens out of the sequence.
+"""ActionHead "tokens" (pi0-FAST style): action tokens are ordinary next tokens of the VLM; greedy decoding
+with a KV cache restricted to the action-token block and the stop token (`greedy_decode`, the rule the robot
+runtime mirrors in etc_ros.runtime.GraphPolicy.generate).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from etc_ros.core.errors import ModelError
-from etc_ros.core.processor import IGNORE_INDEX, VLAProcessor
-
-
-@dataclass
-class BackboneOutputs:
-    hidden_states: torch.Tensor  # (B, L, E) last layer, after the final norm
-    attention_mask: torch.Tensor  # (B, L)
-    logits_fn: Callable[[torch.Tensor], torch.Tensor]  # hidden (..., E) -> logits (..., V)
-
-
-@runtime_checkable
-class ActionHead(Protocol):
-    name: str
-    action_format: str
-
-    def loss(self, model_outputs: BackboneOutputs, batch: dict) -> torch.Tensor: ...
-
-    def predict(self, policy: Any, prefix: dict, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def config_dict(self) -> dict: ...
-
-
-def lm_loss(outputs: BackboneOutputs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Next-token cross-entropy on positions whose label is not -100. Logits are computed only there (the
-    vocabulary of a real checkpoint is 257k wide). Returns (mean loss, token accuracy, number of tokens)."""
-    h = outputs.hidden_states[:, :-1]
-    tgt = labels[:, 1:]
-    sel = tgt != IGNORE_INDEX
-    n = int(sel.sum())
-    if n == 0:
-        zero = outputs.hidden_states.sum() * 0.0
-        return zero, zero.detach(), 0
-    logits = outputs.logits_fn(h[sel]).float()
-    y = tgt[sel]
-    loss = F.cross_entropy(logits, y)
-    acc = (logits.argmax(-1) == y).float().mean().detach()
-    return loss, acc, n
+from etc_ros.core.processor import VLAProcessor
+from etc_training.models.heads.base import BackboneOutputs, lm_loss
 
 
 @torch.no_grad()
@@ -185,54 +128,3 @@ class TokenActionHead:
             chunks.append(c)
             valid.append(ok)
         return np.stack(chunks).astype(np.float32), np.asarray(valid, dtype=bool)
-
-
-HeadFactory = Callable[..., Any]
-
-
-def _diffusion_head(processor: VLAProcessor, hidden_size: int, **cfg: Any):
-    from etc_training.models.diffusion_head import DiffusionActionHead  # continuous head (diffusion_head.py)
-
-    return DiffusionActionHead(processor, hidden_size, **cfg)
-
-
-def _hybrid_head(processor: VLAProcessor, hidden_size: int, **cfg: Any):
-    from etc_training.models.diffusion_head import HybridActionHead  # tokens + diffusion ("both")
-
-    return HybridActionHead(processor, hidden_size, **cfg)
-
-
-def _regression_head(processor: VLAProcessor, hidden_size: int, **cfg: Any):
-    from etc_training.models.regression_head import RegressionActionHead  # one-pass L1 chunk regression
-
-    return RegressionActionHead(processor, hidden_size, **cfg)
-
-
-ACTION_HEADS: dict[str, HeadFactory] = {
-    "tokens": lambda processor, hidden_size, **cfg: TokenActionHead(processor, **cfg),
-    "regression": _regression_head,
-    "diffusion": _diffusion_head,
-    "both": _hybrid_head,
-}
-# Heads whose processor format is "tokens" (the action tokens are the LM target); every other head is continuous.
-TOKEN_FORMAT_HEADS = {"tokens", "both"}
-
-
-def register_action_head(name: str, factory: HeadFactory) -> None:
-    """factory(processor, hidden_size, **config) -> head."""
-    ACTION_HEADS[name] = factory
-
-
-def make_action_head(name: str, processor: VLAProcessor, hidden_size: int, config: dict | None = None):
-    if name not in ACTION_HEADS:
-        raise ModelError(f"unknown action head {name!r}; known: {sorted(ACTION_HEADS)}")
-    try:
-        head = ACTION_HEADS[name](processor, hidden_size, **(config or {}))
-    except TypeError as e:
-        raise ModelError(f"action head {name!r}: bad config {config}: {e}") from None
-    if head.action_format != processor.config.action_format:
-        raise ModelError(
-            f"action head {name!r} wants action_format {head.action_format!r} but the processor builds "
-            f"{processor.config.action_format!r}"
-        )
-    return head

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etc_ros.core.errors import ModelError
-from etc_training.models.diffusion_head import PrefixPooler, chunk_shape, condition_mask
+from etc_training.models.heads.base import PrefixPooler, chunk_shape, condition_mask
 
 LOSSES = ("l1", "huber", "mse")
 
