@@ -449,6 +449,7 @@ def refusal_kind(reason: str) -> str:
 
 MEASURED_LOG_LEN = 128  # measurements the driver core remembers for re-anchor checks (1.3 s at 100 Hz)
 MEASURED_MATCH_TOL = 1e-9  # rad: a re-anchor carries a published measurement bit for bit (float64 both ways)
+STEP_MATCH_TOL = 1e-7  # rad: q - (q_last + v dt); dt travels as integer ns (|v| 3.14 rad/s x 0.5 ns ~ 2e-9)
 
 
 class DriverCore:
@@ -458,13 +459,13 @@ class DriverCore:
                  speed_fraction: float = 0.3, start_gripper: float = 1.0, max_velocity: float = 3.14,
                  max_acceleration: float = 5.0, lower=None, upper=None, margin: float = 0.05,
                  anchor_tolerance: float = 0.05, anchor_interval: float = 0.1, anchor_max_age: float = 0.25):
-        """anchor_tolerance [rad] / anchor_interval [s]: a command with dt = 0 (the safety executor re-anchored
-        on the measured joints) within anchor_tolerance of the joints measured now is accepted without the
-        velocity / acceleration check against the previous command (it commands no motion), at most once per
-        anchor_interval; position and workspace are always checked. So is a dt = 0 command that is exactly one of
-        the measurements this core returned (published on /joint_states) at most anchor_max_age [s] before the
-        command's stamp: the executor re-anchors on the joint state it last received, and when the arm moves fast
-        (released from a contact) that one can already be 0.2 rad behind the arm."""
+        """A command with dt = 0 (the safety executor reset or re-anchored on the measured joints) is accepted
+        without the velocity / acceleration check against the previous command (it commands no motion) when it is
+        exactly one of the measurements this core returned (= published on /joint_states) at most anchor_max_age [s]
+        before its stamp and not older than the last anchor's: the executor anchors on the joint state it last
+        received, and an arm released from a contact is already up to 0.26 rad further when the command arrives.
+        Or when it is within anchor_tolerance [rad] of the joints measured now, at most once per anchor_interval
+        [s]. Position and workspace are always checked."""
         for what, p in (("start_pose", start_pose), ("stop_pose", stop_pose)):
             if p not in POSES and p != "none":
                 raise DriverError(f"{what} {p!r} is not one of {sorted(POSES) + ['none']}")
@@ -503,6 +504,7 @@ class DriverCore:
         # last: a re-anchor command carries one of these exactly, however far the arm has moved since
         self._measured_log: deque[tuple[float, np.ndarray]] = deque(maxlen=MEASURED_LOG_LEN)
         self._last_anchor = -math.inf
+        self._last_anchor_measured = -math.inf  # measurement time of the last accepted anchor
         self.anchors = 0  # re-anchor commands accepted
         self.superseded = 0  # commands stamped before the driver (re)became ready: for the arm before a reset
         self._await_anchor = False
@@ -581,30 +583,45 @@ class DriverCore:
         """Largest joint distance [rad] of `q` from the joints the backend measures now."""
         return float(np.max(np.abs(np.asarray(q, dtype=float) - self.backend.read()[0])))
 
-    def _is_measured_pose(self, q, stamp: float) -> bool:
-        """Whether `q` is the measured pose now (within anchor_tolerance) or exactly a measurement published since
-        the driver became ready and at most anchor_max_age before `stamp`."""
-        if self._from_measured(q) <= self.anchor_tolerance:
-            return True
+    def _measured_pose_time(self, q, stamp: float) -> tuple[float, bool] | None:
+        """(time, exact) of the measurement `q` stands for: exactly (bit for bit) one published since the driver
+        became ready and at most anchor_max_age before `stamp` (exact = True), or the pose measured now within
+        anchor_tolerance (time = stamp, exact = False); None if neither."""
         qa = np.asarray(q, dtype=float)
         t_min = max(stamp - self.anchor_max_age, -math.inf if self.ready_since is None else self.ready_since)
         for t, qm in reversed(self._measured_log):
             if t < t_min:
                 break
             if t <= stamp + 1e-3 and float(np.max(np.abs(qa - qm))) <= MEASURED_MATCH_TOL:
-                return True
-        return False
+                return t, True
+        if self._from_measured(qa) <= self.anchor_tolerance:
+            return float(stamp), False
+        return None
+
+    def _is_measured_pose(self, q, stamp: float) -> bool:
+        return self._measured_pose_time(q, stamp) is not None
 
     @property
     def ready(self) -> bool:
         return self.state == "ready"
 
-    def command(self, q, gripper, stamp: float, dt: float = 0.0) -> tuple[bool, str]:
+    def _continues(self, q: np.ndarray, dt: float, velocity, elapsed: float) -> bool:
+        """Whether the command is the step right after the last accepted one. With its commanded velocity (the
+        safety executor sends it): exactly when q = last + velocity * dt, the executor's own definition of a step
+        (a command lost or refused in between breaks the equation). Without: a stamp gap below 1.9 dt."""
+        if velocity is None:
+            return elapsed < 1.9 * dt
+        v = np.asarray(velocity, dtype=float)
+        if v.shape != (N,) or not np.all(np.isfinite(v)) or elapsed < dt - 1e-6:
+            return False
+        return float(np.max(np.abs(q - (self._last_q + v * dt)))) <= STEP_MATCH_TOL
+
+    def command(self, q, gripper, stamp: float, dt: float = 0.0, velocity=None) -> tuple[bool, str]:
         """An external command (from the safety node). `stamp`: its header time [s]; `dt`: the control period
-        it was computed for (0 = unknown). Consecutive commands (stamp gap < 1.9 dt) are checked for velocity
-        and acceleration with that dt, exactly as the safety filter produced them; after a gap (lost or refused
-        command, first command) the velocity is checked over the real elapsed time and the acceleration check
-        restarts."""
+        it was computed for (0 = a re-anchor); `velocity`: the commanded joint velocities (None = not sent).
+        The step right after the last accepted command (see _continues) is checked for velocity and acceleration
+        with that dt, exactly as the safety filter produced it; after a gap (lost or refused command, first
+        command) the velocity is checked over the real elapsed time and the acceleration check restarts."""
         if self.state != "ready":
             return self._refuse("not_ready", f"driver is {self.state}, not accepting commands")
         try:
@@ -641,19 +658,25 @@ class DriverCore:
                 return False, (f"superseded: the first command after the driver became ready must start at the "
                                f"measured joints (it is {dev:.3f} rad away)")
             anchor = True
-        elif dt == 0 and elapsed is not None and stamp - self._last_anchor >= self.anchor_interval:
-            anchor = self._is_measured_pose(qa, stamp)
+        elif dt == 0 and elapsed is not None:
+            # a re-anchor: a published measurement, never one older than the last anchor's (anchors only move forward
+            # in measurement time, so they cannot replay old poses); near the joints measured now, once per interval
+            found = self._measured_pose_time(qa, stamp)
+            anchor = found is not None and found[0] >= self._last_anchor_measured and (
+                found[1] or stamp - self._last_anchor >= self.anchor_interval)
         if anchor:  # at the measured joints: no motion commanded, the velocity reference restarts there
             ok, reason = self.guard.check(qa)
             v_new = np.zeros(N) if ok else None
             if ok:
+                found = self._measured_pose_time(qa, stamp)
+                self._last_anchor_measured = stamp if found is None else found[0]
                 self._last_anchor = stamp
                 self.anchors += 1
                 self._await_anchor = False
         elif elapsed is None or self._last_q is None:
             ok, reason = self.guard.check(qa)
             v_new = None
-        elif dt > 0 and elapsed < 1.9 * dt:
+        elif dt > 0 and self._continues(np.asarray(qa, float), dt, velocity, elapsed):
             ok, reason = self.guard.check(qa, self._last_q, dt, self._last_v)
             v_new = (np.asarray(qa, float) - self._last_q) / dt if ok else None
         else:

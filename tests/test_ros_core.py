@@ -346,6 +346,49 @@ def test_driver_accepts_a_reanchor_on_a_joint_state_it_published_while_the_arm_m
     assert not core._is_measured_pose(q_pub, t + 0.03 + 0.3)
 
 
+def test_anchors_on_published_joint_states_may_follow_each_other_but_never_go_back_in_time():
+    """A re-anchor followed within anchor_interval by the executor's reset on a newer joint state (episode reset on
+    an arm still moving: a measured guard refusal): both are published measurements, so both are anchors; an
+    anchor on a measurement older than the last anchor's is not (it would replay an old pose)."""
+    core, t = _ready_core(anchor_interval=0.1)
+    q = core.q_target.copy()
+    assert core.command(q, 1.0, t + 0.02, 0.02)[0]
+    published = []
+    for i in range(3):  # the arm springs along joint 5; the driver publishes each pose
+        core.backend.q = q + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.1 * (i + 1)])
+        core.backend.q_target = core.backend.q.copy()
+        published.append(core.update(t + 0.03 + 0.01 * i)[0])
+    assert core.command(published[0], 1.0, t + 0.06, 0.0) == (True, "ok")
+    assert core.command(published[2], 1.0, t + 0.07, 0.0) == (True, "ok")  # 10 ms later: newer measurement
+    ok, reason = core.command(published[1], 1.0, t + 0.08, 0.0)  # older than the last anchor's measurement
+    assert not ok and refusal_kind(reason) == "velocity"
+    assert core.anchors == 3 and core.refused == 1
+
+
+def test_driver_knows_a_step_from_a_gap_by_the_executors_own_step_definition():
+    """A command the driver never got (timer jitter: a 13.7 ms tick between two 20 ms ones) made the next one look
+    consecutive by its stamp gap (33.7 ms < 1.9 dt), so the driver checked two steps' motion over one dt and refused
+    it ('acceleration 30.689 rad/s^2', measured in the ROS graph). With the commanded velocity the driver checks
+    the executor's own step equation q = q_last + v dt: a lost step breaks it and the command is checked as after
+    a gap."""
+    def stream(velocity: bool):
+        core, t = _ready_core()
+        q0 = core.q_target.copy()
+        e = np.eye(6)[0]
+        assert core.command(q0, 1.0, t + 0.02, 0.02, np.zeros(6) if velocity else None)[0]
+        qa = q0 + 0.08 * 0.02 * e
+        assert core.command(qa, 1.0, t + 0.04, 0.02, 0.08 * e if velocity else None)[0]
+        qb = qa + 0.135 * 0.0137 * e  # computed and sent, but lost
+        qc = qb + 0.215 * 0.02 * e
+        return core, core.command(qc, 1.0, t + 0.04 + 0.0137 + 0.02, 0.02, 0.215 * e if velocity else None)
+
+    core, (ok, reason) = stream(velocity=False)  # stamp-gap heuristic (senders without velocities)
+    assert not ok and refusal_kind(reason) == "acceleration"
+    core, (ok, reason) = stream(velocity=True)
+    assert ok, reason
+    assert core._last_v is None  # after a gap the acceleration check restarts
+
+
 def test_commands_from_before_a_resync_are_superseded_not_refused():
     core, t = _ready_core()
     q = core.q_target.copy()

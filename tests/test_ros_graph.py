@@ -83,8 +83,9 @@ def test_graph_moves_the_arm_only_with_an_accepted_instruction():
         assert a.shape == (spec.CHUNK_HORIZON, 7) and hz == pytest.approx(spec.CONTROL_HZ)
         cm = cmds[-1]
         assert list(cm.joint_names) == list(spec.JOINT_NAMES) + ["gripper"] and len(cm.points) == 1
-        q, grip, st, dt = M.msg_to_command(cm)
+        q, grip, st, dt, qd = M.msg_to_command(cm)
         assert 0 < dt <= 0.02 + 1e-9 and 0.0 <= grip <= 1.0
+        assert qd is not None and qd.shape == (6,)  # the driver tells a step from a gap with it
         names = list(js[-1][1].name)
         assert names == list(spec.JOINT_NAMES) + ["left_finger", "right_finger"]
         # joint states at >= 50 Hz (the driver's timer runs at 100 Hz; best-effort subscribers may drop some)
@@ -176,7 +177,7 @@ def test_nan_and_huge_chunks_never_reach_the_driver():
         with rec.lock:
             cmds = [M.msg_to_command(m) for _, m in rec.commands]
         assert len(cmds) > 50
-        for q, grip, st, dt in cmds:  # every command the driver received
+        for q, grip, st, dt, _ in cmds:  # every command the driver received
             assert np.all(np.isfinite(q)) and np.isfinite(grip) and 0.0 <= grip <= 1.0
             assert np.all(q >= guard.lo - 1e-9) and np.all(q <= guard.hi + 1e-9)
             p = guard.fk_position(q)

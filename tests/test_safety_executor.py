@@ -394,3 +394,16 @@ def test_spec_ready_pose_is_a_valid_start():
     ex = SafetyExecutor(KIN, LIMITS)
     ex.reset(READY_POSE, 1.0, T0)
     assert ex.fault == ""
+
+
+def test_first_command_after_reset_is_flagged_as_an_anchor_on_the_measured_joints():
+    """The safety node sends an anchor with dt = 0, which the driver accepts when it is exactly a joint state it
+    published. Without the flag, a reset on an arm that is moving (released from a contact at an episode reset)
+    reached the driver as an ordinary step from its last command (measured: 'joint 5 velocity 4.437 rad/s')."""
+    ex = SafetyExecutor(KIN, LIMITS)
+    q_meas = START + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.05])
+    ex.reset(q_meas, 1.0, 10.0)
+    c = ex.tick(10.012, q_meas, 1.0)
+    assert c.reanchored and c.at_rest and c.execute
+    np.testing.assert_array_equal(c.q, q_meas)  # bit for bit: the driver matches it against its published states
+    assert not ex.tick(10.032, q_meas, 1.0).reanchored  # only the first

@@ -137,13 +137,13 @@ class DriverNode(GraphNode):
 
     def _on_command(self, msg: JointTrajectory) -> None:
         try:
-            q, g, stamp, dt = M.msg_to_command(msg)
+            q, g, stamp, dt, velocity = M.msg_to_command(msg)
         except M.MessageError as e:
             self.bad_messages += 1
             self.get_logger().warning(f"malformed joint command refused: {e}", throttle_duration_sec=1.0)
             return
         with self._lock:
-            ok, reason = self.core.command(q, g, stamp, dt)
+            ok, reason = self.core.command(q, g, stamp, dt, velocity)
         if not ok and self.core.state == "ready" and not reason.startswith("superseded"):
             self.get_logger().warning(f"joint command refused: {reason}", throttle_duration_sec=1.0)
 

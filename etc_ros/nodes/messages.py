@@ -202,8 +202,8 @@ def command_to_msg(q: np.ndarray, gripper: float, stamp: float, dt: float = 0.0,
     return m
 
 
-def msg_to_command(msg: JointTrajectory) -> tuple[np.ndarray, float, float, float]:
-    """-> (q (6,), gripper, stamp, dt)."""
+def msg_to_command(msg: JointTrajectory) -> tuple[np.ndarray, float, float, float, np.ndarray | None]:
+    """-> (q (6,), gripper, stamp, dt, velocity (6,) or None when the command carries no velocities)."""
     names = list(msg.joint_names)
     if sorted(names) != sorted(COMMAND_JOINT_NAMES):
         raise MessageError(f"joint command joint_names {names} must be {list(COMMAND_JOINT_NAMES)}")
@@ -214,7 +214,14 @@ def msg_to_command(msg: JointTrajectory) -> tuple[np.ndarray, float, float, floa
         raise MessageError(f"joint command has {len(pos)} values for {len(names)} names")
     v = {n: pos[i] for i, n in enumerate(names)}
     q = np.array([v[n] for n in spec.JOINT_NAMES], dtype=float)
-    return q, float(v["gripper"]), from_time(msg.header.stamp), from_duration(msg.points[0].time_from_start)
+    vel = list(msg.points[0].velocities)
+    qd = None
+    if vel:
+        if len(vel) != len(names):
+            raise MessageError(f"joint command has {len(vel)} velocities for {len(names)} names")
+        vd = {n: vel[i] for i, n in enumerate(names)}
+        qd = np.array([vd[n] for n in spec.JOINT_NAMES], dtype=float)
+    return q, float(v["gripper"]), from_time(msg.header.stamp), from_duration(msg.points[0].time_from_start), qd
 
 
 # ---------------------------------------------------------------------------------------------------- diagnostics

@@ -46,7 +46,7 @@ class Command:
     dt: float = 0.0  # control period used by the filter (<= actual elapsed time); 0 = repeated command
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(N_JOINTS))  # commanded joint velocity
     step: int = 0  # policy step index
-    reanchored: bool = False  # the command was re-anchored on the measured joints this tick
+    reanchored: bool = False  # the command starts at the measured joints: a re-anchor, or the first tick after reset()
 
     @property
     def at_rest(self) -> bool:
@@ -151,6 +151,7 @@ class SafetyExecutor:
         self._ramp_t0 = 0.0  # ...starting at this time, over one policy period
         self._gripper_target: float | None = None
         self._last_cmd: Command | None = None
+        self._anchor_next = False
         self._hold_reason = "not_initialized"
         self._step_reason = "no_chunk_yet"  # why the current policy step has no joint target
         self._reset_counters()
@@ -222,6 +223,7 @@ class SafetyExecutor:
         self._initialized = True
         self._hold_reason = self._fault or "no_chunk_yet"
         self._last_cmd = self._command(now, 0.0, holding=True, reason=self._hold_reason)
+        self._anchor_next = True  # the first tick's command starts at q_measured: flagged like a re-anchor
 
     @property
     def fault(self) -> str:
@@ -423,6 +425,7 @@ class SafetyExecutor:
                         reason = f"reanchored on the measured joints (deviation {dev:.3f} rad)"
                         self._bump(self.holds, "reanchored")
                         self._last_step = max(self._last_step, self._step_of(now))
+                        self._anchor_next = False
                         self._last_cmd = self._command(now, dt, True, reason, reanchored=True)
                         return self._last_cmd
                     self.estop(f"measured joints {dev:.3f} rad from the command and outside the safe set "
@@ -468,7 +471,10 @@ class SafetyExecutor:
         else:
             reason = "tracking" if res.blend == 1.0 else "braking"
         self._hold_reason = hold
-        self._last_cmd = self._command(now, dt, bool(hold), reason)
+        # the first command after reset() is an anchor when it is still the measured pose at rest (no chunk moved it)
+        anchor = self._anchor_next and not np.any(self.filter.v) and self._executable()
+        self._last_cmd = self._command(now, dt, bool(hold), reason, reanchored=anchor)
+        self._anchor_next = False
         return self._last_cmd
 
     # ---- diagnostics --------------------------------------------------------------------------------------
