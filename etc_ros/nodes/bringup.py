@@ -275,6 +275,93 @@ def process_commands(launch_args: dict[str, Any], params: dict[str, dict[str, An
     return out
 
 
+def observe_process_graph(launch_args: dict[str, Any], params: dict[str, dict[str, Any]] | None, duration: float,
+                          log_dir: Path, warmup: float = 2.0, ready_timeout: float = 90.0) -> dict:
+    """Start the graph as one process per node (process_commands; DDS domain as isolate_ros_env), wait for joint
+    commands, let it run `warmup` s, then record for `duration` s from this process: the stamps of every
+    /safety/joint_command (the safety tick times), the number of /joint_states, and the driver's diagnostics
+    before and after. Ctrl-C (SIGINT) to every process at the end, as ros2 launch does. Logs in log_dir."""
+    import os
+    import signal
+    import subprocess
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from etc_ros.nodes import messages as M
+    from etc_ros.nodes.common import RELIABLE, SENSOR
+    from etc_ros.nodes.graph import TOPICS
+
+    domain = isolate_ros_env(None, random_domain=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_DOMAIN_ID=str(domain))
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for exe, argv in process_commands(launch_args, params):
+        with open(log_dir / f"{exe}.log", "w") as log:
+            procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+    ctx = Context()
+    rclpy.init(args=[], context=ctx, domain_id=domain)
+    node = Node("process_graph_observer", context=ctx)
+    lock = threading.Lock()
+    rec: dict[str, Any] = {"cmd": [], "js": 0, "driver": {}, "seen": 0}
+    measuring = threading.Event()
+
+    def on_cmd(m: JointTrajectory) -> None:
+        with lock:
+            rec["seen"] += 1
+            if measuring.is_set():
+                rec["cmd"].append(M.from_time(m.header.stamp))
+
+    def on_js(m: JointState) -> None:
+        if measuring.is_set():
+            with lock:
+                rec["js"] += 1
+
+    def on_diag(m: DiagnosticArray) -> None:
+        for st in m.status:
+            if st.name.endswith("driver_node"):
+                with lock:
+                    rec["driver"] = {kv.key: kv.value for kv in st.values}
+
+    node.create_subscription(JointTrajectory, TOPICS["joint_command"], on_cmd, RELIABLE)
+    node.create_subscription(JointState, TOPICS["joint_states"], on_js, SENSOR)
+    node.create_subscription(DiagnosticArray, TOPICS["diagnostics"], on_diag, RELIABLE)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
+    try:
+        if not wait_until(lambda: rec["seen"] > 50, ready_timeout):
+            return {"error": f"no joint commands within {ready_timeout:g} s (logs in {log_dir})"}
+        time.sleep(warmup)
+        with lock:
+            d0 = dict(rec["driver"])
+        measuring.set()
+        t0 = time.monotonic()
+        time.sleep(duration)
+        measuring.clear()
+        wall = time.monotonic() - t0
+        time.sleep(1.2)  # the next 1 Hz diagnostics
+        with lock:
+            return {"wall_s": wall, "command_stamps": list(rec["cmd"]), "joint_states": rec["js"],
+                    "driver_diagnostics_start": d0, "driver_diagnostics_end": dict(rec["driver"])}
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        ex.shutdown()
+        spin.join(2.0)
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
 def start_graph(config: BringupConfig | str | Path | dict | None = None, overrides: Sequence[str] = (),
                 **inject: Any) -> Graph:
     """Start the graph of `config` (BringupConfig, YAML path or dict). inject: runtime, env, safety_executor,

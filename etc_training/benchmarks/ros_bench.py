@@ -90,104 +90,27 @@ def _process_scenario(name: str, duration: float, bundle: str, instruction: str,
     """The same graph as `ros2 launch etc_ros widowx.launch.py driver_backend:=fake camera_type:=fake`: one process
     per node (bringup.process_commands). The period is read from the stamps of /safety/joint_command (each is the
     `now` of the safety tick that computed it), observed from this process."""
-    import subprocess
-    import threading
+    from etc_ros.nodes.bringup import observe_process_graph
 
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.context import Context
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.node import Node
-    from sensor_msgs.msg import JointState
-    from trajectory_msgs.msg import JointTrajectory
-
-    from etc_ros.nodes import messages as M
-    from etc_ros.nodes.bringup import process_commands, wait_until
-    from etc_ros.nodes.common import RELIABLE, SENSOR, isolate_ros_env
-    from etc_ros.nodes.graph import TOPICS
-
-    env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_DOMAIN_ID=str(isolate_ros_env(None, random_domain=True)))
-    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     params = {"camera_node": {"width": 64, "height": 48, "fps": 30.0}, "driver_node": {"speed_fraction": 1.0}}
     if instruction:
         params["instruction_node"] = {"instruction": instruction}
-    log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for exe, argv in process_commands({"camera_type": "fake", "driver_backend": "fake", "policy_bundle": bundle},
-                                      params):
-        log = open(log_dir / f"{name}_{exe}.log", "w")
-        procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
-    ctx = Context()
-    rclpy.init(args=[], context=ctx)
-    node = Node("bench_observer", context=ctx)
-    lock = threading.Lock()
-    rec: dict[str, list] = {"cmd": [], "js": [], "driver": []}
-    measuring = threading.Event()
-
-    def on_cmd(m):
-        if measuring.is_set():
-            with lock:
-                rec["cmd"].append(M.from_time(m.header.stamp))
-
-    def on_js(m):
-        if measuring.is_set():
-            with lock:
-                rec["js"].append(time.monotonic())
-
-    def on_diag(m):
-        for st in m.status:
-            if st.name.endswith("driver_node"):
-                with lock:
-                    rec["driver"].append({kv.key: kv.value for kv in st.values})
-
-    node.create_subscription(JointTrajectory, TOPICS["joint_command"], on_cmd, RELIABLE)
-    node.create_subscription(JointState, TOPICS["joint_states"], on_js, SENSOR)
-    node.create_subscription(DiagnosticArray, TOPICS["diagnostics"], on_diag, RELIABLE)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
-    cmds_seen = []
-    node.create_subscription(JointTrajectory, TOPICS["joint_command"], lambda m: cmds_seen.append(1), RELIABLE)
-    try:
-        if not wait_until(lambda: len(cmds_seen) > 50, 90.0):
-            return {"error": f"no joint commands within 90 s (logs in {log_dir})"}
-        time.sleep(2.0)  # warm-up: the policy's first chunks, the arm leaving its start pose
-        with lock:
-            d0 = rec["driver"][-1] if rec["driver"] else {}
-        measuring.set()
-        t0 = time.monotonic()
-        time.sleep(duration)
-        measuring.clear()
-        wall = time.monotonic() - t0
-        time.sleep(1.2)  # one more 1 Hz diagnostics message
-        with lock:
-            stamps = sorted(rec["cmd"])
-            n_js = len(rec["js"])
-            d1 = rec["driver"][-1] if rec["driver"] else {}
-        per = list(np.diff(stamps))
-        refused = int(d1.get("refused_commands", 0)) - int(d0.get("refused_commands", 0))
-        return {
-            "duration_s": round(wall, 2),
-            "control_period_p50_ms": _pct(per, 50),
-            "control_period_p99_ms": _pct(per, 99),
-            "control_period_max_ms": _pct(per, 100),
-            "ticks": len(per),
-            "joint_states_hz": round(n_js / wall, 1),
-            "driver_refused_commands": refused,
-            "driver_last_refusal": d1.get("last_refusal", ""),
-        }
-    finally:
-        for p in procs:
-            p.send_signal(2)  # SIGINT, as ros2 launch sends
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
+    obs = observe_process_graph({"camera_type": "fake", "driver_backend": "fake", "policy_bundle": bundle}, params,
+                                duration, Path(log_dir) / name)
+    if "error" in obs:
+        return obs
+    per = list(np.diff(sorted(obs["command_stamps"])))
+    d0, d1 = obs["driver_diagnostics_start"], obs["driver_diagnostics_end"]
+    return {
+        "duration_s": round(obs["wall_s"], 2),
+        "control_period_p50_ms": _pct(per, 50),
+        "control_period_p99_ms": _pct(per, 99),
+        "control_period_max_ms": _pct(per, 100),
+        "ticks": len(per),
+        "joint_states_hz": round(obs["joint_states"] / obs["wall_s"], 1),
+        "driver_refused_commands": int(d1.get("refused_commands", 0)) - int(d0.get("refused_commands", 0)),
+        "driver_last_refusal": d1.get("last_refusal", ""),
+    }
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
