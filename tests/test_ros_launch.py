@@ -116,8 +116,12 @@ def test_launch_can_start_xs_sdk_with_our_operating_modes(monkeypatch):
     assert src.args[0] == "/opt/share/interbotix_xsarm_control/launch/xsarm_control.launch.py"
     largs = dict(inc.kwargs["launch_arguments"])
     assert largs["robot_model"] == "wx250s" and largs["use_rviz"] == "false"
-    modes = yaml.safe_load(Path(largs["mode_configs"]).read_text())["groups"]["arm"]
+    all_modes = yaml.safe_load(Path(largs["mode_configs"]).read_text())
+    modes = all_modes["groups"]["arm"]
     drv = node_parameters("driver_node", [str(ROOT / "config/ros_driver.yaml")])
+    # the gripper starts in the mode of the driver's default gripper_mode (position = xs_sdk linear_position)
+    assert all_modes["singles"]["gripper"]["operating_mode"] == \
+        {"position": "linear_position", "binary": "pwm"}[drv["gripper_mode"]]
     # the startup profile is the driver's own (Interbotix's default modes.yaml: 2000 / 300 ms)
     assert modes["profile_type"] == "time" and modes["operating_mode"] == "position"
     assert (modes["profile_velocity"], modes["profile_acceleration"]) == \
