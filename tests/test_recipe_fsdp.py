@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not (_dist.is_available() and _dist.is_gloo_avai
 def test_fsdp_two_processes_train_shard_and_export(tmp_path):
     from safetensors.torch import load_file
 
-    from etc_training.recipe.trainer import load_tensors
+    from etc_training.recipe.checkpoint import load_tensors
 
     out = tmp_path / "fsdp"
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "etc_training.cli", "train", "--no-progress",

@@ -56,13 +56,13 @@ def _run(setup, out, *ov):
 
 
 def _rows(path):
-    from etc_training.recipe.trainer import read_metrics
+    from etc_training.recipe.metrics import read_metrics
 
     return read_metrics(path)
 
 
 def _tensors(path):
-    from etc_training.recipe.trainer import load_tensors
+    from etc_training.recipe.checkpoint import load_tensors
 
     return load_tensors(Path(path))[0]
 
@@ -125,7 +125,7 @@ def test_three_stages_chain_log_and_export_ema(setup, tmp_path):
 
 
 def _meta(stage_dir: Path) -> dict:
-    from etc_training.recipe.trainer import latest_checkpoint, load_tensors
+    from etc_training.recipe.checkpoint import latest_checkpoint, load_tensors
 
     return load_tensors(latest_checkpoint(stage_dir / "checkpoints") / "state.safetensors")[1]
 
@@ -184,7 +184,7 @@ def test_interrupted_and_killed_runs_resume_bit_identically(setup, tmp_path):
 
 
 def test_latest_checkpoint_ignores_torn_writes(tmp_path):
-    from etc_training.recipe.trainer import CKPT_FILES, latest_checkpoint
+    from etc_training.recipe.checkpoint import CKPT_FILES, latest_checkpoint
 
     d = tmp_path / "checkpoints"
     good = d / "step_000004"
@@ -207,7 +207,8 @@ def test_prompt_tokens_carry_no_loss_and_stage2_sums_gradients(setup):
     from etc_training.recipe.data import EpisodeStore, RecordImages, StageData, load_language_source
     from etc_training.recipe.config import SourceConfig, StageConfig, RunConfig
     from etc_training.recipe.stages import RecipeContext
-    from etc_training.recipe.trainer import DistInfo, StageTrainer
+    from etc_training.recipe.distributed import DistInfo
+    from etc_training.recipe.trainer import StageTrainer
 
     torch.manual_seed(0)
     pol = VLAPolicy.load(setup["init"])

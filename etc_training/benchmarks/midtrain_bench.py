@@ -64,7 +64,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     from etc_training.midtrain.features import FeatureCache, create_cache, extract_features, load_model, mark_complete
     from etc_training.midtrain.pool import pool_items, read_pool
     from etc_training.midtrain.select import top_k
-    from etc_training.recipe.trainer import peak_rss_mb, reset_peak_rss
+    from etc_training.recipe.metrics import peak_rss_mb, reset_peak_rss
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -554,7 +554,7 @@ def recipe_comparison(cfg: MidtrainConfig, out: Path, etc_path: str, episodes: s
     policy's answer NLL on held-out robot ETC records."""
     from etc_training.cli import main as cli_main
     from etc_training.midtrain.pool import robot_items
-    from etc_training.recipe.trainer import read_metrics
+    from etc_training.recipe.metrics import read_metrics
 
     t = cfg.train
     if episodes is None and not Path(etc_path).is_dir():

@@ -65,7 +65,7 @@ class RecipeContext:
 
     # -------------------------------------------------------------- data
     def prepare_data(self) -> None:
-        from etc_training.recipe.trainer import barrier
+        from etc_training.recipe.distributed import barrier
 
         d = self.cfg.data
         if d.episodes is None:
@@ -124,7 +124,7 @@ class RecipeContext:
     def base_policy_dir(self) -> Path:
         """out/init: built once (rank 0) from the preset with norm stats / FAST fitted on every action split the
         enabled stages use; or model.init when given."""
-        from etc_training.recipe.trainer import barrier
+        from etc_training.recipe.distributed import barrier
 
         m = self.cfg.model
         if m.init:
@@ -159,7 +159,7 @@ class RecipeContext:
 
 
 def _stage_digest(cfg: TrainConfig, name: str, prev_digest: str) -> str:
-    from etc_training.recipe.trainer import config_hash
+    from etc_training.recipe.checkpoint import config_hash
 
     st = to_dict(getattr(cfg.stages, name))
     for k in ("export_ema",):
@@ -168,7 +168,7 @@ def _stage_digest(cfg: TrainConfig, name: str, prev_digest: str) -> str:
 
 
 def _base_digest(cfg: TrainConfig) -> str:
-    from etc_training.recipe.trainer import config_hash
+    from etc_training.recipe.checkpoint import config_hash
 
     data = to_dict(cfg.data)
     data.pop("cache_episodes", None)
@@ -223,7 +223,7 @@ def _cka_hook(probe, ref: dict, layers: str, ref_name: str) -> Callable:
 
 def reference_features(ctx: RecipeContext, ref_dir: Path, cache: Path, device) -> dict:
     from etc_training.recipe.cka import extract_features, load_features, save_features
-    from etc_training.recipe.trainer import barrier
+    from etc_training.recipe.distributed import barrier
 
     if ctx.dist.is_main and not cache.is_file():
         pol = _load_policy(ref_dir, device)
@@ -237,15 +237,9 @@ def reference_features(ctx: RecipeContext, ref_dir: Path, cache: Path, device) -
 def run_recipe(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = print) -> dict:
     """Run every enabled stage in order (resuming what a previous invocation left). Returns the summary."""
     from etc_ros.core.config import save_config
-    from etc_training.recipe.trainer import (
-        StageTrainer,
-        barrier,
-        peak_rss_mb,
-        read_metrics,
-        seed_everything,
-        set_threads,
-        setup_distributed,
-    )
+    from etc_training.recipe.distributed import barrier, seed_everything, set_threads, setup_distributed
+    from etc_training.recipe.metrics import peak_rss_mb, read_metrics
+    from etc_training.recipe.trainer import StageTrainer
 
     cfg = check_config(cfg)
     if not progress:

@@ -1,20 +1,13 @@
 """The training loop of one recipe stage: AdamW, warm-up + cosine schedule, EMA, gradient clipping, exact
-checkpoint / resume, metrics JSONL (+ TensorBoard when installed), DDP or FSDP under torchrun.
-
-Checkpoint directory (written to a temporary directory, fsynced, renamed into place; `latest` names the newest):
-
-    <stage>/checkpoints/step_000050/
-        model.safetensors       full model weights (tied weights stored once; aliases in the metadata)
-        optimizer.safetensors   AdamW state per parameter name (+ param groups as JSON metadata)
-        ema.safetensors         EMA shadow weights
-        state.safetensors       torch RNG state; metadata: step, sampler state, python RNG, EMA count, config hash
-    <stage>/checkpoints/latest  name of the newest complete checkpoint
-
-Resuming loads all of it, so the continuation is bit-identical to an uninterrupted run (tests check this).
+checkpoint / resume, metrics, DDP or FSDP under torchrun.
 
 One optimizer step = for each batch kind present (ETC first, then action): forward, loss x weight, backward
 (gradients accumulate: the sum of both losses' gradients; under DDP the first pass runs in no_sync), then
 clip, set the learning rate, AdamW step, EMA update.
+
+Resuming loads the whole training state (weights, optimizer, EMA, RNGs, sampler position), so the continuation
+is bit-identical to an uninterrupted run (tests check this). The files: recipe/checkpoint.py; processes, DDP and
+FSDP: recipe/distributed.py; metrics.jsonl: recipe/metrics.py.
 """
 from __future__ import annotations
 
@@ -22,89 +15,27 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import random
-import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 
-from etc_ros.core.io import atomic_write_text, fsync_dir
+from etc_ros.core.io import atomic_write_text
+from etc_training.recipe.checkpoint import (
+    CKPT_FORMAT,
+    clean_tmp,
+    full_cpu,
+    latest_checkpoint,
+    py_rng_state,
+    read_checkpoint,
+    set_py_rng_state,
+    write_checkpoint,
+)
 from etc_training.recipe.config import RecipeError, RunConfig, StageConfig
-
-CKPT_FILES = ("model.safetensors", "optimizer.safetensors", "ema.safetensors", "state.safetensors")
-
-
-# ---------------------------------------------------------------------------------------------- distributed
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: Any = "cpu"
-    initialized: bool = False
-    strategy: str = "none"  # none | ddp | fsdp
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def set_threads(n: int) -> None:
-    n = max(1, int(n))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RecipeError("run.device=cuda but no CUDA device is available")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise RecipeError(f"run.device must be auto, cpu or cuda, got {name!r}")
-    return torch.device("cpu")
-
-
-def setup_distributed(run: RunConfig) -> DistInfo:
-    """Reads torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK); initialises the process group (gloo on CPU,
-    nccl on GPU) when WORLD_SIZE > 1."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(run.device, local)
-    if world <= 1:
-        return DistInfo(0, 1, 0, device, False, "none")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local, device, True, run.distributed)
-
-
-def barrier(d: DistInfo) -> None:
-    if d.initialized:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def broadcast_object(d: DistInfo, obj: Any) -> Any:
-    if not d.initialized:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+from etc_training.recipe.distributed import DistInfo, barrier, no_sync, wrap_model
+from etc_training.recipe.metrics import MetricsLog
 
 
 # ---------------------------------------------------------------------------------------------- schedule, EMA
@@ -139,135 +70,6 @@ class EMA:
             self.shadow[n].lerp_(p.detach().float(), 1.0 - d)
         self.updates += 1
         return d
-
-
-# ---------------------------------------------------------------------------------------------- tensors <-> files
-def _full(t: torch.Tensor) -> torch.Tensor:
-    if hasattr(t, "full_tensor"):  # DTensor (FSDP2)
-        t = t.full_tensor()
-    return t.detach().cpu()
-
-
-def dedupe(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors sharing storage (tied embeddings) are kept once: (unique tensors, {alias: kept name})."""
-    seen: dict[tuple[int, int, tuple], str] = {}
-    out, alias = {}, {}
-    for k, v in sd.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
-        if key is not None and key in seen:
-            alias[k] = seen[key]
-            continue
-        if key is not None:
-            seen[key] = k
-        out[k] = v.detach().clone().contiguous()
-    return out, alias
-
-
-def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    md = {k: json.dumps(v) for k, v in (meta or {}).items()}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=md)
-
-
-def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise RecipeError(f"checkpoint file missing: {path}")
-    out = {}
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            md = f.metadata() or {}
-            for k in f.keys():
-                out[k] = f.get_tensor(k)
-    except Exception as e:  # noqa: BLE001
-        raise RecipeError(f"{path}: unreadable checkpoint file ({e})") from None
-    meta = {}
-    for k, v in md.items():
-        try:
-            meta[k] = json.loads(v)
-        except json.JSONDecodeError:  # files written by other tools (e.g. {"format": "pt"})
-            meta[k] = v
-    return out, meta
-
-
-def config_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-class MetricsLog:
-    """Appends one JSON object per line (rank 0 only); TensorBoard scalars when tensorboard is installed."""
-
-    def __init__(self, path: Path, enabled: bool, tensorboard: bool, tb_dir: Path | None = None):
-        self.path = Path(path)
-        self.enabled = enabled
-        self.tb = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-
-                self.tb = SummaryWriter(str(tb_dir or self.path.parent / "tensorboard"))
-            except Exception:  # noqa: BLE001 - optional
-                self.tb = None
-
-    def truncate_after(self, step: int) -> None:
-        """Drop rows logged after `step` (they belong to work lost in a kill and will be redone)."""
-        if not (self.enabled and self.path.is_file()):
-            return
-        keep = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn last line
-            if int(row.get("step", 0)) <= step:
-                keep.append(line)
-        atomic_write_text(self.path, "".join(x + "\n" for x in keep))
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=_jsonable) + "\n")
-        if self.tb is not None:
-            step = int(row.get("global_step", row.get("step", 0)))
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "global_step"):
-                    self.tb.add_scalar(f"{row.get('stage', 'train')}/{k}", v, step)
-                elif isinstance(v, dict):
-                    for kk, vv in v.items():
-                        if isinstance(vv, (int, float)) and not isinstance(vv, bool):
-                            self.tb.add_scalar(f"{row.get('stage', 'train')}/{k}/{kk}", vv, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _jsonable(o: Any):
-    if isinstance(o, torch.Tensor):
-        return o.item() if o.numel() == 1 else o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    p = Path(path)
-    if not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------- stage trainer
@@ -307,7 +109,7 @@ class StageTrainer:
         if cfg.freeze_vision:
             for p in self._vision_params():
                 p.requires_grad_(False)
-        self.model = self._wrap()
+        self.model = wrap_model(self.policy, self.dist, self.run.find_unused_parameters)
         self.named = {n: p for n, p in self._state_module().named_parameters() if p.requires_grad}
         if not self.named:
             raise RecipeError(f"{name}: no trainable parameters")
@@ -325,53 +127,17 @@ class StageTrainer:
             raise RecipeError("freeze_vision: the backbone has no vision_tower")
         return list(vt.parameters())
 
-    def _wrap(self) -> torch.nn.Module:
-        d = self.dist
-        if not d.initialized or d.world == 1:
-            return self.policy
-        if d.strategy == "fsdp":
-            from torch.distributed.fsdp import fully_shard
-
-            # one FSDP unit per transformer block (vision encoder and text decoder), the rest in the root unit
-            layers = [m for m in self.policy.backbone.modules()
-                      if m.__class__.__name__.endswith(("DecoderLayer", "EncoderLayer"))]
-            for layer in layers:
-                fully_shard(layer)
-            fully_shard(self.policy)
-            return self.policy
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        dev = [d.device.index] if d.device.type == "cuda" else None
-        return DDP(self.policy, device_ids=dev, find_unused_parameters=self.run.find_unused_parameters)
-
     def _state_module(self) -> torch.nn.Module:
         """The module whose parameter names / state dict are checkpointed (DDP: the inner policy)."""
         return self.policy
 
     @property
     def fsdp(self) -> bool:
-        return self.dist.initialized and self.dist.world > 1 and self.dist.strategy == "fsdp"
+        return self.dist.fsdp
 
     @property
     def ddp(self) -> bool:
-        return self.dist.initialized and self.dist.world > 1 and self.dist.strategy != "fsdp"
-
-    @contextlib.contextmanager
-    def _no_sync(self, skip: bool):
-        if not skip:
-            yield
-            return
-        if self.ddp:
-            with self.model.no_sync():
-                yield
-        elif self.fsdp:
-            self.model.set_requires_gradient_sync(False)
-            try:
-                yield
-            finally:
-                self.model.set_requires_gradient_sync(True)
-        else:
-            yield
+        return self.dist.ddp
 
     def _autocast(self):
         if self.run.precision == "bf16":
@@ -391,7 +157,7 @@ class StageTrainer:
         row: dict[str, float] = {}
         total = 0.0
         for j, (kind, b, w) in enumerate(parts):
-            with self._no_sync(j < len(parts) - 1), self._autocast():
+            with no_sync(self.model, self.dist, j < len(parts) - 1), self._autocast():
                 out = self.model(b)
                 loss = out["loss"] * w
             loss.backward()
@@ -424,7 +190,7 @@ class StageTrainer:
         cfg, run = self.cfg, self.run
         if self.dist.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._clean_tmp()
+            clean_tmp(self.ckpt_dir)
         barrier(self.dist)
         resumed = self.resume() if run.resume == "auto" else False
         if resumed:
@@ -520,11 +286,6 @@ class StageTrainer:
         return path
 
     # -------------------------------------------------------------- checkpoints
-    def _clean_tmp(self) -> None:
-        if self.ckpt_dir.is_dir():
-            for p in self.ckpt_dir.glob(".tmp-*"):
-                shutil.rmtree(p, ignore_errors=True)
-
     def _full_states(self) -> tuple[dict, dict]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -536,60 +297,25 @@ class StageTrainer:
         """Full EMA tensors (collective under FSDP: call on every rank)."""
         if self.ema is None:
             return {}
-        return {k: _full(v) for k, v in self.ema.shadow.items()}
+        return {k: full_cpu(v) for k, v in self.ema.shadow.items()}
 
     def save_checkpoint(self) -> Path | None:
+        """Collective (every rank gathers the full state); rank 0 writes <stage>/checkpoints/step_<step>."""
         msd, osd = self._full_states()
         ema = self.ema_state()
         path = None
         if self.dist.is_main:
-            name = f"step_{self.step:06d}"
-            final = self.ckpt_dir / name
-            tmp = self.ckpt_dir / f".tmp-{name}-{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            try:
-                weights, alias = dedupe({k: _full(v) for k, v in msd.items()})
-                save_tensors(tmp / "model.safetensors", weights, {"alias": alias})
-                ot: dict[str, torch.Tensor] = {}
-                for pname, st in osd["state"].items():
-                    for k, v in st.items():
-                        ot[f"{pname}::{k}"] = _full(v) if isinstance(v, torch.Tensor) else torch.tensor(v)
-                groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
-                          for g in osd["param_groups"]]
-                save_tensors(tmp / "optimizer.safetensors", ot, {"param_groups": groups})
-                save_tensors(tmp / "ema.safetensors", ema,
-                             {"updates": self.ema.updates if self.ema else 0})
-                rng = {"torch": torch.get_rng_state()}
-                if torch.cuda.is_available() and self.dist.device.type == "cuda":
-                    rng["cuda"] = torch.cuda.get_rng_state(self.dist.device)
-                meta = {"step": self.step, "stage": self.name, "data": self.data.state_dict(),
-                        "python_rng": _py_rng_state(), "samples_seen": self.samples_seen,
-                        "train_time": self.train_time, "config": self.digest, "init": self.init_path,
-                        "world": self.dist.world, "format": "etc-vla-train-ckpt/1"}
-                save_tensors(tmp / "state.safetensors", rng, meta)
-                for f in CKPT_FILES:
-                    with open(tmp / f, "rb") as fh:
-                        os.fsync(fh.fileno())
-                fsync_dir(tmp)
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-                fsync_dir(self.ckpt_dir)
-                atomic_write_text(self.ckpt_dir / "latest", name + "\n")
-                self._prune()
-                path = final
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            rng = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available() and self.dist.device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(self.dist.device)
+            meta = {"step": self.step, "stage": self.name, "data": self.data.state_dict(),
+                    "python_rng": py_rng_state(), "samples_seen": self.samples_seen,
+                    "train_time": self.train_time, "config": self.digest, "init": self.init_path,
+                    "world": self.dist.world, "format": CKPT_FORMAT}
+            path = write_checkpoint(self.ckpt_dir, self.step, msd, osd, ema, self.ema.updates if self.ema else 0,
+                                    rng, meta, self.run.keep_checkpoints)
         barrier(self.dist)
         return path
-
-    def _prune(self) -> None:
-        steps = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir())
-        for p in steps[: max(0, len(steps) - self.run.keep_checkpoints)]:
-            shutil.rmtree(p, ignore_errors=True)
 
     def latest_checkpoint(self) -> Path | None:
         return latest_checkpoint(self.ckpt_dir)
@@ -604,35 +330,15 @@ class StageTrainer:
     def load_checkpoint(self, path: Path) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        state, meta = load_tensors(path / "state.safetensors")
-        if meta.get("format") != "etc-vla-train-ckpt/1":
-            raise RecipeError(f"{path}: not a training checkpoint of this recipe")
-        if self.digest and meta.get("config") and meta["config"] != self.digest:
-            raise RecipeError(f"{path}: the checkpoint was written with a different configuration of {self.name}; "
-                              "use a new output directory or run.resume=never")
-        weights, mmeta = load_tensors(path / "model.safetensors")
-        for a, k in (mmeta.get("alias") or {}).items():
-            weights[a] = weights[k]
-        ot, ometa = load_tensors(path / "optimizer.safetensors")
-        ostate: dict[str, dict] = {}
-        for key, v in ot.items():
-            pname, k = key.rsplit("::", 1)
-            ostate.setdefault(pname, {})[k] = v
-        groups = []
-        for g in ometa["param_groups"]:
-            g = dict(g)
-            if "betas" in g:
-                g["betas"] = tuple(g["betas"])
-            groups.append(g)
+        ck = read_checkpoint(path, self.digest, self.name, ema=self.ema is not None)
         opts = StateDictOptions(full_state_dict=True, strict=True)
-        set_state_dict(self._state_module(), self.opt, model_state_dict=weights,
-                       optim_state_dict={"state": ostate, "param_groups": groups}, options=opts)
+        set_state_dict(self._state_module(), self.opt, model_state_dict=ck.model, optim_state_dict=ck.optim,
+                       options=opts)
         if self.ema is not None:
-            ema, emeta = load_tensors(path / "ema.safetensors")
             for k, sh in self.ema.shadow.items():
-                if k not in ema:
+                if k not in ck.ema:
                     raise RecipeError(f"{path}: EMA lacks {k}")
-                src = ema[k]
+                src = ck.ema[k]
                 if hasattr(sh, "full_tensor"):  # FSDP: take this rank's shard
                     from torch.distributed.tensor import distribute_tensor
 
@@ -640,15 +346,15 @@ class StageTrainer:
                     sh.to_local().copy_(src.to_local())
                 else:
                     sh.copy_(src.to(sh.dtype))
-            self.ema.updates = int(emeta.get("updates", 0))
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and self.dist.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda"], self.dist.device)
-        _set_py_rng_state(meta.get("python_rng"))
-        self.data.load_state_dict(meta["data"])
-        self.step = int(meta["step"])
-        self.samples_seen = int(meta.get("samples_seen", 0))
-        self.train_time = float(meta.get("train_time", 0.0))
+            self.ema.updates = ck.ema_updates
+        torch.set_rng_state(ck.rng["torch"])
+        if "cuda" in ck.rng and self.dist.device.type == "cuda":
+            torch.cuda.set_rng_state(ck.rng["cuda"], self.dist.device)
+        set_py_rng_state(ck.meta.get("python_rng"))
+        self.data.load_state_dict(ck.meta["data"])
+        self.step = int(ck.meta["step"])
+        self.samples_seen = int(ck.meta.get("samples_seen", 0))
+        self.train_time = float(ck.meta.get("train_time", 0.0))
 
     # -------------------------------------------------------------- export
     def export(self, out_dir: str | Path, policy_loader: Callable[[], torch.nn.Module] | None = None) -> Path | None:
@@ -663,7 +369,7 @@ class StageTrainer:
                 pol = policy_loader() if policy_loader else None
                 if pol is None:
                     raise RecipeError("FSDP export needs a policy loader")
-                sd = {k: _full(v) for k, v in msd.items()}
+                sd = {k: full_cpu(v) for k, v in msd.items()}
                 sd.update(ema)
                 pol.load_state_dict(sd, strict=False)
                 path = pol.save(out_dir)
@@ -687,52 +393,3 @@ class StageTrainer:
         barrier(self.dist)
         return path
 
-
-def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
-    d = Path(ckpt_dir)
-    if not d.is_dir():
-        return None
-    lp = d / "latest"
-    if lp.is_file():
-        p = d / lp.read_text().strip()
-        if p.is_dir() and all((p / f).is_file() for f in CKPT_FILES):
-            return p
-    steps = sorted(p for p in d.glob("step_*") if p.is_dir() and all((p / f).is_file() for f in CKPT_FILES))
-    return steps[-1] if steps else None
-
-
-def _py_rng_state() -> list:
-    v, st, g = random.getstate()
-    return [v, list(st), g]
-
-
-def _set_py_rng_state(s) -> None:
-    if s:
-        random.setstate((s[0], tuple(s[1]), s[2]))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process since the last reset_peak_rss() (Linux VmHWM), in MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
