@@ -14,11 +14,17 @@ Output directory:
 
 Re-running the same command on the same `out` resumes: finished stages are skipped (their configuration digest
 must match), an unfinished stage continues from its latest checkpoint, bit-identically.
+
+run_recipe's steps: _start_process (threads, process group, seeds) -> _prepare_out (resume=never, digest check,
+config.yaml) -> RecipeContext.prepare_data -> base_policy_dir (out/init, recipe/init_policy.py) -> _cka_probe ->
+per enabled stage: _skip_done_stage or _train_stage (a StageChain carries the previous policy, step offset,
+digest and CKA reference from one stage to the next) -> _finish (plots, summary.json).
 """
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -121,39 +127,30 @@ class RecipeContext:
                 out += [x for x in s.action_splits if x not in out]
         return out or ["train"]
 
-    def base_policy_dir(self) -> Path:
-        """out/init: built once (rank 0) from the preset with norm stats / FAST fitted on every action split the
-        enabled stages use; or model.init when given."""
-        from etc_training.recipe.distributed import barrier
+    def fit_actions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(action chunks, states) of every action split the enabled stages use: what the initial policy's
+        normalization and action tokenizer are fitted on."""
+        chunks, states = [], []
+        for sp in self.action_splits_used():
+            if self.has_split(sp):
+                c, s = self.actions([sp]).all_chunks()
+                chunks.append(c)
+                states.append(s)
+        if not chunks:
+            raise RecipeError(f"no action data in splits {self.action_splits_used()} to fit the normalization")
+        return np.concatenate(chunks), np.concatenate(states)
 
-        m = self.cfg.model
-        if m.init:
-            p = Path(m.init)
-            if not (p / "vla.json").is_file():
-                raise RecipeError(f"model.init: not an etc-vla policy checkpoint: {p}")
-            return p
+    def base_policy_dir(self) -> Path:
+        """model.init when given; else out/init, built once (rank 0) on fit_actions() when not there yet."""
+        from etc_training.recipe.distributed import barrier
+        from etc_training.recipe.init_policy import build_initial_policy, checked_init_dir
+
+        if self.cfg.model.init:
+            return checked_init_dir(self.cfg.model.init)
         d = self.out / "init"
         if self.dist.is_main and not (d / "vla.json").is_file():
-            from etc_training.models.vla import VLAPolicy
-
-            chunks, states = [], []
-            for sp in self.action_splits_used():
-                if self.has_split(sp):
-                    c, s = self.actions([sp]).all_chunks()
-                    chunks.append(c)
-                    states.append(s)
-            if not chunks:
-                raise RecipeError(f"no action data in splits {self.action_splits_used()} to fit the normalization")
-            from etc_training.models.presets import get_preset
-
-            overrides = dict(m.overrides)
-            overrides.setdefault("action_tokenizer", m.action_tokenizer)
-            overrides.setdefault("n_views", len(self.cameras))
-            preset = get_preset(m.preset, **overrides)
-            pol = VLAPolicy.build(preset, backbone_path=m.backbone_path, action_chunks=np.concatenate(chunks),
-                                  states=np.concatenate(states), head=m.head, head_config=dict(m.head_config),
-                                  seed=self.cfg.seed, norm_modes=dict(m.norm))
-            pol.save(d)
+            chunks, states = self.fit_actions()
+            build_initial_policy(self.cfg.model, self.cfg.seed, len(self.cameras), chunks, states, d)
         barrier(self.dist)
         return d
 
@@ -236,23 +233,61 @@ def reference_features(ctx: RecipeContext, ref_dir: Path, cache: Path, device) -
 
 def run_recipe(cfg: TrainConfig, progress: bool = True, log: Callable[[str], None] | None = print) -> dict:
     """Run every enabled stage in order (resuming what a previous invocation left). Returns the summary."""
-    from etc_ros.core.config import save_config
-    from etc_training.recipe.distributed import barrier, seed_everything, set_threads, setup_distributed
-    from etc_training.recipe.metrics import peak_rss_mb, read_metrics
-    from etc_training.recipe.trainer import StageTrainer
+    from etc_training.recipe.distributed import teardown_distributed
 
     cfg = check_config(cfg)
     if not progress:
         cfg.run.progress = False
-    say = (lambda s: None) if log is None else log
+    dist = _start_process(cfg)
+    say = (lambda s: None) if (log is None or not dist.is_main) else log
+    out = Path(cfg.out)
+    t_start = time.perf_counter()
+    base = _base_digest(cfg)
+    _prepare_out(cfg, out, base, dist)
+    ctx = RecipeContext(cfg, dist, out)
+    ctx.prepare_data()
+    say(f"[train] data: episodes {ctx.episodes}, ETC {ctx.etc}, cameras {ctx.cameras}")
+    chain = StageChain(prev=ctx.base_policy_dir(), digest=base)
+    if dist.is_main:
+        atomic_write_json(out / "init_digest.json", {"digest": base})
+    ctx.probe = _cka_probe(ctx, chain.prev)
+    stage_results: dict[str, Any] = {}
+    summary: dict[str, Any] = {"out": str(out), "status": "done", "stages": stage_results}
+    for name, scfg in cfg.stages.items():
+        if not scfg.enabled:
+            continue
+        chain.digest = _stage_digest(cfg, name, chain.digest)
+        res = _skip_done_stage(ctx, name, scfg, chain, say)
+        if res is None:
+            res = _train_stage(ctx, name, scfg, chain, say)
+            if res["status"] != "done":
+                stage_results[name] = res
+                summary["status"] = "interrupted"
+                break
+        stage_results[name] = res
+    _finish(ctx, summary, chain.prev, t_start, say)
+    teardown_distributed(dist)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- run_recipe's steps
+def _start_process(cfg: TrainConfig):
+    """Threads, quiet transformers, the torchrun process group (when launched by torchrun), seeds."""
+    from etc_training.recipe.distributed import seed_everything, set_threads, setup_distributed
+
     set_threads(cfg.run.threads)
     _quiet_transformers()
     dist = setup_distributed(cfg.run)
-    if not dist.is_main:
-        say = lambda s: None  # noqa: E731
     seed_everything(cfg.seed)
-    out = Path(cfg.out)
-    t_start = time.perf_counter()
+    return dist
+
+
+def _prepare_out(cfg: TrainConfig, out: Path, base_digest: str, dist) -> None:
+    """Rank 0: create `out`; with run.resume=never remove what an earlier run left; refuse an `out` whose initial
+    policy was built from another model/data configuration; write config.yaml. Every rank waits for it."""
+    from etc_ros.core.config import save_config
+    from etc_training.recipe.distributed import barrier
+
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.run.resume == "never":
@@ -263,98 +298,135 @@ def run_recipe(cfg: TrainConfig, progress: bool = True, log: Callable[[str], Non
             shutil.rmtree(out / "init", ignore_errors=True)
             for f in ("cka_reference.npz", "summary.json"):
                 (out / f).unlink(missing_ok=True)
-        base = _base_digest(cfg)
         meta_p = out / "init_digest.json"
         if meta_p.is_file() and (out / "init").exists():
             old = json.loads(meta_p.read_text()).get("digest")
-            if old != base:
+            if old != base_digest:
                 raise RecipeError(f"{out} holds a run with a different model/data configuration; use a new "
                                   f"`out` or run.resume=never to start over")
         save_config(cfg, out / "config.yaml")
     barrier(dist)
-    ctx = RecipeContext(cfg, dist, out)
-    ctx.prepare_data()
-    say(f"[train] data: episodes {ctx.episodes}, ETC {ctx.etc}, cameras {ctx.cameras}")
-    prev = ctx.base_policy_dir()
-    if dist.is_main:
-        atomic_write_json(out / "init_digest.json", {"digest": _base_digest(cfg)})
-    device = dist.device
+
+
+def _cka_probe(ctx: RecipeContext, init: Path):
+    """The fixed CKA probe set (val split when present), or None when no stage after Stage 1 measures drift."""
     from etc_ros.core.processor import VLAProcessor
 
-    processor = VLAProcessor.load(prev)  # the probe only needs the processor, not the weights
+    cfg = ctx.cfg
+    processor = VLAProcessor.load(init)  # the probe only needs the processor, not the weights
     probe_split = cfg.data.val_split if (cfg.data.val_split and ctx.has_split(cfg.data.val_split)) else None
-    if cfg.cka.enabled and any(s.enabled for n, s in cfg.stages.items() if n != "stage1"):
-        from etc_training.recipe.cka import build_probe
+    if not (cfg.cka.enabled and any(s.enabled for n, s in cfg.stages.items() if n != "stage1")):
+        return None
+    from etc_training.recipe.cka import build_probe
 
-        src = ctx.actions([probe_split]) if probe_split else ctx.actions(ctx.action_splits_used()[:1])
-        ctx.probe = build_probe(processor, src, cfg.cka.probe_size)
-    stage_results: dict[str, Any] = {}
-    offset = 0
-    digest = _base_digest(cfg)
-    ref_feats, ref_name = None, None
-    summary: dict[str, Any] = {"out": str(out), "status": "done", "stages": stage_results}
-    for name, scfg in cfg.stages.items():
-        if not scfg.enabled:
-            continue
-        digest = _stage_digest(cfg, name, digest)
-        sdir = out / name
-        final = sdir / "final"
-        marker = sdir / STAGE_FILE
-        if marker.is_file() and (final / "vla.json").is_file():
-            info = json.loads(marker.read_text())
-            if info.get("digest") != digest:
-                raise RecipeError(f"{sdir} was trained with a different configuration (this stage or an earlier "
-                                  f"one changed); use a new `out` or run.resume=never")
-            say(f"[train] {name}: already done ({info.get('steps')} steps), skipping")
-            stage_results[name] = info
-            prev = final
-            offset += scfg.steps
-            if name == "stage1" and ctx.probe is not None:
-                ref_feats = reference_features(ctx, final, out / "cka_reference.npz", device)
-                ref_name = "stage1"
-            continue
-        if ctx.probe is not None and name != "stage1" and ref_feats is None:
-            # no Stage 1 in this run: drift is measured against the stage's starting model
-            ref_feats = reference_features(ctx, prev, out / f"cka_reference_{name}_init.npz", device)
-            ref_name = "init"
-        say(f"[train] {name}: {scfg.steps} steps, action batch {scfg.action_batch}, ETC batch "
-            f"{scfg.resolved_etc_batch()} from {[s.name for s in scfg.etc_sources]} (init {prev})")
-        t0 = time.perf_counter()
-        seed_everything(cfg.seed + {"stage1": 1, "stage2": 2, "stage3": 3}[name])
-        policy = _load_policy(prev, device)
-        data = _stage_data(ctx, name, scfg, policy.processor, cfg.seed)
-        hooks = []
-        if ctx.probe is not None and name != "stage1" and ref_feats is not None:
-            hooks.append((cfg.cka.every, _cka_hook(ctx.probe, ref_feats, cfg.cka.layers, ref_name)))
-        vb = _val_batches(ctx, policy.processor, cfg.run.val_batches, max(1, scfg.action_batch or 8))
-        if vb:
-            hooks.append((cfg.run.val_every, _val_hook(vb)))
-        trainer = StageTrainer(policy, name, scfg, data, sdir, cfg.run, dist, seed=cfg.seed, global_offset=offset,
-                               hooks=hooks, init_path=prev, config_digest=digest)
-        res = trainer.fit()
-        if res["status"] != "done":
-            say(f"[train] {name}: stopped at step {res['step']}/{scfg.steps} (run.stop_after)")
-            stage_results[name] = res
-            summary["status"] = "interrupted"
-            break
-        init_dir = prev
-        trainer.export(final, policy_loader=lambda: _load_policy(init_dir, "cpu"))
-        res.update(wall_s=round(time.perf_counter() - t0, 2), digest=digest, final=str(final),
-                   peak_rss_mb=round(peak_rss_mb(), 1), world=dist.world,
-                   sources={s.name: s.weight for s in scfg.etc_sources},
-                   action_batch=scfg.action_batch, etc_batch=scfg.resolved_etc_batch())
-        if dist.is_main:
-            atomic_write_json(marker, res)
-        stage_results[name] = res
-        say(f"[train] {name}: done in {res['wall_s']} s ({res['samples_per_s']} samples/s) -> {final}")
-        prev = final
-        offset += scfg.steps
+    src = ctx.actions([probe_split]) if probe_split else ctx.actions(ctx.action_splits_used()[:1])
+    return build_probe(processor, src, cfg.cka.probe_size)
+
+
+@dataclass
+class StageChain:
+    """What one stage hands the next: its final policy, the optimizer steps so far, the configuration digest
+    chain, and the CKA reference features (Stage 1's final model, else the first measured stage's start)."""
+
+    prev: Path  # the policy the next stage starts from
+    digest: str  # of the model/data configuration and every stage so far
+    offset: int = 0  # optimizer steps of the stages before (global_step = offset + step)
+    ref_feats: dict | None = None
+    ref_name: str | None = None
+
+    def passed(self, ctx: RecipeContext, name: str, scfg: StageConfig, final: Path) -> None:
+        """Stage `name` ended with the policy `final`."""
+        self.prev = final
+        self.offset += scfg.steps
         if name == "stage1" and ctx.probe is not None:
-            ref_feats = reference_features(ctx, final, out / "cka_reference.npz", device)
-            ref_name = "stage1"
-        del trainer, policy
-        barrier(dist)
-    summary["final_policy"] = str(prev)
+            self.ref_feats = reference_features(ctx, final, ctx.out / "cka_reference.npz", ctx.dist.device)
+            self.ref_name = "stage1"
+
+
+def _skip_done_stage(ctx: RecipeContext, name: str, scfg: StageConfig, chain: StageChain,
+                     say: Callable[[str], None]) -> dict | None:
+    """The stage's record when an earlier invocation finished it with this configuration (then the chain moves
+    past it); None when it still has to be trained."""
+    sdir = ctx.out / name
+    final = sdir / "final"
+    marker = sdir / STAGE_FILE
+    if not (marker.is_file() and (final / "vla.json").is_file()):
+        return None
+    info = json.loads(marker.read_text())
+    if info.get("digest") != chain.digest:
+        raise RecipeError(f"{sdir} was trained with a different configuration (this stage or an earlier "
+                          f"one changed); use a new `out` or run.resume=never")
+    say(f"[train] {name}: already done ({info.get('steps')} steps), skipping")
+    chain.passed(ctx, name, scfg, final)
+    return info
+
+
+def _train_stage(ctx: RecipeContext, name: str, scfg: StageConfig, chain: StageChain,
+                 say: Callable[[str], None]) -> dict:
+    """Trains (or resumes) one stage from chain.prev. When it finishes: exports final/ (EMA weights), writes
+    stage.json and moves the chain past it. Returns the trainer's result (status "interrupted" on
+    run.stop_after)."""
+    from etc_training.recipe.distributed import barrier, seed_everything
+    from etc_training.recipe.metrics import peak_rss_mb
+    from etc_training.recipe.trainer import StageTrainer
+
+    cfg, dist = ctx.cfg, ctx.dist
+    sdir = ctx.out / name
+    final = sdir / "final"
+    if ctx.probe is not None and name != "stage1" and chain.ref_feats is None:
+        # no Stage 1 in this run: drift is measured against the stage's starting model
+        chain.ref_feats = reference_features(ctx, chain.prev, ctx.out / f"cka_reference_{name}_init.npz",
+                                             dist.device)
+        chain.ref_name = "init"
+    say(f"[train] {name}: {scfg.steps} steps, action batch {scfg.action_batch}, ETC batch "
+        f"{scfg.resolved_etc_batch()} from {[s.name for s in scfg.etc_sources]} (init {chain.prev})")
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed + {"stage1": 1, "stage2": 2, "stage3": 3}[name])
+    policy = _load_policy(chain.prev, dist.device)
+    data = _stage_data(ctx, name, scfg, policy.processor, cfg.seed)
+    hooks = _stage_hooks(ctx, name, scfg, chain, policy.processor)
+    trainer = StageTrainer(policy, name, scfg, data, sdir, cfg.run, dist, seed=cfg.seed, global_offset=chain.offset,
+                           hooks=hooks, init_path=chain.prev, config_digest=chain.digest)
+    res = trainer.fit()
+    if res["status"] != "done":
+        say(f"[train] {name}: stopped at step {res['step']}/{scfg.steps} (run.stop_after)")
+        return res
+    init_dir = chain.prev
+    trainer.export(final, policy_loader=lambda: _load_policy(init_dir, "cpu"))
+    res.update(wall_s=round(time.perf_counter() - t0, 2), digest=chain.digest, final=str(final),
+               peak_rss_mb=round(peak_rss_mb(), 1), world=dist.world,
+               sources={s.name: s.weight for s in scfg.etc_sources},
+               action_batch=scfg.action_batch, etc_batch=scfg.resolved_etc_batch())
+    if dist.is_main:
+        atomic_write_json(sdir / STAGE_FILE, res)
+    say(f"[train] {name}: done in {res['wall_s']} s ({res['samples_per_s']} samples/s) -> {final}")
+    chain.passed(ctx, name, scfg, final)
+    del trainer, policy
+    barrier(dist)
+    return res
+
+
+def _stage_hooks(ctx: RecipeContext, name: str, scfg: StageConfig, chain: StageChain, processor) -> list:
+    """The trainer's periodic measurements: CKA drift to the reference (stages after Stage 1) and the held-out
+    action loss (when the val split has data)."""
+    cfg = ctx.cfg
+    hooks = []
+    if ctx.probe is not None and name != "stage1" and chain.ref_feats is not None:
+        hooks.append((cfg.cka.every, _cka_hook(ctx.probe, chain.ref_feats, cfg.cka.layers, chain.ref_name)))
+    vb = _val_batches(ctx, processor, cfg.run.val_batches, max(1, scfg.action_batch or 8))
+    if vb:
+        hooks.append((cfg.run.val_every, _val_hook(vb)))
+    return hooks
+
+
+def _finish(ctx: RecipeContext, summary: dict, final_policy: Path, t_start: float,
+            say: Callable[[str], None]) -> None:
+    """Completes the summary; rank 0 of a finished run writes the plots and summary.json."""
+    from etc_training.recipe.distributed import barrier
+    from etc_training.recipe.metrics import read_metrics
+
+    cfg, dist, out = ctx.cfg, ctx.dist, ctx.out
+    summary["final_policy"] = str(final_policy)
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
     summary["world"] = dist.world
     if dist.is_main and summary["status"] == "done":
@@ -365,13 +437,8 @@ def run_recipe(cfg: TrainConfig, progress: bool = True, log: Callable[[str], Non
         except Exception as e:  # noqa: BLE001 - a plot must not fail a finished run
             summary["plot_error"] = str(e)
         atomic_write_json(out / "summary.json", summary)
-        say(f"[train] recipe done in {summary['seconds']} s; final policy {prev}")
+        say(f"[train] recipe done in {summary['seconds']} s; final policy {final_policy}")
     barrier(dist)
-    if dist.initialized:
-        import torch.distributed as tdist
-
-        tdist.destroy_process_group()
-    return summary
 
 
 def _quiet_transformers() -> None:
