@@ -90,7 +90,7 @@ def runtime_cameras(runtime: Any, default: tuple[str, ...] = ("primary",)) -> tu
     return tuple(str(c) for c in cams) if cams else tuple(default)
 
 
-def runtime_control_hz(runtime: Any, default: float = spec.CONTROL_HZ) -> float:
+def runtime_control_hz(runtime: Any, default: float = spec.POLICY_HZ) -> float:
     try:
         hz = float(_spec_get(runtime, "control_hz") or default)
     except (TypeError, ValueError):
@@ -105,7 +105,7 @@ def percentile(values, q: float) -> float | None:
 
 class PolicyWorker:
     def __init__(self, runtime: Any, cameras: tuple[str, ...], publish: Callable[[np.ndarray, float], None], *,
-                 max_rate_hz: float = spec.CONTROL_HZ, max_observation_age: float = 0.5,
+                 max_rate_hz: float = spec.POLICY_HZ, max_observation_age: float = spec.MAX_OBSERVATION_AGE,
                  clock: Callable[[], float] = time.time, on_error: Callable[[str], None] | None = None):
         if not callable(getattr(runtime, "step", None)):
             raise PolicyConfigError(f"runtime {type(runtime).__name__} has no step(observation) method")

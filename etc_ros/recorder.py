@@ -45,9 +45,9 @@ class RecorderError(UserError):
 class RecorderConfig:
     root: str = "runs/teleop/episodes"  # dataset directory (created, or appended to with the same spec)
     cameras: list[str] = field(default_factory=lambda: ["primary"])  # topics /camera/<name>/image_raw
-    image_height: int = 224  # stored image size; 0 (both) = the camera's own size
-    image_width: int = 224
-    fps: float = robot_spec.CONTROL_HZ  # frames per second (= the policy rate: one action per frame)
+    image_height: int = robot_spec.IMAGE_SIZE  # stored image size; 0 (both) = the camera's own size
+    image_width: int = robot_spec.IMAGE_SIZE
+    fps: float = robot_spec.POLICY_HZ  # frames per second (= the policy rate: one action per frame)
     split: str = "target"  # dataset split of the recorded episodes (Stage 3 reads split 'target')
     instruction: str = ""  # of the next episode; relabel / the node's `instruction` parameter change it
     min_free_mb: float = 1024.0  # refuse to start below this much free disk

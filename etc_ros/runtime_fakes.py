@@ -29,7 +29,7 @@ class ScriptedRuntime:
     """Returns `fn(observation, call_index)` (an (H, 7) array) or a fixed `chunk`; optional latency."""
 
     def __init__(self, chunk: np.ndarray | None = None, fn: Callable[[dict, int], np.ndarray] | None = None,
-                 horizon: int = spec.CHUNK_HORIZON, control_hz: float = spec.CONTROL_HZ,
+                 horizon: int = spec.CHUNK_HORIZON, control_hz: float = spec.POLICY_HZ,
                  cameras: tuple[str, ...] = ("primary",), latency_s: float = 0.0, busy: bool = False,
                  raise_on_call: int | None = None):
         if chunk is None and fn is None:
@@ -69,7 +69,7 @@ class ScriptedRuntime:
 
 
 def circle_fn(radius: float = 0.03, period_s: float = 4.0, horizon: int = spec.CHUNK_HORIZON,
-              control_hz: float = spec.CONTROL_HZ) -> Callable[[dict, int], np.ndarray]:
+              control_hz: float = spec.POLICY_HZ) -> Callable[[dict, int], np.ndarray]:
     """Chunks of deltas along a circle, phase from the wall clock so consecutive chunks agree."""
     w = 2 * math.pi / period_s
     dt = 1.0 / control_hz
@@ -88,7 +88,7 @@ def circle_fn(radius: float = 0.03, period_s: float = 4.0, horizon: int = spec.C
 
 
 def make_fake_runtime(name: str, cameras: tuple[str, ...] = ("primary",), horizon: int = spec.CHUNK_HORIZON,
-                      control_hz: float = spec.CONTROL_HZ, latency_s: float | None = None) -> ScriptedRuntime:
+                      control_hz: float = spec.POLICY_HZ, latency_s: float | None = None) -> ScriptedRuntime:
     name = name.strip().lower()
     kw: dict[str, Any] = dict(horizon=horizon, control_hz=control_hz, cameras=tuple(cameras))
     if name == "hold":

@@ -90,7 +90,7 @@ class SpaceMouseConfig:
 
 @dataclass
 class TeleopConfig:
-    rate_hz: float = spec.CONTROL_HZ  # actions per second (the safety executor's policy rate)
+    rate_hz: float = spec.POLICY_HZ  # actions per second (the safety executor's policy rate)
     chunk_length: int = 2  # rows per published chunk (the same action repeated; see docs/teleop.md)
     linear_speed: float = 0.05  # m/s at full deflection and speed level 1
     angular_speed: float = 0.5  # rad/s at full deflection and speed level 1

@@ -74,7 +74,7 @@ def start_fake_graph(runtime=None, params: dict | None = None, cfg_overrides: di
     backend = RecordingBackend()
     camera = FakeCameraSource("primary", width=64, height=48, fps=30.0)
     limits = load_safety_limits()
-    executor = RecordingExecutor(None, limits, mode="ensemble", control_hz=50.0, policy_hz=5.0)
+    executor = RecordingExecutor(None, limits, mode="ensemble", servo_hz=50.0, policy_hz=5.0)
     runtime = runtime or ScriptedRuntime(fn=circle_fn())
     p = {"driver_node": {"speed_fraction": 1.0}}
     for k, v in (params or {}).items():

@@ -578,18 +578,47 @@ def test_parameter_files_are_declared_by_their_nodes(tmp_path):
             assert type(v) is type(d), f"{fname}: {k}={v!r} has type {type(v).__name__}, node declares " \
                                        f"{type(d).__name__} (ros2 launch would refuse it)"
     bad = tmp_path / "bad.yaml"
-    bad.write_text("safety_node:\n  ros__parameters:\n    control_hz: 50.0\n    max_speed: 3\n")
+    bad.write_text("safety_node:\n  ros__parameters:\n    servo_hz: 50.0\n    max_speed: 3\n")
     with pytest.raises(GraphConfigError, match="max_speed"):
         node_parameters("safety_node", [str(bad)])
-    bad.write_text("safety_node:\n  control_hz: 50.0\n")
+    bad.write_text("safety_node:\n  servo_hz: 50.0\n")
     with pytest.raises(GraphConfigError, match="ros__parameters"):
         node_parameters("safety_node", [str(bad)])
     good = tmp_path / "good.yaml"
     good.write_text("/**:\n  ros__parameters:\n    diagnostics_hz: 2\n"
-                    "safety_node:\n  ros__parameters:\n    control_hz: 100\n")
+                    "safety_node:\n  ros__parameters:\n    servo_hz: 100\n")
     p = node_parameters("safety_node", [str(config_path("ros_safety.yaml")), str(good)], {"dry_run": "true"})
-    assert p["control_hz"] == 100.0 and isinstance(p["control_hz"], float)
+    assert p["servo_hz"] == 100.0 and isinstance(p["servo_hz"], float)
     assert p["diagnostics_hz"] == 2.0 and p["dry_run"] is True
+    bad.write_text("safety_node:\n  ros__parameters:\n    control_hz: 50.0\n")  # renamed: the new name is given
+    with pytest.raises(GraphConfigError, match="'control_hz' was renamed to 'servo_hz'"):
+        node_parameters("safety_node", [str(bad)])
+    with pytest.raises(GraphConfigError, match="'control_hz' was renamed to 'servo_hz'"):
+        node_parameters("safety_node", [], {"control_hz": 50.0})
+
+
+def test_parameter_files_are_generated_from_graph_params(tmp_path, capsys):
+    """config/ros_<node>.yaml are exactly what graph.param_file_text() writes from PARAMS (a hand edit fails here;
+    the fix is `etc-vla ros params --write`), and they read back as NODE_PARAMS, values and types."""
+    from etc_ros.core.paths import config_path
+    from etc_ros.nodes.graph import (NODE_PARAMS, PARAM_FILES, PARAMS, param_file_text, param_files_out_of_date,
+                                     read_param_file)
+    from etc_training.cli import main
+
+    assert set(PARAM_FILES) == set(PARAMS) == set(NODE_PARAMS)
+    for node, fname in PARAM_FILES.items():
+        assert config_path(fname).read_text() == param_file_text(node), \
+            f"config/{fname} is not generated from etc_ros/nodes/graph.py PARAMS: run etc-vla ros params --write"
+        back = read_param_file(config_path(fname))[node]
+        assert back == NODE_PARAMS[node] and list(back) == list(PARAMS[node])
+        assert all(type(back[k]) is type(v) for k, v in NODE_PARAMS[node].items())
+    assert param_files_out_of_date() == []
+    (tmp_path / PARAM_FILES["safety_node"]).write_text("safety_node:\n  ros__parameters:\n    servo_hz: 40.0\n")
+    assert main(["ros", "params", "--dir", str(tmp_path)]) == 1
+    assert "out of date" in capsys.readouterr().out
+    assert main(["ros", "params", "--dir", str(tmp_path), "--write"]) == 0
+    assert param_files_out_of_date(tmp_path) == []
+    assert main(["ros", "params", "--dir", str(tmp_path)]) == 0
 
 
 def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
@@ -654,5 +683,5 @@ def test_runtime_spec_as_object_or_dict():
     obj = types.SimpleNamespace(spec=types.SimpleNamespace(cameras=("primary", "wrist"), control_hz=10.0))
     assert runtime_cameras(obj) == ("primary", "wrist") and runtime_control_hz(obj) == 10.0
     dct = types.SimpleNamespace(spec={"cameras": {"primary": {}}, "control_hz": 0})
-    assert runtime_cameras(dct) == ("primary",) and runtime_control_hz(dct) == spec.CONTROL_HZ
+    assert runtime_cameras(dct) == ("primary",) and runtime_control_hz(dct) == spec.POLICY_HZ
     assert runtime_cameras(object()) == ("primary",)

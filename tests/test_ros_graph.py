@@ -76,11 +76,11 @@ def test_graph_moves_the_arm_only_with_an_accepted_instruction():
         c = chunks[-1]
         assert list(c.joint_names) == list(spec.ACTION_NAMES) and len(c.points) == spec.CHUNK_HORIZON
         assert [M.from_duration(p.time_from_start) for p in c.points] == pytest.approx(
-            [i / spec.CONTROL_HZ for i in range(spec.CHUNK_HORIZON)])
+            [i / spec.POLICY_HZ for i in range(spec.CHUNK_HORIZON)])
         assert all(M.from_time(ch.header.stamp) in cam_stamps for ch in chunks[-3:]), \
             "chunks must be stamped with the camera frame they were computed from"
         a, stamp, hz = M.msg_to_chunk(c)
-        assert a.shape == (spec.CHUNK_HORIZON, 7) and hz == pytest.approx(spec.CONTROL_HZ)
+        assert a.shape == (spec.CHUNK_HORIZON, 7) and hz == pytest.approx(spec.POLICY_HZ)
         cm = cmds[-1]
         assert list(cm.joint_names) == list(spec.JOINT_NAMES) + ["gripper"] and len(cm.points) == 1
         q, grip, st, dt, qd = M.msg_to_command(cm)

@@ -227,6 +227,31 @@ def test_nodes_declare_exactly_the_documented_parameters():
         rclpy.shutdown(context=ctx)
 
 
+def test_a_node_given_a_renamed_parameter_names_the_new_one(tmp_path):
+    """safety_node's 50 Hz tick was `control_hz` (a bundle's control_hz is the 5 Hz policy rate): the old name,
+    as a constructor override or in a --params-file section, is refused with the new name."""
+    import rclpy
+    from rclpy.context import Context
+
+    from etc_ros.nodes.graph import GraphConfigError
+    from etc_ros.nodes.safety_node import SafetyNode
+
+    old = tmp_path / "old_safety.yaml"
+    old.write_text("safety_node:\n  ros__parameters:\n    control_hz: 50.0\n")
+    for params, args in (({"control_hz": 50.0}, []), (None, ["--ros-args", "--params-file", str(old)])):
+        ctx = Context()
+        rclpy.init(args=args, context=ctx)
+        try:
+            with pytest.raises(GraphConfigError, match="'control_hz' was renamed to 'servo_hz'"):
+                SafetyNode(params=params, context=ctx)
+            if not args:
+                node = SafetyNode(params={"servo_hz": 25.0}, context=ctx)
+                assert node.servo_hz == 25.0 and node.ex.servo_hz == 25.0
+                node.destroy_node()
+        finally:
+            rclpy.shutdown(context=ctx)
+
+
 def test_launch_plan_as_separate_processes_moves_parks_and_takes_say(tmp_path):
     """What `ros2 launch etc_ros widowx.launch.py driver_backend:=fake camera_type:=fake ...` would start."""
     import rclpy

@@ -61,7 +61,7 @@ def test_safety_yaml_matches_spec_defaults_and_overrides():
         SafetyExecutor.from_config(overrides=["max_joint_speed=1.0"], kin=KIN)
 
 
-@pytest.mark.parametrize("kw", [dict(mode="open_loop"), dict(control_hz=0), dict(control_hz=2.0),
+@pytest.mark.parametrize("kw", [dict(mode="open_loop"), dict(servo_hz=0), dict(servo_hz=2.0),
                                 dict(policy_hz=float("nan")), dict(future_tolerance=-1.0),
                                 dict(limits=dataclasses.replace(LIMITS, max_joint_velocity=-1.0)),
                                 dict(limits=dataclasses.replace(LIMITS, joint_margin=float("inf")))])

@@ -192,7 +192,7 @@ def test_missing_script_file(tmp_path):
 
 def test_config_file_defaults_overrides_and_errors(tmp_path):
     tele, rec, robot = load_teleop_file(None)  # the package's config/teleop.yaml
-    assert tele.rate_hz == spec.CONTROL_HZ and rec.split == "target" and robot.bringup == "sim"
+    assert tele.rate_hz == spec.POLICY_HZ and rec.split == "target" and robot.bringup == "sim"
     assert set(tele.keyboard.bindings.values()) <= set(MOTIONS) | set(COMMANDS)
     tele2, rec2, _ = load_teleop_file(None, ["teleop.linear_speed=0.02", "recorder.root=/tmp/x"])
     assert tele2.linear_speed == 0.02 and rec2.root == "/tmp/x"

@@ -23,8 +23,12 @@ ACTION_DIM = 7
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 STATE_NAMES: tuple[str, ...] = JOINT_NAMES + ("gripper",)
 
-CONTROL_HZ = 5.0  # Bridge / SimplerEnv policy rate
-CHUNK_HORIZON = 10  # actions per chunk (2 s at 5 Hz)
+# Rates and sizes shared by training, export, simulation and the ROS graph: each is written here once.
+POLICY_HZ = 5.0  # Bridge / SimplerEnv policy rate: actions (and recorded frames) per second
+SERVO_HZ = 50.0  # the safety executor's control tick: joint commands per second to the driver
+CHUNK_HORIZON = 10  # actions per predicted chunk (2 s at 5 Hz)
+IMAGE_SIZE = 224  # px, square model input and stored/rendered camera image (Bridge / PaliGemma-224)
+MAX_OBSERVATION_AGE = 0.5  # s: chunks computed from (and inference on) older observations are refused
 
 # Bridge action clip (server defaults)
 MAX_DELTA_XYZ = 0.05  # m per step
@@ -81,6 +85,6 @@ class SafetyLimits:
     max_ee_step: float = 0.05  # m per policy step (Bridge clip)
     max_gripper_rate: float = 2.0  # opening fraction per second
     workspace: WorkspaceBox = field(default_factory=WorkspaceBox)
-    max_observation_age: float = 0.5  # s: chunks computed from older observations are rejected
+    max_observation_age: float = MAX_OBSERVATION_AGE  # s: chunks computed from older observations are rejected
     chunk_timeout: float = 1.0  # s without a fresh valid chunk -> hold
     camera_timeout: float = 0.1  # s without a camera frame -> hold (3 frames of a 30 fps camera)

@@ -128,8 +128,8 @@ class DatasetSpec:
     video: store RGB as mp4 (lossy, PyAV) instead of lossless PNG in the parquet files.
     """
 
-    fps: float = robot_spec.CONTROL_HZ
-    cameras: dict[str, tuple[int, int]] = field(default_factory=lambda: {"primary": (224, 224)})
+    fps: float = robot_spec.POLICY_HZ
+    cameras: dict[str, tuple[int, int]] = field(default_factory=lambda: {"primary": (robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE)})
     depth: bool | Sequence[str] = False
     video: bool = False
     robot_type: str = robot_spec.ROBOT_MODEL

@@ -449,7 +449,7 @@ def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, p
             raise BringupError("the simulated driver did not become ready within 60 s")
         world, safety = g.node("sim_world"), g.node("safety_node")
         instr_node, policy_node = g.node("instruction_node"), g.node("policy_node")
-        hz = policy_node.control_hz
+        hz = policy_node.policy_hz
         steps = int(max_steps or getattr(getattr(world.env, "cfg", None), "max_steps", 60) or 60)
         # measure only the episodes, not the start-up
         safety.periods.clear()

@@ -11,7 +11,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from diagnostic_msgs.msg import DiagnosticArray
 from etc_ros.nodes import messages as M
-from etc_ros.nodes.graph import NODE_PARAMS, TOPICS
+from etc_ros.nodes.graph import NODE_PARAMS, TOPICS, check_renamed
 
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      reliability=ReliabilityPolicy.RELIABLE)
@@ -46,6 +46,11 @@ class GraphNode(Node):
     def __init__(self, node_name: str, params: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(node_name, parameter_overrides=overrides_list(params), **kwargs)
         decl = NODE_PARAMS[self.param_set or node_name]
+        try:  # overrides from the constructor, --ros-args -p and the --params-file sections of this node
+            check_renamed(self.param_set or node_name, set(getattr(self, "_parameter_overrides", {})))
+        except Exception:
+            self.destroy_node()
+            raise
         for name, default in decl.items():
             self.declare_parameter(name, default)
         self._diag_pub = self.create_publisher(DiagnosticArray, TOPICS["diagnostics"], RELIABLE)

@@ -18,6 +18,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
+from etc_ros.core import spec
 from etc_ros.driver_backends import DriverBackend, DriverCore, make_backend
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import (GraphNode, JOINT_STATES_QOS, LATCHED, RELIABLE,
@@ -75,8 +76,9 @@ class DriverNode(GraphNode):
         self.core.start(self.now_s())
         self._publish_ready()
         hz = float(self.p("publish_hz"))
-        if hz < 50:
-            self.get_logger().warning(f"publish_hz {hz} < 50: the safety layer expects joint states at >= 50 Hz")
+        if hz < spec.SERVO_HZ:
+            self.get_logger().warning(f"publish_hz {hz} < {spec.SERVO_HZ:g}: the safety layer expects joint states at "
+                                      f">= its {spec.SERVO_HZ:g} Hz tick")
         self.timer = self.create_timer(1.0 / hz, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         dhz = float(self.p("diagnostics_hz"))
         if dhz > 0:

@@ -1,7 +1,9 @@
 """The node graph as data (pure: no rclpy), shared by launch/widowx.launch.py and `etc-vla ros bringup`.
 
 - TOPICS / SERVICES: every name the nodes use.
-- NODE_PARAMS: every parameter each node declares, with its default (the nodes declare exactly these).
+- PARAMS: every parameter each node declares, with its default and comment, written once. NODE_PARAMS (the
+  defaults: the nodes declare exactly these) and the config/ros_<node>.yaml files (param_file_text; written by
+  `etc-vla ros params --write`, checked by a test) are derived from it.
 - plan_graph(args): which executables and nodes to start for the launch arguments, with their parameter
   files and the overrides the arguments imply. The launch file and the in-process bringup both call it, so
   they start the same nodes with the same YAML.
@@ -56,69 +58,126 @@ COMMAND_JOINT_NAMES: tuple[str, ...] = spec.JOINT_NAMES + ("gripper",)  # joint_
 JOINT_STATE_NAMES: tuple[str, ...] = spec.JOINT_NAMES + ("left_finger", "right_finger")
 
 # ------------------------------------------------------------------------------------------------ parameters
-NODE_PARAMS: dict[str, dict[str, Any]] = {
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: its default and the comment written beside it in config/ros_<node>.yaml."""
+
+    default: Any
+    doc: str = ""
+
+
+# The single written source of every node parameter. NODE_PARAMS (the defaults the nodes declare) and the
+# config/ros_<node>.yaml files (what `ros2 launch` and the in-process bringup pass to the nodes) are both derived
+# from it: `etc-vla ros params --write` regenerates the files and a test fails when a file is not exactly what
+# param_file_text() produces. Python is the source rather than the YAML because the nodes, the launch file and
+# the tests import these defaults on every machine (pip install, ament install, tests) without locating config/,
+# and defaults can name the shared spec constants (spec.POLICY_HZ, spec.SERVO_HZ, ...) instead of copies.
+# To change a value on one robot, do not edit the package's files: pass a directory of your own with
+# params_dir:=DIR, or single values with `params:` in config/ros_bringup.yaml.
+PARAMS: dict[str, dict[str, Param]] = {
     "camera_node": {
-        "camera_type": "realsense",  # realsense | opencv | sim | fake
-        "camera_name": "primary",  # topics /camera/<camera_name>/...
-        "frame_id": "camera_color_optical_frame",
-        "width": 640,
-        "height": 480,
-        "fps": 30.0,
-        "depth": False,  # RealSense: also publish depth aligned to color (16UC1, mm)
-        "serial": "",  # RealSense serial number ('' = any)
-        "device": "0",  # OpenCV: index or /dev/videoN
-        "calibration": "",  # optional camera model file (JSON/YAML with intrinsics, T_base_cam)
-        "backoff_initial": 0.1,  # s, reconnect backoff doubles up to backoff_max
-        "backoff_max": 2.0,
-        "diagnostics_hz": 1.0,
+        "camera_type": Param("realsense", "realsense | opencv | sim | fake (launch arg camera_type overrides)"),
+        "camera_name": Param("primary", "topics /camera/<camera_name>/{image_raw,camera_info}"),
+        "frame_id": Param("camera_color_optical_frame"),
+        "width": Param(640),
+        "height": Param(480),
+        "fps": Param(30.0, "the simulated camera renders at most this often"),
+        "depth": Param(False, "RealSense: also publish depth aligned to color (16UC1, mm)"),
+        "serial": Param("", 'RealSense serial number ("" = the first one found)'),
+        "device": Param("0", "OpenCV: camera index or /dev/videoN"),
+        "calibration": Param("", "optional camera model file (JSON/YAML with intrinsics and T_base_cam, etc-vla "
+                                 "calibrate output)"),
+        "backoff_initial": Param(0.1, "s, reconnect backoff (doubles up to backoff_max)"),
+        "backoff_max": Param(2.0),
+        "diagnostics_hz": Param(1.0),
     },
     "instruction_node": {
-        "instruction": "",  # set through /instruction_node/set_parameters; validated, rejected with a reason
-        "max_chars": 200,
-        "diagnostics_hz": 1.0,
+        "instruction": Param("", 'set at run time: etc-vla ros say "..." / ros2 param set; validated, rejected '
+                                 "with a reason"),
+        "max_chars": Param(200),
+        "diagnostics_hz": Param(1.0),
     },
     "policy_node": {
-        "policy_bundle": "",  # bundle directory from `etc-vla export`, or fake:<hold|circle|nan|huge|slow|busy>
-        "runtime_backend": "onnxruntime",
-        "providers": "",  # onnxruntime execution providers in priority order ('' = CPU; 'tensorrt,cuda,cpu', 'cuda')
-        "cameras": "",  # comma-separated camera names; '' = the bundle's cameras
-        "max_rate_hz": 5.0,  # inference at most this often (one per new observation)
-        "max_observation_age": 0.5,  # s; older observations are not sent to the model
-        "diagnostics_hz": 1.0,
+        "policy_bundle": Param("", "bundle directory (etc-vla export) or fake:<hold|circle|nan|huge|slow|busy>"),
+        "runtime_backend": Param("onnxruntime"),
+        "providers": Param("", 'onnxruntime execution providers in priority order: "" = CPU, cuda, tensorrt,cuda '
+                               "(launch arg providers:=...); the node refuses to start when one is missing (no "
+                               "CPU fallback)"),
+        "cameras": Param("", 'comma-separated camera names; "" = the bundle\'s cameras'),
+        "max_rate_hz": Param(spec.POLICY_HZ, "at most one inference per new observation, at most this often"),
+        "max_observation_age": Param(spec.MAX_OBSERVATION_AGE, "s; older observations are not sent to the model"),
+        "diagnostics_hz": Param(1.0),
     },
     "safety_node": {
-        "control_hz": 50.0,
-        "policy_hz": 5.0,  # rate of the policy's actions; chunks at another rate are rejected
-        "mode": "receding",  # receding | ensemble (see config/ros_safety.yaml for the measurement)
-        "align": "arrival",  # arrival | observation: a chunk's first action goes to the first step not yet begun
-        "dry_run": False,  # compute and report commands but never send them
-        "safety_config": "",  # '' = config/safety.yaml of the package
-        "camera_name": "primary",  # camera_info stamps of this camera feed the staleness check
-        "diagnostics_hz": 1.0,
+        "servo_hz": Param(spec.SERVO_HZ, "control ticks per second: joint commands to the driver (named "
+                                         "control_hz before; a bundle's control_hz is the policy rate)"),
+        "policy_hz": Param(spec.POLICY_HZ, "rate of the policy's actions (chunks at another rate are rejected)"),
+        "mode": Param("receding", "receding (the first 5 actions of a chunk, then the newest chunk) | ensemble "
+                                  "(ACT). Measured, shipped pick_up policy, 50 scenes, executor in sim time, 0.1 s "
+                                  "latency: receding 24/50, ensemble 19/50 (direct rollout 28/50): the policy was "
+                                  "trained and scored executing 5 actions per chunk"),
+        "align": Param("arrival", "arrival: a chunk's first action runs at the first policy step not begun when it "
+                                  "arrives (as in etc-vla eval) | observation: at the step of its camera stamp"),
+        "dry_run": Param(False, "compute and report commands but never send them; launch arg dry_run overrides; "
+                                "also service ~/dry_run (std_srvs/SetBool)"),
+        "safety_config": Param("", '"" = config/safety.yaml of the package'),
+        "camera_name": Param("primary", "camera whose frames must be fresh (camera_timeout)"),
+        "diagnostics_hz": Param(1.0),
     },
     "driver_node": {
-        "backend": "interbotix",  # interbotix | sim | fake
-        "robot_model": spec.ROBOT_MODEL,
-        "publish_hz": 100.0,  # joint_states rate (>= 50)
-        "start_pose": "ready",  # ready | home | sleep | none
-        "stop_pose": "sleep",
-        "speed_fraction": 0.3,  # start/stop moves at this fraction of the velocity/acceleration limits
-        "moving_time": 0.04,  # servo profile of each streamed goal [s] (interbotix and sim): ~2 command periods
-        "accel_time": 0.02,
-        "gripper_mode": "position",  # position (continuous opening, as in training) | binary (open/close at 0.5)
-        "fake_tau": 0.05,  # fake: first-order time constant [s]
-        "safety_config": "",  # '' = config/safety.yaml (the guard's limits)
-        "diagnostics_hz": 1.0,
+        "backend": Param("interbotix", "interbotix | sim | fake (launch args use_sim / driver_backend override)"),
+        "robot_model": Param(spec.ROBOT_MODEL),
+        "publish_hz": Param(100.0, "/joint_states rate (>= servo_hz)"),
+        "start_pose": Param("ready", "ready | home | sleep | none: smooth move there before accepting commands"),
+        "stop_pose": Param("sleep", "on shutdown"),
+        "speed_fraction": Param(0.3, "start/stop moves at this fraction of the velocity/acceleration limits"),
+        "moving_time": Param(0.04, "servo time-based profile of each streamed goal [s] (interbotix and sim): about "
+                                   "two periods of the 50 Hz command stream; a 0.2-0.25 s profile restarted every "
+                                   "20 ms makes the arm trail its commands by ~1 s (sim: 0/10 scenes, 5/10 with "
+                                   "0.04 s)"),
+        "accel_time": Param(0.02, "acceleration time of that profile [s]"),
+        "gripper_mode": Param("position", "position: the commanded opening is the gripper's set point (xs_sdk "
+                                          "linear_position mode), as the simulated gripper the policy was trained "
+                                          "on | binary: PWM grasp / release when the opening crosses 0.5 (also on "
+                                          "sim/fake, to try it in simulation)"),
+        "fake_tau": Param(0.05, "fake backend: first-order time constant [s]"),
+        "safety_config": Param("", '"" = config/safety.yaml (limits of the command guard)'),
+        "diagnostics_hz": Param(1.0),
     },
     "sim_world": {
-        "sim_env": "etc_training.sim:SimEnv",  # module:callable building the world (imported lazily)
-        "seed": 0,  # episode seed of the first reset; each ~/reset takes the next one
-        "split": "train",
-        "family": "",  # task family of every episode ('' = the world's mix)
-        "announce_instruction": True,  # publish each episode's instruction on /instruction
-        "success_hz": 2.0,  # /sim/success rate
+        "sim_env": Param("etc_training.sim:SimEnv", "module:callable building the world (imported lazily)"),
+        "seed": Param(0, "episode seed of the first reset; each ~/reset takes the next one"),
+        "split": Param("train"),
+        "family": Param("", 'task family of every episode ("" = the world\'s mix)'),
+        "announce_instruction": Param(True, "publish each episode's instruction on /instruction"),
+        "success_hz": Param(2.0, "/sim/success rate"),
     },
 }
+NODE_PARAMS: dict[str, dict[str, Any]] = {  # node -> {parameter: default}: what each node declares
+    node: {name: p.default for name, p in params.items()} for node, params in PARAMS.items()}
+PARAM_FILE_HEADERS = {  # node -> first comment line of its config/ros_<node>.yaml
+    "camera_node": "camera_node (and the simulated camera inside sim_robot).",
+    "instruction_node": "instruction_node: validates operator instructions (etc_ros/instruction.py).",
+    "policy_node": "policy_node: runs the policy bundle in a worker thread and publishes action chunks.",
+    "safety_node": "safety_node: SafetyExecutor (etc_ros/safety) at servo_hz; limits from safety_config "
+                   "(config/safety.yaml).",
+    "driver_node": "driver_node (and the simulated driver inside sim_robot).",
+    "sim_world": "sim_world (inside sim_robot, use_sim:=true): the MuJoCo world shared by the simulated driver and "
+                 "camera.",
+}
+RENAMED_PARAMS: dict[str, dict[str, str]] = {  # node -> {old parameter name: new name}; the old name is refused
+    "safety_node": {"control_hz": "servo_hz"},  # it was the 50 Hz tick, while a bundle's control_hz is the 5 Hz policy
+}
+
+
+def check_renamed(node: str, names, where: str = "") -> None:
+    """Refuse a parameter that was renamed, naming its new name (a silent default would hide the setting)."""
+    for old, new in RENAMED_PARAMS.get(node, {}).items():
+        if old in names:
+            raise GraphConfigError(f"{where}{node}: parameter {old!r} was renamed to {new!r}; rename it in your "
+                                   f"parameter file / overrides")
+
+
 PARAM_FILES = {  # node -> its file in config/
     "camera_node": "ros_camera.yaml",
     "instruction_node": "ros_instruction.yaml",
@@ -127,6 +186,64 @@ PARAM_FILES = {  # node -> its file in config/
     "driver_node": "ros_driver.yaml",
     "sim_world": "ros_sim.yaml",
 }
+PARAM_FILE_NOTE = ("Generated from etc_ros/nodes/graph.py PARAMS by `etc-vla ros params --write`: change defaults "
+                   "there. For one robot, pass your own files (params_dir:=DIR) or ros_bringup.yaml `params:`.")
+_KEY_WIDTH = 28  # value column of the generated files: "    key: value" padded to 4 + 28, then "# doc"
+_LINE_WIDTH = 116
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"}
+
+
+def _yaml_value(v: Any) -> str:
+    """A parameter default as a YAML scalar that reads back as the same value and type."""
+    import json
+    import re
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        plain = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", v) and v.lower() not in _YAML_WORDS
+        return v if plain else json.dumps(v)
+    raise GraphConfigError(f"parameter default {v!r} is not a bool, number or string")
+
+
+def param_file_text(node: str) -> str:
+    """The text of config/ros_<node>.yaml, generated from PARAMS[node] (defaults and their comments)."""
+    import textwrap
+
+    if node not in PARAMS:
+        raise GraphConfigError(f"unknown node {node!r}; known: {sorted(PARAMS)}")
+    lines = ["# " + ln for ln in textwrap.wrap(PARAM_FILE_HEADERS[node], _LINE_WIDTH - 2)]
+    lines += ["# " + ln for ln in textwrap.wrap(PARAM_FILE_NOTE, _LINE_WIDTH - 2)]
+    lines += [f"{node}:", "  ros__parameters:"]
+    for name, p in PARAMS[node].items():
+        entry = f"    {name}: {_yaml_value(p.default)}"
+        if not p.doc:
+            lines.append(entry)
+            continue
+        col = max(4 + _KEY_WIDTH, len(entry) + 2)
+        doc = textwrap.wrap(p.doc, _LINE_WIDTH - col - 2)
+        lines.append(entry.ljust(col) + "# " + doc[0])
+        lines += [" " * col + "# " + ln for ln in doc[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def param_files_out_of_date(directory: str | Path | None = None, write: bool = False) -> list[Path]:
+    """The config/ros_<node>.yaml files (of `directory`, default the package's config/) that differ from
+    param_file_text(); with write=True they are rewritten. Returns the files that differed."""
+    d = Path(directory) if directory is not None else params_dir()
+    stale = []
+    for node, fname in PARAM_FILES.items():
+        f = d / fname
+        text = param_file_text(node)
+        if not f.is_file() or f.read_text() != text:
+            stale.append(f)
+            if write:
+                f.write_text(text)
+    return stale
+
+
 EXECUTABLES = {  # executable -> nodes it hosts (console_scripts in setup.py)
     "camera_node": ("camera_node",),
     "instruction_node": ("instruction_node",),
@@ -284,6 +401,7 @@ def coerce_param(node: str, name: str, value: Any) -> Any:
     if node not in NODE_PARAMS:
         raise GraphConfigError(f"unknown node {node!r}; known: {sorted(NODE_PARAMS)}")
     decl = NODE_PARAMS[node]
+    check_renamed(node, (name,))
     if name not in decl:
         raise GraphConfigError(f"node {node} has no parameter {name!r}; declared: {sorted(decl)}")
     d = decl[name]
@@ -320,6 +438,7 @@ def node_parameters(node: str, param_files: list[str], overrides: dict[str, Any]
         for key in ("**", node):
             for k, v in sections.get(key, {}).items():
                 if key == "**" and k not in NODE_PARAMS.get(node, {}):
+                    check_renamed(node, (k,), f"{f}: ")
                     continue
                 out[k] = coerce_param(node, k, v)
     for k, v in (overrides or {}).items():
@@ -398,7 +517,7 @@ def sim_rollout_settings(bringup: str | Path | None = None) -> dict[str, Any]:
     params = cfg.params or {}
     safety = node_parameters("safety_node", [str(pdir / PARAM_FILES["safety_node"])], params.get("safety_node"))
     driver = node_parameters("driver_node", [str(pdir / PARAM_FILES["driver_node"])], params.get("driver_node"))
-    return {"mode": safety["mode"], "align": safety["align"], "control_hz": float(safety["control_hz"]),
+    return {"mode": safety["mode"], "align": safety["align"], "servo_hz": float(safety["servo_hz"]),
             "policy_hz": float(safety["policy_hz"]), "safety_limits": load_safety_limits(safety["safety_config"]),
             "safety_config": safety["safety_config"] or "safety.yaml",
             "servo_profile": (float(driver["moving_time"]), float(driver["accel_time"]))}

@@ -123,14 +123,14 @@ def parse_joint_state(msg: JointState) -> tuple[np.ndarray, float, float] | None
 
 
 # ---------------------------------------------------------------------------------------------------- chunks
-def chunk_to_msg(actions: np.ndarray, obs_stamp: float, control_hz: float) -> JointTrajectory:
+def chunk_to_msg(actions: np.ndarray, obs_stamp: float, policy_hz: float) -> JointTrajectory:
     """(H, 7) chunk -> JointTrajectory: header.stamp = observation stamp, joint_names = ACTION_NAMES,
-    point i: positions = actions[i], time_from_start = i / control_hz."""
+    point i: positions = actions[i], time_from_start = i / policy_hz."""
     a = np.asarray(actions, dtype=float)
     if a.ndim != 2 or a.shape[1] != spec.ACTION_DIM:
         raise MessageError(f"action chunk must be (H, {spec.ACTION_DIM}), got {a.shape}")
-    if not (control_hz > 0 and math.isfinite(control_hz)):
-        raise MessageError(f"control_hz must be > 0, got {control_hz}")
+    if not (policy_hz > 0 and math.isfinite(policy_hz)):
+        raise MessageError(f"policy_hz must be > 0, got {policy_hz}")
     m = JointTrajectory()
     m.header.stamp = to_time(obs_stamp)
     m.header.frame_id = spec.BASE_FRAME
@@ -138,13 +138,13 @@ def chunk_to_msg(actions: np.ndarray, obs_stamp: float, control_hz: float) -> Jo
     for i, row in enumerate(a):
         p = JointTrajectoryPoint()
         p.positions = [float(x) for x in row]
-        p.time_from_start = to_duration(i / control_hz)
+        p.time_from_start = to_duration(i / policy_hz)
         m.points.append(p)
     return m
 
 
 def msg_to_chunk(msg: JointTrajectory) -> tuple[np.ndarray, float, float | None]:
-    """-> (actions (H, 7) in ACTION_NAMES order, observation stamp, control_hz from time_from_start or None)."""
+    """-> (actions (H, 7) in ACTION_NAMES order, observation stamp, policy_hz from time_from_start or None)."""
     names = list(msg.joint_names)
     if sorted(names) != sorted(spec.ACTION_NAMES):
         raise MessageError(f"action chunk joint_names {names} must be {list(spec.ACTION_NAMES)}")

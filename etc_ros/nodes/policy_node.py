@@ -4,7 +4,8 @@ Subscribes /camera/<cam>/image_raw for each camera of the bundle (or the `camera
 and /instruction/accepted. Inference runs in the PolicyWorker's thread, never in a ROS callback, so it cannot
 block anything. Publishes /policy/action_chunk (trajectory_msgs/JointTrajectory): header.stamp = stamp of the
 oldest image the chunk was computed from, joint_names = spec.ACTION_NAMES, one point per step with
-positions = the 7 action values and time_from_start = i / control_hz. No instruction or no image -> no chunk.
+positions = the 7 action values and time_from_start = i / policy_hz (the bundle spec's control_hz). No
+instruction or no image -> no chunk.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class PolicyNode(GraphNode):
         self.get_logger().info(f"policy runtime: backend {self.p('runtime_backend')}, execution providers "
                                f"{self.active_providers or ['(scripted)']}")
         self.cameras = cams_param or runtime_cameras(runtime)
-        self.control_hz = runtime_control_hz(runtime)
+        self.policy_hz = runtime_control_hz(runtime)
         self.images_received = 0
         self.bad_messages = 0
         self.pub_chunk = self.create_publisher(JointTrajectory, TOPICS["action_chunk"], RELIABLE)
@@ -83,7 +84,7 @@ class PolicyNode(GraphNode):
         self.worker.set_instruction(msg.data or None)
 
     def _publish_chunk(self, actions: np.ndarray, obs_stamp: float) -> None:
-        self.pub_chunk.publish(M.chunk_to_msg(actions, obs_stamp, self.control_hz))
+        self.pub_chunk.publish(M.chunk_to_msg(actions, obs_stamp, self.policy_hz))
 
     def _diagnostics(self) -> None:
         s = self.worker.stats()

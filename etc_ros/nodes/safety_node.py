@@ -1,7 +1,7 @@
 """Safety node: wraps etc_ros.safety.SafetyExecutor (all logic lives there).
 
 Subscribes /policy/action_chunk (chunks), /joint_states, /camera/<camera_name>/camera_info (staleness: the
-info is stamped like its image and much lighter) and /driver/ready. Ticks at control_hz with a timer and
+info is stamped like its image and much lighter) and /driver/ready. Ticks at servo_hz with a timer and
 publishes /safety/joint_command (one point: 6 arm joints + 'gripper') only when the command says execute.
 Services ~/estop and ~/reset_estop (std_srvs/Trigger), ~/dry_run (std_srvs/SetBool). /diagnostics at 1 Hz.
 """
@@ -17,6 +17,7 @@ from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from etc_ros.core import spec
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
 from etc_ros.nodes.graph import TOPICS, camera_info_topic, load_safety_limits
@@ -29,13 +30,13 @@ class SafetyNode(GraphNode):
     def __init__(self, params: dict[str, Any] | None = None, executor: Any = None, name: str = "safety_node",
                  **kwargs: Any):
         super().__init__(name, params, **kwargs)
-        self.control_hz = float(self.p("control_hz"))
-        self.policy_hz = float(self.p("policy_hz")) or 5.0
+        self.servo_hz = float(self.p("servo_hz"))
+        self.policy_hz = float(self.p("policy_hz")) or spec.POLICY_HZ
         if executor is None:
             from etc_ros.safety import SafetyExecutor
 
             limits = load_safety_limits(self.p("safety_config"))
-            executor = SafetyExecutor(None, limits, mode=self.p("mode"), align=self.p("align"), control_hz=self.control_hz,
+            executor = SafetyExecutor(None, limits, mode=self.p("mode"), align=self.p("align"), servo_hz=self.servo_hz,
                                       policy_hz=self.policy_hz, dry_run=bool(self.p("dry_run")))
         self.ex = executor
         self._lock = threading.Lock()
@@ -72,7 +73,7 @@ class SafetyNode(GraphNode):
         self.create_service(Trigger, "~/estop", self._srv_estop, callback_group=sub_group)
         self.create_service(Trigger, "~/reset_estop", self._srv_reset_estop, callback_group=sub_group)
         self.create_service(SetBool, "~/dry_run", self._srv_dry_run, callback_group=sub_group)
-        self.timer = self.create_timer(1.0 / self.control_hz, self._tick, callback_group=timer_group)
+        self.timer = self.create_timer(1.0 / self.servo_hz, self._tick, callback_group=timer_group)
         hz = float(self.p("diagnostics_hz"))
         if hz > 0:
             self.create_timer(1.0 / hz, self._diagnostics, callback_group=sub_group)

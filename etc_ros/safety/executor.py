@@ -1,6 +1,6 @@
 """The action-chunking safety executor: policy chunks in, safe joint commands out (pure core, no ROS, no clock).
 
-    ex = SafetyExecutor(kin, limits, mode="ensemble", control_hz=50, policy_hz=5, dry_run=False)
+    ex = SafetyExecutor(kin, limits, mode="ensemble", servo_hz=50, policy_hz=5, dry_run=False)
     ex.reset(q_measured, gripper, now)
     ok, reason = ex.submit_chunk(actions (H, 7), obs_stamp, now)       # whenever the policy answers
     cmd = ex.tick(now, q_measured, gripper_measured, camera_stamp)     # every control period
@@ -73,7 +73,7 @@ def _locked(method):
 
 class SafetyExecutor:
     def __init__(self, kin=None, limits: SafetyLimits | None = None, mode: str = "ensemble",
-                 control_hz: float = 50.0, policy_hz: float = spec.CONTROL_HZ, dry_run: bool = False, *,
+                 servo_hz: float = spec.SERVO_HZ, policy_hz: float = spec.POLICY_HZ, dry_run: bool = False, *,
                  ensemble_k: float = 0.01, receding_steps: int = 5, future_tolerance: float = 0.05,
                  reanchor_threshold: float = 0.3, max_horizon: int = 100, reject_scale: float = 10.0,
                  max_joint_step: float | None = None, target_inset: float = 0.005, align: str = "arrival"):
@@ -104,24 +104,24 @@ class SafetyExecutor:
         if align not in ALIGNS:
             raise SafetyError(f"align {align!r} is not one of {list(ALIGNS)}")
         self.align = align
-        for name, val in (("control_hz", control_hz), ("policy_hz", policy_hz), ("reject_scale", reject_scale),
+        for name, val in (("servo_hz", servo_hz), ("policy_hz", policy_hz), ("reject_scale", reject_scale),
                           ("reanchor_threshold", reanchor_threshold)):
             if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val <= 0:
                 raise SafetyError(f"{name} must be a finite number > 0, got {val!r}")
         if not (isinstance(future_tolerance, (int, float)) and math.isfinite(future_tolerance)
                 and future_tolerance >= 0):
             raise SafetyError(f"future_tolerance must be a finite number >= 0, got {future_tolerance!r}")
-        if control_hz < policy_hz:
-            raise SafetyError(f"control_hz ({control_hz}) must be >= policy_hz ({policy_hz})")
+        if servo_hz < policy_hz:
+            raise SafetyError(f"servo_hz ({servo_hz}) must be >= policy_hz ({policy_hz})")
         box_half = 0.5 * float(np.min(np.subtract(self.limits.workspace.high, self.limits.workspace.low)))
         if not (isinstance(target_inset, (int, float)) and 0.0 <= target_inset < box_half):
             raise SafetyError(f"target_inset must be >= 0 and below half the workspace box, got {target_inset!r}")
         if isinstance(max_horizon, bool) or not isinstance(max_horizon, int) or max_horizon < 1:
             raise SafetyError(f"max_horizon must be an integer >= 1, got {max_horizon!r}")
         self.mode = mode
-        self.control_hz = float(control_hz)
+        self.servo_hz = float(servo_hz)
         self.policy_hz = float(policy_hz)
-        self.dt_nominal = 1.0 / self.control_hz
+        self.dt_nominal = 1.0 / self.servo_hz
         self._dry_run = bool(dry_run)
         self._need_anchor = False  # leaving dry run: re-anchor on the measured joints before executing
         self.future_tolerance = float(future_tolerance)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from etc_ros.core import spec
 
-def _scene_images(rng: np.random.Generator, T: int, h: int = 224, w: int = 224) -> np.ndarray:
+
+def _scene_images(rng: np.random.Generator, T: int, h: int = spec.IMAGE_SIZE, w: int = spec.IMAGE_SIZE) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     base = np.stack([90 + 60 * x / w, 100 + 40 * y / h, 120 + 20 * (x + y) / (w + h)], -1)
     out = np.empty((T, h, w, 3), np.uint8)
@@ -47,7 +49,7 @@ def _measure(root: Path, video: bool, n_eps: int, T: int, n_random: int, seed: i
 
     rng = np.random.default_rng(seed)
     eps = [_episode(rng, T, 5.0) for _ in range(n_eps)]
-    spec = DatasetSpec(fps=5.0, cameras={"primary": (224, 224)}, video=video)
+    spec = DatasetSpec(fps=spec.POLICY_HZ, cameras={"primary": (spec.IMAGE_SIZE, spec.IMAGE_SIZE)}, video=video)
     if root.exists():
         shutil.rmtree(root)
     t0 = time.perf_counter()
@@ -93,7 +95,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_eps, T, n_random = (3, 20, 60) if quick else (20, 50, 500)
-    res: dict = {"image_size": [224, 224], "cameras": 1, "quick": quick}
+    res: dict = {"image_size": [spec.IMAGE_SIZE, spec.IMAGE_SIZE], "cameras": 1, "quick": quick}
     for name, video in (("png", False), ("video_h264", True)):
         root = out_dir / f"dataset_{name}"
         try:

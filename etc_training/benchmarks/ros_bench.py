@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from etc_ros.core import spec
+
 
 def _pct(values, q):
     v = [x for x in values if x is not None]
@@ -60,7 +62,7 @@ def _scenario(name: str, duration: float, runtime, sim: bool = False) -> dict:
         time.sleep(duration)
         wall = time.monotonic() - t0
         per = list(saf.periods)
-        nominal = 1.0 / saf.control_hz
+        nominal = 1.0 / saf.servo_hz
         jit = [abs(p - nominal) for p in per]
         return {
             "duration_s": round(wall, 2),
@@ -119,7 +121,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     duration = 4.0 if quick else 15.0
-    res: dict = {"quick": quick, "cpu_count": os.cpu_count(), "control_hz": 50.0,
+    res: dict = {"quick": quick, "cpu_count": os.cpu_count(), "servo_hz": spec.SERVO_HZ,
                  "load_avg_start": [round(v, 2) for v in os.getloadavg()],
                  "note": "in-process graph (one executor thread per node) and one process per node, real DDS "
                          "(Fast DDS, localhost); "

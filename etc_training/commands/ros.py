@@ -4,6 +4,7 @@
     etc-vla ros say "pick up the red block"                               # prints accepted / rejected: reason
     etc-vla ros estop | reset-estop | dry-run on|off
     etc-vla ros plan --config FILE                                        # which nodes/parameters would start
+    etc-vla ros params [--write]                 # config/ros_<node>.yaml vs graph.PARAMS (--write: regenerate)
 """
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ def register(p: argparse.ArgumentParser) -> None:
     pl.add_argument("--config", default=None)
     pl.add_argument("overrides", nargs="*")
     pl.set_defaults(func=_plan)
+
+    pa = sub.add_parser("params", help="check (or --write) the config/ros_<node>.yaml files generated from "
+                                       "etc_ros/nodes/graph.py PARAMS")
+    pa.add_argument("--write", action="store_true", help="rewrite the files that differ")
+    pa.add_argument("--dir", default=None, help="directory of the files (default: the package's config/)")
+    pa.set_defaults(func=_params)
 
     s = sub.add_parser("say", help="send an instruction; prints accepted or rejected with the reason")
     s.add_argument("text", help="the instruction")
@@ -77,6 +84,17 @@ def _plan(args) -> int:
                         "parameters": node_parameters(node, plan.param_files, extra)})
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _params(args) -> int:
+    from etc_ros.nodes.graph import param_files_out_of_date
+
+    stale = param_files_out_of_date(args.dir, write=args.write)
+    for f in stale:
+        print(f"{'wrote' if args.write else 'out of date'}: {f}")
+    if not stale:
+        print("parameter files match etc_ros/nodes/graph.py PARAMS")
+    return 0 if (args.write or not stale) else 1
 
 
 def _say(args) -> int:

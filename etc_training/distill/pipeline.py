@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from etc_ros.core import spec
 from etc_training.distill.config import DistillConfig
 from etc_training.distill.sdm import DistillError
 
@@ -132,7 +133,8 @@ def write_report(out: Path, res: dict) -> None:
     atomic_write_text(out / "report.md", report_markdown(res))
 
 
-def _first_observation(root: str, splits: list[str], n_views: int, horizon: int = 10) -> dict:
+def _first_observation(root: str, splits: list[str], n_views: int,
+                       horizon: int = spec.CHUNK_HORIZON) -> dict:
     """One real observation (the middle frame of the selection) for the latency measurements."""
     from etc_training.distill.policy import frame_dataset
 

@@ -32,6 +32,7 @@ from etc_ros.bundle import (
     write_manifest,
 )
 from etc_ros.core.errors import BundleError, ModelError
+from etc_ros.core import spec as rspec
 
 INSTRUCTIONS = ("pick up the red cube", "put the green block in the blue bowl", "push the yellow can to the left",
                 "stack the red cube on the green cube")
@@ -39,7 +40,7 @@ INSTRUCTIONS = ("pick up the red cube", "put the green block in the blue bowl", 
 
 # ------------------------------------------------------------------------------------------------ observations
 def generated_observations(processor: Any, cameras: Sequence[str], n: int, seed: int = 0,
-                           size: tuple[int, int] = (224, 224)) -> list[dict]:
+                           size: tuple[int, int] = (rspec.IMAGE_SIZE, rspec.IMAGE_SIZE)) -> list[dict]:
     """Synthetic tabletop-like frames (gradient background, coloured boxes, sensor noise), states inside the
     state norm stats' q01..q99 range, task instructions."""
     rng = np.random.default_rng(seed)
@@ -203,7 +204,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, quantize: Sequence
     head_type = onnx_export.check_exportable(policy)
     cams = list(cameras) if cameras else (["primary"] if P.config.n_views == 1
                                           else [f"view{i}" for i in range(P.config.n_views)])
-    hz = float(control_hz if control_hz is not None else rspec.CONTROL_HZ)
+    hz = float(control_hz if control_hz is not None else rspec.POLICY_HZ)
     meta = dict(policy.meta)
     head_meta = meta.get("head") or {"type": "tokens", "config": {}}
     head: dict[str, Any] = {"type": head_type, "name": head_meta.get("type"), "config": head_meta.get("config", {})}

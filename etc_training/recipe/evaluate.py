@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from etc_ros.core import spec
 from etc_training.recipe.config import RecipeError
 
 
@@ -131,8 +132,8 @@ def load_rollout_policy(path: str | Path, threads: int = 1) -> Any:
 
 def hold_action(state: np.ndarray) -> np.ndarray:
     """What a rollout executes instead of a non-finite action: no motion, the gripper as it is."""
-    a = np.zeros(7)
-    a[6] = float(state[6])
+    a = np.zeros(spec.ACTION_DIM)
+    a[-1] = float(state[-1])  # gripper: last in both ACTION_NAMES and STATE_NAMES
     return a
 
 
@@ -182,15 +183,15 @@ def _executor_setup() -> tuple[dict, Any]:
 def _executor_rollout(policy, env, cams: Sequence[str], instr: str, obs: dict, latency: float, frames: list | None,
                       on_step: Callable[[Any, dict], None] | None = None) -> dict:
     """The ROS graph's execution in simulated time: a chunk from each policy step's observation, offered to the
-    SafetyExecutor `latency` s later; the executor ticks at control_hz on the measured joints and its commands
+    SafetyExecutor `latency` s later; the executor ticks at servo_hz on the measured joints and its commands
     drive the servos (with the driver's servo profile). Same episode length and success test as `direct`."""
     from etc_ros.safety import SafetyExecutor
 
     st, kin = _executor_setup()
-    ex = SafetyExecutor(kin, st["safety_limits"], mode=st["mode"], align=st["align"], control_hz=st["control_hz"],
+    ex = SafetyExecutor(kin, st["safety_limits"], mode=st["mode"], align=st["align"], servo_hz=st["servo_hz"],
                         policy_hz=st["policy_hz"])
-    dt = 1.0 / st["control_hz"]
-    ticks_per_step = int(round(st["control_hz"] / st["policy_hz"]))
+    dt = 1.0 / st["servo_hz"]
+    ticks_per_step = int(round(st["servo_hz"] / st["policy_hz"]))
     lat_ticks = int(round(max(0.0, float(latency)) / dt))
     profile = env.servo_profile
     env.set_servo_profile(*st["servo_profile"])

@@ -274,9 +274,9 @@ class SimEnv:
 
     # ------------------------------------------------------------------------------------------ policy level
     def step_joint_targets(self, q6, gripper: float) -> dict:
-        """One control period (1 / CONTROL_HZ) towards the given joint targets; returns the observation."""
+        """One control period (1 / POLICY_HZ) towards the given joint targets; returns the observation."""
         self.set_joint_targets(q6, gripper)
-        self._advance_physics(1.0 / rspec.CONTROL_HZ)
+        self._advance_physics(1.0 / rspec.POLICY_HZ)
         self.steps += 1
         return self.observation()
 
