@@ -129,7 +129,8 @@ class DatasetSpec:
     """
 
     fps: float = robot_spec.POLICY_HZ
-    cameras: dict[str, tuple[int, int]] = field(default_factory=lambda: {"primary": (robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE)})
+    cameras: dict[str, tuple[int, int]] = field(
+        default_factory=lambda: {"primary": (robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE)})
     depth: bool | Sequence[str] = False
     video: bool = False
     robot_type: str = robot_spec.ROBOT_MODEL
