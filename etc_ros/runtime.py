@@ -141,6 +141,8 @@ class OrtGraphs:
         if threads:
             so.intra_op_num_threads = int(threads)
             so.inter_op_num_threads = 1
+            # ORT's pool threads otherwise spin-wait after each run, taking CPU from the control loop between chunks
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {}
         self.providers = [_provider_name(p) for p in provs]
         for role, path in paths.items():
