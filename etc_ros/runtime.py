@@ -3,7 +3,7 @@ benchmarks.
 
     rt = PolicyRuntime.load("bundles/tiny", backend="onnxruntime", variant="fp32")
     chunk = rt.step({"images": {"primary": rgb_uint8}, "state": state7, "instruction": "put the cube in the bowl"})
-    chunk.shape == (rt.spec["horizon"], 7); rt.last_timing -> {"preprocess_ms": ..., "vision_ms": ..., ...}
+    chunk.shape == (rt.spec.horizon, 7); rt.last_timing -> {"preprocess_ms": ..., "vision_ms": ..., ...}
 
 Backends:
 - "onnxruntime" (default): the bundle's ONNX graphs in ONNX Runtime; `providers` picks execution providers
@@ -40,6 +40,7 @@ from etc_ros.bundle import (
 )
 from etc_ros.core.action_tokenizer import decode_phase
 from etc_ros.core.errors import BundleError, ModelError, UserError
+from etc_ros.policy_contract import Observation, PolicySpec
 from etc_ros.tensorrt_config import default_engine_cache, tensorrt_provider_options
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
@@ -382,15 +383,17 @@ class PolicyRuntime:
         self._spec = dict(info.spec)
         self._spec.update(bundle=str(info.root), backend=backend, variant=variant,
                           providers=list(getattr(model, "providers", [])))
-        self.cameras: tuple[str, ...] = tuple(info.spec["cameras"])
+        self._policy_spec = PolicySpec.from_mapping(self._spec)
+        self.cameras: tuple[str, ...] = self._policy_spec.cameras
         self.last_timing: dict[str, float] = {}
         self.last_valid: bool | None = None
         self.last_tokens: np.ndarray | None = None
         self._lock = threading.Lock()
 
     @property
-    def spec(self) -> dict:
-        return dict(self._spec)
+    def spec(self) -> PolicySpec:
+        """What the bundle promises (spec.json + backend, variant, bundle in .extra; providers); immutable."""
+        return self._policy_spec
 
     @classmethod
     def load(cls, bundle_dir: str | Path, backend: str = "onnxruntime", providers: Sequence[Any] | str | None = None,
@@ -505,7 +508,7 @@ class PolicyRuntime:
             self.last_tokens = None if ids is None else np.asarray(ids)
             return chunks, valid
 
-    def step(self, observation: Mapping[str, Any]) -> np.ndarray:
+    def step(self, observation: Observation) -> np.ndarray:
         """{"images": {cam: HxWx3 uint8}, "state": (7,), "instruction": str} -> (H, 7) float32 actions in raw
         units (Bridge deltas + absolute gripper). An invalid decode gives NaNs (on_invalid="nan")."""
         chunks, _ = self.predict_chunks([observation])
