@@ -45,6 +45,7 @@ def test_humble_emulation_shuts_down_every_context_on_sigint():
     chained to; SignalHandlerOptions.NO installs nothing."""
     code = r"""
 import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as started from a terminal (a background job ignores it)
 sys.path.insert(0, sys.argv[1])
 from humble_signals_driver import install_humble_signal_semantics
 install_humble_signal_semantics()

@@ -94,12 +94,15 @@ def run_nodes(make_nodes, args: list[str] | None = None, threads: int = 0, park=
     import threading
 
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+    from rclpy.executors import Executor, MultiThreadedExecutor, SingleThreadedExecutor
 
+    shutdown_exc: type[BaseException] = RuntimeError
     try:
         from rclpy.executors import ExternalShutdownException
+
+        shutdown_exc = ExternalShutdownException
     except ImportError:  # pragma: no cover - very old rclpy
-        ExternalShutdownException = RuntimeError  # noqa: N806
+        pass
     if park is not None:
         from rclpy.signals import SignalHandlerOptions
 
@@ -114,14 +117,17 @@ def run_nodes(make_nodes, args: list[str] | None = None, threads: int = 0, park=
     else:
         rclpy.init(args=args)
     nodes = []
-    executors = []
+    executors: list[Executor] = []
     shorten_gil_switch_interval()
 
     def _spin_quietly(ex) -> None:
         try:
             ex.spin()
-        except ExternalShutdownException:
+        except shutdown_exc:
             pass
+        except Exception:  # noqa: BLE001 - the context went down under the wait set (see below)
+            if rclpy.ok():
+                raise
 
     try:
         nodes = list(make_nodes())
@@ -136,8 +142,13 @@ def run_nodes(make_nodes, args: list[str] | None = None, threads: int = 0, park=
             for ex in executors[:-1]:
                 threading.Thread(target=_spin_quietly, args=(ex,), daemon=True).start()
         executors[-1].spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except (KeyboardInterrupt, shutdown_exc):
         pass
+    except Exception:  # noqa: BLE001
+        # rclpy's own SIGINT handler shut the context down under the executor; when the process started with SIGINT
+        # ignored (a background job), no KeyboardInterrupt comes first and the wait set fails on the dead context
+        if rclpy.ok():
+            raise
     finally:
         if park is not None and nodes:
             try:
