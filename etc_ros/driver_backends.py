@@ -28,12 +28,15 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from etc_ros.core import spec
 from etc_ros.core.errors import UserError
+
+if TYPE_CHECKING:
+    from etc_ros.safety.guard import JointCommandGuard
 
 BACKENDS = ("fake", "sim", "interbotix")
 GRIPPER_MODES = ("position", "binary")  # position: continuous opening set point; binary: open/close at 0.5
@@ -455,7 +458,8 @@ STEP_MATCH_TOL = 1e-7  # rad: q - (q_last + v dt); dt travels as integer ns (|v|
 class DriverCore:
     """State machine idle -> starting -> ready -> stopping -> stopped. Time is always passed in."""
 
-    def __init__(self, backend: DriverBackend, guard: Any, *, start_pose: str = "ready", stop_pose: str = "sleep",
+    def __init__(self, backend: DriverBackend, guard: JointCommandGuard, *, start_pose: str = "ready",
+                 stop_pose: str = "sleep",
                  speed_fraction: float = 0.3, start_gripper: float = 1.0, max_velocity: float = 3.14,
                  max_acceleration: float = 5.0, lower=None, upper=None, margin: float = 0.05,
                  anchor_tolerance: float = 0.05, anchor_interval: float = 0.1, anchor_max_age: float = 0.25):

@@ -54,7 +54,7 @@ class PolicySpec:
     state_names: tuple[str, ...] = spec.STATE_NAMES
     uses_state: bool = True  # the observation must carry the joint state
     providers: tuple[str, ...] = ()  # execution providers the runtime opened (empty: scripted / torch)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         cams = tuple(str(c) for c in self.cameras)

@@ -15,19 +15,22 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from etc_ros.core import spec
 from etc_ros.core.errors import UserError
 
+if TYPE_CHECKING:  # typing only: importing the contract costs nothing, but keep the worker's imports minimal
+    from etc_ros.policy_contract import Policy
+
 
 class PolicyConfigError(UserError):
     pass
 
 
-def parse_providers(value: Any) -> list[str] | None:
+def parse_providers(value: object) -> list[str] | None:
     """'' / None -> None (the runtime's default: CPU); 'cuda' / 'tensorrt' / 'cpu' shorthands or full ONNX Runtime
     names, comma-separated, in priority order ('tensorrt,cuda,cpu')."""
     names = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
@@ -68,7 +71,7 @@ def inference_threads() -> int:
 
 
 def load_runtime(policy_bundle: str, backend: str = "onnxruntime", cameras: tuple[str, ...] = ("primary",),
-                 providers: Any = None, threads: int | None = None) -> Any:
+                 providers: object = None, threads: int | None = None) -> Policy:
     """`fake:<name>` -> a scripted stand-in (etc_ros.runtime_fakes); otherwise PolicyRuntime.load(bundle) with the
     requested execution providers (refuses to start when one is missing: no silent CPU fallback) and `threads`
     CPU inference threads (None: inference_threads())."""
@@ -98,40 +101,15 @@ def load_runtime(policy_bundle: str, backend: str = "onnxruntime", cameras: tupl
                               threads=inference_threads() if threads is None else int(threads))
 
 
-def _spec_get(runtime: Any, key: str) -> Any:
-    """runtime.spec[key] for a dict spec, getattr(runtime.spec, key) for an object spec, else None."""
-    s = getattr(runtime, "spec", None)
-    if s is None:
-        return None
-    if isinstance(s, dict):
-        return s.get(key)
-    return getattr(s, key, None)
-
-
-def runtime_cameras(runtime: Any, default: tuple[str, ...] = ("primary",)) -> tuple[str, ...]:
-    cams = _spec_get(runtime, "cameras")
-    if isinstance(cams, dict):
-        cams = list(cams)
-    return tuple(str(c) for c in cams) if cams else tuple(default)
-
-
-def runtime_control_hz(runtime: Any, default: float = spec.POLICY_HZ) -> float:
-    try:
-        hz = float(_spec_get(runtime, "control_hz") or default)
-    except (TypeError, ValueError):
-        return default
-    return hz if hz > 0 else default
-
-
-def percentile(values, q: float) -> float | None:
+def percentile(values: Iterable[float], q: float) -> float | None:
     v = list(values)
     return float(np.percentile(np.asarray(v, dtype=float), q)) if v else None
 
 
 class PolicyWorker:
-    def __init__(self, runtime: Any, cameras: tuple[str, ...], publish: Callable[[np.ndarray, float], None], *,
+    def __init__(self, runtime: Policy, cameras: tuple[str, ...], publish: Callable[[np.ndarray, float], None], *,
                  max_rate_hz: float = spec.POLICY_HZ, max_observation_age: float = spec.MAX_OBSERVATION_AGE,
-                 clock: Callable[[], float] = time.time, on_error: Callable[[str], None] | None = None):
+                 clock: Callable[[], float] = time.time, on_error: Callable[[str], object] | None = None):
         if not callable(getattr(runtime, "step", None)):
             raise PolicyConfigError(f"runtime {type(runtime).__name__} has no step(observation) method")
         if not cameras:
@@ -286,6 +264,11 @@ class PolicyWorker:
 
     def stats(self) -> dict:
         lat = list(self.latencies)
+
+        def ms(q: float) -> float | None:
+            v = percentile(lat, q)
+            return None if v is None else round(1000 * v, 2)
+
         return {
             "instruction": self._instruction or "",
             "inferences": self.inferences,
@@ -294,6 +277,6 @@ class PolicyWorker:
             "errors": self.errors,
             "last_error": self.last_error,
             "skipped": dict(self.skipped),
-            "latency_p50_ms": None if not lat else round(1000 * percentile(lat, 50), 2),
-            "latency_p99_ms": None if not lat else round(1000 * percentile(lat, 99), 2),
+            "latency_p50_ms": ms(50),
+            "latency_p99_ms": ms(99),
         }

@@ -1,4 +1,5 @@
-"""Stand-in policy runtimes (pure numpy) with the PolicyRuntime interface: `.spec` and `.step(observation)`.
+"""Stand-in policy runtimes (pure numpy) that satisfy etc_ros.policy_contract.Policy: `.spec` (a PolicySpec) and
+`.step(observation)`.
 
 Used by tests, benchmarks and a dry bringup without a model (`policy_bundle: fake:<name>`):
 - fake:hold    zero deltas, gripper kept open (the arm holds still under the policy)
@@ -19,6 +20,7 @@ import numpy as np
 
 from etc_ros.core import spec
 from etc_ros.core.errors import UserError
+from etc_ros.policy_contract import Observation, PolicySpec
 
 
 class FakeRuntimeError(UserError):
@@ -28,7 +30,7 @@ class FakeRuntimeError(UserError):
 class ScriptedRuntime:
     """Returns `fn(observation, call_index)` (an (H, 7) array) or a fixed `chunk`; optional latency."""
 
-    def __init__(self, chunk: np.ndarray | None = None, fn: Callable[[dict, int], np.ndarray] | None = None,
+    def __init__(self, chunk: np.ndarray | None = None, fn: Callable[[Observation, int], np.ndarray] | None = None,
                  horizon: int = spec.CHUNK_HORIZON, control_hz: float = spec.POLICY_HZ,
                  cameras: tuple[str, ...] = ("primary",), latency_s: float = 0.0, busy: bool = False,
                  raise_on_call: int | None = None):
@@ -38,17 +40,17 @@ class ScriptedRuntime:
         self.chunk = None if chunk is None else np.asarray(chunk, dtype=float)
         self.fn = fn
         self.horizon = int(horizon if self.chunk is None else self.chunk.shape[0])
-        self.spec = {"control_hz": float(control_hz), "horizon": self.horizon, "cameras": list(cameras),
-                     "action_dim": spec.ACTION_DIM, "name": "scripted"}
+        self.spec = PolicySpec(cameras=tuple(cameras), horizon=self.horizon, policy_hz=float(control_hz),
+                               extra={"name": "scripted"})
         self.latency_s = float(latency_s)
         self.busy = bool(busy)
         self.raise_on_call = raise_on_call
         self.calls = 0
-        self.last_observation: dict | None = None
+        self.last_observation: Observation | None = None
         self.instructions: list[str] = []
         self._lock = threading.Lock()
 
-    def step(self, observation: dict) -> np.ndarray:
+    def step(self, observation: Observation) -> np.ndarray:
         with self._lock:
             k = self.calls
             self.calls += 1
@@ -69,12 +71,12 @@ class ScriptedRuntime:
 
 
 def circle_fn(radius: float = 0.03, period_s: float = 4.0, horizon: int = spec.CHUNK_HORIZON,
-              control_hz: float = spec.POLICY_HZ) -> Callable[[dict, int], np.ndarray]:
+              control_hz: float = spec.POLICY_HZ) -> Callable[[Observation, int], np.ndarray]:
     """Chunks of deltas along a circle, phase from the wall clock so consecutive chunks agree."""
     w = 2 * math.pi / period_s
     dt = 1.0 / control_hz
 
-    def fn(obs: dict, k: int) -> np.ndarray:
+    def fn(obs: Observation, k: int) -> np.ndarray:
         t0 = time.time()
         out = np.zeros((horizon, spec.ACTION_DIM))
         for i in range(horizon):

@@ -31,7 +31,7 @@ def test_ort_cuda_provider_matches_cpu():
     b = micro_bundle()[0]
     cpu = PolicyRuntime.load(b, on_invalid="keep")
     gpu = PolicyRuntime.load(b, providers=["cuda", "cpu"], on_invalid="keep")
-    assert gpu.spec["providers"][0] == "CUDAExecutionProvider"
+    assert gpu.spec.providers[0] == "CUDAExecutionProvider"
     for k in range(3):
         o = observation(k)
         assert np.array_equal(_ids(cpu, o), _ids(gpu, o))

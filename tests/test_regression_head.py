@@ -82,6 +82,6 @@ def test_export_matches_pytorch_in_onnxruntime(tmp_path):
         want = pol.predict_chunk(o["images"], o["state"], o["instruction"])
         got = rt.step({"images": {"primary": o["images"]}, "state": o["state"], "instruction": o["instruction"]})
         np.testing.assert_allclose(got, want, atol=1e-5)
-    assert rt.spec["uses_state"] is True
+    assert rt.spec.uses_state is True
     with pytest.raises(ModelError, match="state"):
         rt.step({"images": {"primary": _obs(0)["images"]}, "instruction": "pick up the red block"})

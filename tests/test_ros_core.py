@@ -539,7 +539,7 @@ def test_load_runtime_errors_are_clear():
         load_runtime("")
     with pytest.raises(Exception, match="unknown fake runtime"):
         load_runtime("fake:telepathy")
-    assert load_runtime("fake:hold").spec["cameras"] == ["primary"]
+    assert load_runtime("fake:hold").spec.cameras == ("primary",)
 
 
 # ------------------------------------------------------------------------------------------------ graph plan
@@ -675,13 +675,34 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     assert calls[-1] == ("destroy_node",) and ("rclpy.shutdown",) not in calls  # never the shared context
 
 
-def test_runtime_spec_as_object_or_dict():
-    import types
+def test_policy_spec_contract():
+    """PolicySpec (etc_ros.policy_contract) replaces the 'dict spec or object spec' look-ups: one typed spec, read
+    from a bundle's spec.json (control_hz = the policy rate), with the robot defaults for missing keys."""
+    import dataclasses
+    import json
 
-    from etc_ros.policy_worker import runtime_cameras, runtime_control_hz
+    from etc_ros.policy_contract import PolicySpec, PolicySpecError
 
-    obj = types.SimpleNamespace(spec=types.SimpleNamespace(cameras=("primary", "wrist"), control_hz=10.0))
-    assert runtime_cameras(obj) == ("primary", "wrist") and runtime_control_hz(obj) == 10.0
-    dct = types.SimpleNamespace(spec={"cameras": {"primary": {}}, "control_hz": 0})
-    assert runtime_cameras(dct) == ("primary",) and runtime_control_hz(dct) == spec.POLICY_HZ
-    assert runtime_cameras(object()) == ("primary",)
+    s = PolicySpec(cameras=("primary", "wrist"), policy_hz=10.0)
+    assert s.cameras == ("primary", "wrist") and s.policy_hz == 10.0 and s.horizon == spec.CHUNK_HORIZON
+    assert s.action_names == spec.ACTION_NAMES and s.action_dim == spec.ACTION_DIM and s.state_dim == spec.STATE_DIM
+    assert s.image_size == (spec.IMAGE_SIZE, spec.IMAGE_SIZE) and s.providers == ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.policy_hz = 1.0  # type: ignore[misc]
+    m = PolicySpec.from_mapping({"cameras": {"primary": {}}})  # a {name: ...} mapping of cameras, no rate
+    assert m.cameras == ("primary",) and m.policy_hz == spec.POLICY_HZ
+    for bad in ({"control_hz": 0}, {"control_hz": float("nan")}, {"control_hz": "fast"}, {"cameras": []},
+                {"cameras": ["a", "a"]}, {"horizon": 0}, {"image_size": [224]}, {"action_names": ["x"], "action_dim": 7}):
+        with pytest.raises(PolicySpecError):
+            PolicySpec.from_mapping(bad)
+    with pytest.raises(PolicySpecError):
+        PolicySpec.from_mapping(["primary"])  # type: ignore[arg-type]
+    with open("policies/sim_pickup/spec.json") as f:
+        raw = json.load(f)
+    b = PolicySpec.from_mapping(raw)  # a shipped bundle's spec.json
+    assert b.cameras == tuple(raw["cameras"]) and b.policy_hz == raw["control_hz"] and b.horizon == raw["horizon"]
+    assert b.image_size == tuple(raw["image_size"]) and b.action_names == tuple(raw["action_names"])
+    assert b.extra["head"] == raw["head"] and PolicySpec.from_mapping(b.to_dict()) == b
+    assert {k: v for k, v in b.to_dict().items() if k in raw} == {k: v for k, v in raw.items() if k != "providers"}
+    fake = make_fake_runtime("circle", cameras=("primary", "wrist"), control_hz=4.0)
+    assert fake.spec.cameras == ("primary", "wrist") and fake.spec.policy_hz == 4.0 and fake.spec.horizon == 10

@@ -3,6 +3,7 @@ same chunks, same closed loop in the MuJoCo world), the shared preprocessing, ba
 batches, the continuous-head slot and the robot-side import rule (no torch)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from etc_ros.core.errors import ModelError
+from etc_ros.policy_contract import PolicySpec
 from etc_ros.runtime import MASK_VALUE, PolicyRuntime, decode_mask, positions, prefill_mask
 from test_export_fixtures import copy_bundle, micro_bundle, micro_checkpoint, observation
 
@@ -37,17 +39,24 @@ def test_step_shape_spec_and_timing(rt):
     chunk = rt.step(observation(0))
     assert chunk.shape == (10, 7) and chunk.dtype == np.float32 and np.all(np.isfinite(chunk))
     s = rt.spec
-    assert s["control_hz"] == 5.0 and s["horizon"] == 10 and s["chunk_horizon"] == 10
-    assert s["cameras"] == ["primary"] and s["state_dim"] == 7 and len(s["state_names"]) == 7
-    assert s["action_names"][-1] == "gripper" and s["backend"] == "onnxruntime" and s["variant"] == "fp32"
-    assert s["providers"] == ["CPUExecutionProvider"]
+    assert isinstance(s, PolicySpec)
+    assert s.policy_hz == 5.0 and s.horizon == 10 and s.extra["chunk_horizon"] == 10
+    assert s.cameras == ("primary",) and s.state_dim == 7 and len(s.state_names) == 7
+    assert s.action_names[-1] == "gripper" and s.extra["backend"] == "onnxruntime" and s.extra["variant"] == "fp32"
+    assert s.providers == ("CPUExecutionProvider",)
+    d = s.to_dict()  # the spec.json view
+    assert d["control_hz"] == 5.0 and d["horizon"] == 10 and d["cameras"] == ["primary"] and d["state_dim"] == 7
     t = rt.last_timing
     for k in ("preprocess_ms", "vision_ms", "embed_ms", "prefill_ms", "decode_ms", "postprocess_ms", "total_ms"):
         assert t[k] >= 0.0, k
     assert t["decode_steps"] == rt.last_tokens.shape[1] >= 1
     assert t["total_ms"] >= t["prefill_ms"] + t["decode_ms"]
-    rt.spec["control_hz"] = 1.0  # a copy: the runtime's spec cannot be changed from outside
-    assert rt.spec["control_hz"] == 5.0
+    with pytest.raises(dataclasses.FrozenInstanceError):  # the runtime's spec cannot be changed from outside
+        rt.spec.policy_hz = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        rt.spec.extra["control_hz"] = 1.0  # type: ignore[index]
+    d["control_hz"] = 1.0  # to_dict() is a copy
+    assert rt.spec.policy_hz == 5.0 and rt.spec.to_dict()["control_hz"] == 5.0
 
 
 def test_actions_are_unnormalized_with_the_bundle_stats(rt):
@@ -65,7 +74,7 @@ def test_onnxruntime_matches_torch_backend(rt, rt_torch):
         o = observation(10 + k, instr)
         a, b = rt.step(o), rt_torch.step(o)
         assert np.array_equal(a, b), (k, np.abs(a - b).max())
-    assert rt_torch.last_timing["torch_ms"] > 0 and rt_torch.spec["backend"] == "torch"
+    assert rt_torch.last_timing["torch_ms"] > 0 and rt_torch.spec.extra["backend"] == "torch"
 
 
 @pytest.mark.parametrize("variant", ["int8-dynamic", "int8-static"])
@@ -73,7 +82,7 @@ def test_int8_variants_run(bundle_dir, rt, variant):
     q = PolicyRuntime.load(bundle_dir, variant=variant, threads=1, on_invalid="keep")
     o = observation(2)
     c = q.step(o)
-    assert c.shape == (10, 7) and np.all(np.isfinite(c)) and q.spec["variant"] == variant
+    assert c.shape == (10, 7) and np.all(np.isfinite(c)) and q.spec.extra["variant"] == variant
     # a different graph: the prefix features differ from fp32 (decoded ids may or may not)
     b = q.model.prefill(*_prefix(q, o))["hidden_states"]
     a = rt.model.prefill(*_prefix(rt, o))["hidden_states"]
@@ -172,11 +181,11 @@ def test_masks_follow_the_prefix_lm_rule():
 
 
 def test_policy_worker_loads_bundles(bundle_dir):
-    from etc_ros.policy_worker import load_runtime, runtime_cameras, runtime_control_hz
+    from etc_ros.policy_worker import load_runtime
 
     r = load_runtime(str(bundle_dir))
     assert isinstance(r, PolicyRuntime)
-    assert runtime_cameras(r) == ("primary",) and runtime_control_hz(r) == 5.0
+    assert r.spec.cameras == ("primary",) and r.spec.policy_hz == 5.0
 
 
 def test_robot_side_never_imports_torch(bundle_dir):

@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import rclpy
@@ -29,6 +29,12 @@ from etc_ros.nodes.instruction_node import InstructionNode
 from etc_ros.nodes.policy_node import PolicyNode
 from etc_ros.nodes.safety_node import SafetyNode
 from etc_ros.policy_worker import load_runtime, percentile
+
+if TYPE_CHECKING:
+    from etc_ros.camera_sources import CameraSource
+    from etc_ros.driver_backends import DriverBackend
+    from etc_ros.policy_contract import Policy
+    from etc_ros.safety import SafetyExecutor
 
 
 class BringupError(UserError):
@@ -68,11 +74,13 @@ class Graph:
     pins a core in Python, so the 50 Hz safety tick got p99 45-190 ms; per node, each wait set is small and the
     safety timer wakes its own thread."""
 
-    def __init__(self, cfg: BringupConfig, *, runtime: Any = None, env: Any = None, safety_executor: Any = None,
-                 camera_source: Any = None, driver_backend: Any = None, random_domain: bool = False):
+    def __init__(self, cfg: BringupConfig, *, runtime: Policy | None = None, env: Any = None,
+                 safety_executor: SafetyExecutor | None = None, camera_source: CameraSource | None = None,
+                 driver_backend: DriverBackend | None = None, random_domain: bool = False):
         self.cfg = cfg
-        self.injected = dict(runtime=runtime, env=env, safety_executor=safety_executor, camera_source=camera_source,
-                             driver_backend=driver_backend)
+        # objects used instead of building them from the parameters (None: the node builds its own)
+        self.injected: dict[str, Any] = dict(runtime=runtime, env=env, safety_executor=safety_executor,
+                                             camera_source=camera_source, driver_backend=driver_backend)
         self.domain_id = isolate_ros_env(None if cfg.domain_id < 0 else cfg.domain_id, random_domain)
         if cfg.xs_sdk:
             raise BringupError("xs_sdk: true needs `ros2 launch etc_ros widowx.launch.py xs_sdk:=true` (the in-process "
@@ -193,15 +201,18 @@ class Graph:
     def _spin(self, executor: Executor) -> None:
         """Spin `executor` until shutdown. A callback that raises (e.g. one of a node destroyed while its callback
         was in flight) is reported and the graph keeps running: one failing callback must not stop the others."""
+        shutdown_exc: type[BaseException] = RuntimeError
         try:
             from rclpy.executors import ExternalShutdownException
+
+            shutdown_exc = ExternalShutdownException
         except ImportError:  # pragma: no cover
-            ExternalShutdownException = RuntimeError  # noqa: N806
+            pass
         last_report = 0.0
         while self.context.ok() and not self._stopping:
             try:
                 executor.spin_once(timeout_sec=0.1)
-            except ExternalShutdownException:
+            except shutdown_exc:
                 break
             except Exception as e:  # noqa: BLE001
                 if not self.context.ok() or self._stopping:
@@ -409,7 +420,8 @@ def _stat_ms(values, q: float) -> float | None:
     return None if v is None else round(1000.0 * v, 3)
 
 
-def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, policy: Any, episodes: int = 3,
+def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, policy: Policy | str | Path,
+                             episodes: int = 3,
                              instructions: Sequence[str] | None = None, *, env: Any = None, seed: int = 0,
                              max_steps: int | None = None, overrides: Sequence[str] = (),
                              on_episode: Callable[[dict], None] | None = None, park: bool = False,
@@ -428,9 +440,7 @@ def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, p
     if not cfg.use_sim:
         raise BringupError("closed-loop episodes need use_sim: true (the simulated world decides success)")
     cfg = replace(cfg, instruction="")
-    runtime = policy
-    if isinstance(policy, (str, Path)):
-        runtime = load_runtime(str(policy))
+    runtime = load_runtime(str(policy)) if isinstance(policy, (str, Path)) else policy
     if not callable(getattr(runtime, "step", None)):
         raise BringupError(f"policy must be a runtime with .step(observation) or a bundle path, got {type(policy)}")
     params = {k: dict(v) for k, v in (cfg.params or {}).items()}

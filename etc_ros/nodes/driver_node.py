@@ -10,7 +10,7 @@ JointCommandGuard and counted in /diagnostics, whoever sent them.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -25,6 +25,9 @@ from etc_ros.nodes.common import (GraphNode, JOINT_STATES_QOS, LATCHED, RELIABLE
                                   init_default_context_without_signal_handlers, run_nodes)
 from etc_ros.nodes.graph import TOPICS, load_safety_limits
 
+if TYPE_CHECKING:
+    from etc_ros.safety import JointCommandGuard
+
 
 GUARD_TOL = 1e-4  # relative (and absolute) slack of the driver's guard on every limit
 
@@ -33,7 +36,8 @@ class DriverNode(GraphNode):
     param_set = "driver_node"
 
     def __init__(self, params: dict[str, Any] | None = None, backend: DriverBackend | None = None,
-                 guard: Any = None, name: str = "driver_node", env: Any = None, lock: Any = None, **kwargs: Any):
+                 guard: JointCommandGuard | None = None, name: str = "driver_node", env: Any = None,
+                 lock: Any = None, **kwargs: Any):
         super().__init__(name, params, **kwargs)
         limits = load_safety_limits(self.p("safety_config"))
         if backend is None:
@@ -187,9 +191,9 @@ class DriverNode(GraphNode):
             self._ready_published = False
             t0 = self.now_s()
             self.core.begin_stop(t0)
-            if self.core.state == "stopping":
-                self.get_logger().info(f"parking: moving to the {self.core.stop_pose} pose "
-                                       f"({self.core.move.duration:.1f} s)")
+            move = self.core.move
+            if self.core.state == "stopping" and move is not None:
+                self.get_logger().info(f"parking: moving to the {self.core.stop_pose} pose ({move.duration:.1f} s)")
         while self.core.state == "stopping" and self.now_s() - t0 < timeout:
             try:
                 time.sleep(dt)

@@ -9,7 +9,7 @@ instruction or no image -> no chunk.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -20,25 +20,28 @@ from trajectory_msgs.msg import JointTrajectory
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
-from etc_ros.policy_worker import PolicyWorker, load_runtime, runtime_cameras, runtime_control_hz
+from etc_ros.policy_worker import PolicyWorker, load_runtime
+
+if TYPE_CHECKING:
+    from etc_ros.policy_contract import Policy
 
 
 class PolicyNode(GraphNode):
     param_set = "policy_node"
 
-    def __init__(self, params: dict[str, Any] | None = None, runtime: Any = None, name: str = "policy_node",
-                 **kwargs: Any):
+    def __init__(self, params: dict[str, Any] | None = None, runtime: Policy | None = None,
+                 name: str = "policy_node", **kwargs: Any):
         super().__init__(name, params, **kwargs)
         cams_param = tuple(c.strip() for c in str(self.p("cameras")).split(",") if c.strip())
         if runtime is None:
             runtime = load_runtime(self.p("policy_bundle"), self.p("runtime_backend"), cams_param or ("primary",),
                                    providers=self.p("providers"))
-        self.runtime = runtime
-        self.active_providers = list(getattr(getattr(runtime, "model", None), "providers", None) or [])
+        self.runtime: Policy = runtime
+        self.active_providers = list(runtime.spec.providers)
         self.get_logger().info(f"policy runtime: backend {self.p('runtime_backend')}, execution providers "
                                f"{self.active_providers or ['(scripted)']}")
-        self.cameras = cams_param or runtime_cameras(runtime)
-        self.policy_hz = runtime_control_hz(runtime)
+        self.cameras = cams_param or runtime.spec.cameras
+        self.policy_hz = runtime.spec.policy_hz
         self.images_received = 0
         self.bad_messages = 0
         self.pub_chunk = self.create_publisher(JointTrajectory, TOPICS["action_chunk"], RELIABLE)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
+import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Bool
@@ -23,12 +24,21 @@ from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
 from etc_ros.nodes.graph import TOPICS, camera_info_topic, load_safety_limits
 from etc_ros.policy_worker import percentile
 
+if TYPE_CHECKING:
+    from etc_ros.safety import SafetyExecutor
+
+
+def _ms(values: Iterable[float], q: float, ndigits: int) -> float | None:
+    """q-th percentile of seconds, in ms; None without values."""
+    v = percentile(values, q)
+    return None if v is None else round(1000 * v, ndigits)
+
 
 class SafetyNode(GraphNode):
     param_set = "safety_node"
 
-    def __init__(self, params: dict[str, Any] | None = None, executor: Any = None, name: str = "safety_node",
-                 **kwargs: Any):
+    def __init__(self, params: dict[str, Any] | None = None, executor: SafetyExecutor | None = None,
+                 name: str = "safety_node", **kwargs: Any):
         super().__init__(name, params, **kwargs)
         self.servo_hz = float(self.p("servo_hz"))
         self.policy_hz = float(self.p("policy_hz")) or spec.POLICY_HZ
@@ -38,9 +48,9 @@ class SafetyNode(GraphNode):
             limits = load_safety_limits(self.p("safety_config"))
             executor = SafetyExecutor(None, limits, mode=self.p("mode"), align=self.p("align"), servo_hz=self.servo_hz,
                                       policy_hz=self.policy_hz, dry_run=bool(self.p("dry_run")))
-        self.ex = executor
+        self.ex: SafetyExecutor = executor
         self._lock = threading.Lock()
-        self._q = None
+        self._q: np.ndarray | None = None
         self._g = 1.0
         self._camera_stamp: float | None = None
         self._driver_ready = False
@@ -192,14 +202,12 @@ class SafetyNode(GraphNode):
             "driver_ready": self._driver_ready,
             "resets": self.resets,
             "not_ready_ticks": self.not_ready_ticks,
-            "period_p50_ms": None if not per else round(1000 * percentile(per, 50), 3),
-            "period_p99_ms": None if not per else round(1000 * percentile(per, 99), 3),
-            "camera_age_at_tick_p50_ms": None if not self.camera_ages else
-            round(1000 * percentile(self.camera_ages, 50), 2),
-            "camera_age_at_tick_p99_ms": None if not self.camera_ages else
-            round(1000 * percentile(self.camera_ages, 99), 2),
-            "camera_to_command_p50_ms": None if not lat else round(1000 * percentile(lat, 50), 2),
-            "camera_to_command_p99_ms": None if not lat else round(1000 * percentile(lat, 99), 2),
+            "period_p50_ms": _ms(per, 50, 3),
+            "period_p99_ms": _ms(per, 99, 3),
+            "camera_age_at_tick_p50_ms": _ms(self.camera_ages, 50, 2),
+            "camera_age_at_tick_p99_ms": _ms(self.camera_ages, 99, 2),
+            "camera_to_command_p50_ms": _ms(lat, 50, 2),
+            "camera_to_command_p99_ms": _ms(lat, 99, 2),
         }
 
     def _diagnostics(self) -> None:

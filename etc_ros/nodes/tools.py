@@ -23,7 +23,7 @@ class _Client:
         self.node = Node(name, context=self.context)
 
     def call(self, srv_type: Any, service: str, request: Any, timeout: float) -> tuple[Any | None, str]:
-        client = self.node.create_client(srv_type, service)
+        client: Any = self.node.create_client(srv_type, service)
         if not client.wait_for_service(timeout_sec=timeout):
             return None, (f"no service {service} within {timeout:g} s (is the graph running on this machine, "
                           f"with the same ROS_DOMAIN_ID?)")
