@@ -330,21 +330,108 @@ def check_processor_copies(info: BundleInfo) -> None:
     for f in PROCESSOR_FILES + ("action_tokenizer.json",):
         a, b = info.processor_dir / f, d / f
         if a.is_file() != b.is_file() or (a.is_file() and sha256_file(a) != sha256_file(b)):
+            want = f"sha256 {sha256_file(a)}" if a.is_file() else "no such file"
+            found = f"sha256 {sha256_file(b)}" if b.is_file() else "no such file"
             raise BundleError(f"{info.root}: {d.name}/{f} differs from {info.processor_dir.name}/{f}: the "
-                              "PyTorch checkpoint and the runtime processor must be the same files")
+                              f"PyTorch checkpoint and the runtime processor must be the same files (expected "
+                              f"{want}, found {found})")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _processor_parts(pdir: Path, root: Path):
+    """processor.json, action_tokenizer.json (optional), norm_stats.json and tokenizer.json, each parsed on its
+    own so that a damaged file is a BundleError naming it (not a raw JSON / type error or a bare ModelError)."""
+    from etc_ros.core.action_tokenizer import action_tokenizer_from_dict
+    from etc_ros.core.errors import ModelError
+    from etc_ros.core.normalize import load_norm_stats
+    from etc_ros.core.processor import ProcessorConfig
+
+    def rel(f: str) -> str:
+        return f"{pdir.relative_to(root).as_posix()}/{f}" if pdir.is_relative_to(root) else str(pdir / f)
+
+    bad = (ModelError, TypeError, ValueError, KeyError, AttributeError, OSError)
+    meta = read_json(pdir / "processor.json", "processor config")
+    if meta.get("format") != "etc-vla-processor":
+        raise BundleError(f"{root}: {rel('processor.json')}: format is {meta.get('format')!r}, expected "
+                          "'etc-vla-processor'")
+    try:
+        cfg = ProcessorConfig.from_dict(meta.get("config") or {})
+        for k in ("image_size", "image_tokens_per_view", "n_views", "state_bins", "action_token_offset",
+                  "n_action_tokens", "max_length"):
+            v = getattr(cfg, k)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ModelError(f"processor config: {k} must be an int, got {v!r}")
+    except bad as e:
+        raise BundleError(f"{root}: {rel('processor.json')} is invalid: {_one_line(e)}") from None
+    at = None
+    if (pdir / "action_tokenizer.json").is_file():
+        d = read_json(pdir / "action_tokenizer.json", "action tokenizer")
+        try:
+            at = action_tokenizer_from_dict(d)
+        except bad as e:
+            raise BundleError(f"{root}: {rel('action_tokenizer.json')} is invalid: {_one_line(e)}") from None
+    try:
+        stats = load_norm_stats(pdir / "norm_stats.json")
+    except bad as e:
+        msg = _one_line(e).replace(str(pdir / "norm_stats.json") + ": ", "")
+        raise BundleError(f"{root}: {rel('norm_stats.json')} is invalid: {msg}") from None
+    try:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(pdir / "tokenizer.json"))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception subclasses
+        raise BundleError(f"{root}: {rel('tokenizer.json')} cannot be read: {_one_line(e)[:300]}") from None
+    return cfg, at, stats, tok, rel
+
+
+def check_norm_stats(info: BundleInfo, processor: Any, rel: Any = None) -> None:
+    """norm_stats.json against spec.json: the quantities spec.json says are normalized (and their modes) are the
+    ones in the file, each of the spec's dimension (every statistic is finite: NormStats checks that)."""
+    where = f"{info.root}: {rel('norm_stats.json') if rel else PROCESSOR_DIR + '/norm_stats.json'}"
+    stats = processor.norm_stats
+    norm = info.spec.get("normalization")
+    if isinstance(norm, Mapping):
+        want = {str(k): str(v) for k, v in norm.items()}
+        found = {k: v.mode for k, v in stats.items()}
+        if want != found:
+            raise BundleError(f"{where}: holds {found} but {SPEC_FILE} says the policy normalizes {want}")
+    for key, spec_key in (("state", "state_dim"), ("action", "action_dim")):
+        st = stats.get(key)
+        if st is not None and spec_key in info.spec and st.dim != info.spec[spec_key]:
+            raise BundleError(f"{where}: {key!r} statistics have {st.dim} dimensions, expected "
+                              f"{info.spec[spec_key]!r} ({SPEC_FILE} {spec_key})")
 
 
 def load_processor(info: BundleInfo):
-    """The bundle's VLAProcessor (the shared preprocessing code), checked against spec.json and the torch/ copy."""
+    """The bundle's VLAProcessor (the shared preprocessing code), checked against spec.json and the torch/ copy:
+    every file parsed and named on failure, the action token block inside the tokenizer's vocabulary, the norm
+    stats of spec.json's quantities and dimensions."""
     from etc_ros.core.errors import ModelError
     from etc_ros.core.processor import VLAProcessor
 
     check_processor_copies(info)
-
+    pdir = info.processor_dir
+    cfg, at, stats, tok, rel = _processor_parts(pdir, info.root)
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    if at is not None and cfg.action_format == "tokens":
+        lo, n = cfg.action_token_offset, cfg.n_action_tokens
+        if at.vocab_size > n:
+            raise BundleError(f"{info.root}: {rel('action_tokenizer.json')} needs {at.vocab_size} action ids, "
+                              f"{rel('processor.json')} reserves n_action_tokens = {n}: expected at most {n}, "
+                              f"found {at.vocab_size}")
+        if lo < 0 or lo + n > vocab:
+            raise BundleError(f"{info.root}: {rel('processor.json')}: the action token block [{lo}, {lo + n}) must "
+                              f"lie inside the vocabulary of {rel('tokenizer.json')}: expected ids 0..{vocab - 1}, "
+                              f"found a block ending at id {lo + n - 1}")
     try:
-        proc = VLAProcessor.load(info.processor_dir)
+        proc = VLAProcessor(tok, cfg, at, stats)
     except ModelError as e:
-        raise BundleError(f"{info.root}: processor files are invalid: {e}") from None
+        raise BundleError(f"{info.root}: {rel('processor.json')} does not fit {rel('tokenizer.json')}: "
+                          f"{_one_line(e)}") from None
+    check_norm_stats(info, proc, rel)
     check_spec_against_processor(info.spec, proc, str(info.root / SPEC_FILE))
     if info.head_type == "tokens" and proc.action_tokenizer is None:
         raise BundleError(f"{info.root}: a token-head bundle needs processor/action_tokenizer.json")

@@ -157,7 +157,8 @@ class OrtGraphs:
             try:
                 sess = ort.InferenceSession(str(path), sess_options=so, providers=role_provs)
             except Exception as e:  # noqa: BLE001 - ORT raises plain RuntimeError/Fail/InvalidGraph
-                raise BundleError(f"{path}: ONNX Runtime cannot load the {role!r} graph: {e}") from None
+                msg = " ".join(str(e).split())[:300]
+                raise BundleError(f"{path}: ONNX Runtime cannot load the {role!r} graph: {msg}") from None
             got = sess.get_providers()
             lost = [n for n in self.providers if n not in got]
             if lost:
@@ -346,10 +347,11 @@ class GraphPolicy:
 
 
 # ------------------------------------------------------------------------------------------------ the runtime
-def check_graph_vocabulary(model: Any, processor: Any, info: Any) -> None:
+def check_graph_vocabulary(model: Any, processor: Any, info: Any, embed_path: str | Path | None = None) -> None:
     """Every id the tokenizer (and the action block) can produce must fit the embed graph's table: probed once at
     load with the highest id, so a mismatch is a BundleError naming both files, not an ONNX Gather error at the
     first inference."""
+    where = f"{embed_path}: the embed graph" if embed_path is not None else f"{info.root}: the embed graph"
     top = int(processor.vocab_size) - 1
     what = f"{info.processor_dir.name}/tokenizer.json has {processor.vocab_size} ids"
     if processor.action_tokenizer is not None and processor.config.action_format == "tokens":
@@ -360,10 +362,25 @@ def check_graph_vocabulary(model: Any, processor: Any, info: Any) -> None:
         out = model.embed(np.array([[top]], dtype=np.int64))
         ok = bool(np.all(np.isfinite(out)))
     except Exception as e:  # noqa: BLE001 - any backend error means the graph cannot take the id
-        raise BundleError(f"{info.root}: the embed graph cannot take token id {top} ({what}; expected an "
-                          f"embedding table of at least {top + 1} rows): {str(e).splitlines()[0][:200]}") from None
+        msg = " ".join(str(e).split())[:200]
+        raise BundleError(f"{where} cannot take token id {top} ({what}; expected an embedding table of at least "
+                          f"{top + 1} rows): {msg}") from None
     if not ok:
-        raise BundleError(f"{info.root}: the embed graph returns non-finite values for token id {top} ({what})")
+        raise BundleError(f"{where} returns non-finite values for token id {top} ({what})")
+
+
+def check_graph_io(graphs: Any, info: Any, variant: str) -> None:
+    """Each graph file takes the inputs the manifest's graph_io lists for its role (a graph file swapped for another
+    is a BundleError naming it at load, not a missing-input error at the first inference)."""
+    io = info.manifest.get("graph_io") or {}
+    for role, path in info.graph_paths(variant).items():
+        want = (io.get(role) or {}).get("inputs")
+        if not isinstance(want, Mapping) or not hasattr(graphs, "input_names"):
+            continue
+        found = sorted(graphs.input_names(role))
+        if found != sorted(want):
+            raise BundleError(f"{path}: the {role!r} graph takes inputs {found}, the manifest's graph_io expects "
+                              f"inputs {sorted(want)}")
 
 
 class PolicyRuntime:
@@ -439,7 +456,8 @@ class PolicyRuntime:
                                cache_dir=engine_cache_dir)
             model = GraphPolicy(graphs, processor, info.head, info.head_type)
         if backend != "torch":
-            check_graph_vocabulary(model, processor, info)
+            check_graph_io(graphs, info, variant)
+            check_graph_vocabulary(model, processor, info, info.graph_paths(variant).get("embed"))
         return cls(info, processor, model, backend=backend, variant=variant, on_invalid=on_invalid)
 
     # -- observations
