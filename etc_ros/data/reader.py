@@ -24,8 +24,8 @@ from etc_ros.data import codec
 from etc_ros.data.schema import (
     ACTION, EE_POSE, EP_REQUIRED, EPISODE_INDEX, FRAME_INDEX, INDEX, INFO_PATH, OBJECTS, STATE, STATS_PATH,
     TASK_INDEX, TASKS_PATH, TIMESTAMP, TIMESTAMP_NS, VECTOR_COLUMNS, DatasetSpec, EpisodeData, cameras_from_json,
-    check_info, data_relpath, depth_key, image_key, parse_chunk_file, read_json_file, stats_from_json,
-    video_relpath,
+    check_info, data_relpath, depth_key, episodes_relpath, image_key, parse_chunk_file, read_json_file,
+    stats_from_json, video_relpath,
 )
 
 _ARROW_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, IndexError, TypeError)
@@ -109,11 +109,11 @@ def read_tasks(root: Path) -> dict[int, str]:
     path = root / TASKS_PATH
     try:
         t = pq.ParquetFile(str(path)).read(columns=["task_index", "task"]).to_pydict()
+        return {int(i): str(s) for i, s in zip(t["task_index"], t["task"], strict=True)}
     except FileNotFoundError:
         raise DatasetError(f"{path} is missing") from None
-    except _arrow_errors() as e:
+    except _arrow_errors() as e:  # KeyError: a column is missing
         raise DatasetError(f"cannot read {path} ({type(e).__name__}: {e})") from None
-    return {int(i): str(s) for i, s in zip(t["task_index"], t["task"])}
 
 
 def _vec(col, dim: int) -> np.ndarray:
@@ -161,8 +161,8 @@ class DatasetReader:
         self._broken: dict[int, str] = {}
         for i in range(self.num_episodes):
             if i not in files:
-                self._broken[i] = (f"episode {i}: meta file "
-                                   f"{self.root / 'meta/episodes'} has no entry for it (file missing)")
+                mp = self.root / episodes_relpath(i, self.spec.chunks_size)
+                self._broken[i] = f"episode {i}: meta file {mp} is missing (run `etc-vla data repair`)"
                 continue
             try:
                 self._rows[i] = read_episode_row(files[i], i, self.spec)
@@ -202,18 +202,25 @@ class DatasetReader:
 
     @property
     def stats(self) -> dict[str, dict[str, np.ndarray]] | None:
-        """meta/stats.json as numpy arrays (None when missing / unreadable: rebuild with repair). Non-finite
-        values raise a DatasetError: they would poison every normalization built from them."""
-        from etc_ros.data.stats import from_jsonable, nonfinite_entries
+        """meta/stats.json as numpy arrays (None when missing, as LeRobot's reader: rebuild with repair). A file
+        that is there but unreadable, non-finite or of the wrong shapes raises a DatasetError naming it: it would
+        poison every normalization built from it."""
+        from etc_ros.data.stats import from_jsonable, nonfinite_entries, shape_errors
 
+        path = self.root / STATS_PATH
+        hint = " (run `etc-vla data repair` to rebuild it)"
         try:
-            st = from_jsonable(json.loads((self.root / STATS_PATH).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError, AttributeError):
+            st = from_jsonable(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError, AttributeError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError
+            raise DatasetError(f"{path}: not readable statistics ({type(e).__name__}: {e}){hint}") from None
         bad = nonfinite_entries(st)
         if bad:
-            raise DatasetError(f"{self.root / STATS_PATH}: non-finite statistics {bad[:6]}"
-                               f"{' ...' if len(bad) > 6 else ''} (run `etc-vla data repair` to rebuild them)")
+            raise DatasetError(f"{path}: non-finite statistics {bad[:6]}{' ...' if len(bad) > 6 else ''}{hint}")
+        bad = shape_errors(st)
+        if bad:
+            raise DatasetError(f"{path}: {'; '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}{hint}")
         return st
 
     def episodes(self, split: str | None = None) -> list[int]:

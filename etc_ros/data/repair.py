@@ -29,9 +29,9 @@ from etc_ros.data.reader import (
     _arrow_errors, episode_stats_from_row, read_episode_row, read_numeric_columns, read_tasks, scan_episode_files,
 )
 from etc_ros.data.schema import (
-    DEPTH_PREFIX, EPISODE_INDEX, IMAGE_PREFIX, INDEX, INFO_PATH, TASK_INDEX, DatasetSpec, check_info, chunk_file,
-    data_relpath, episode_arrow_schema, episodes_relpath, image_key, lerobot_stats_columns, read_json_file,
-    stats_to_json, to_json, video_relpath,
+    DEPTH_PREFIX, EPISODE_INDEX, IMAGE_PREFIX, INDEX, INFO_PATH, ROWS_PER_GROUP, TASK_INDEX, DatasetSpec, check_info,
+    chunk_file, data_arrow_schema, data_relpath, episode_arrow_schema, episodes_relpath, image_key,
+    lerobot_stats_columns, read_json_file, stats_to_json, to_json, video_relpath,
 )
 from etc_ros.data.validate import _progress, leftover_files
 
@@ -90,6 +90,43 @@ def _intact(root: Path, spec: DatasetSpec, i: int, row: dict, deep: bool) -> str
             if n != row["length"]:
                 return f"{vp} has {n} frames, episode length is {row['length']}"
     return None
+
+
+def _conform_data(root: Path, spec: DatasetSpec, i: int) -> tuple[str | None, str | None]:
+    """Episode i's data file against the schema: (why it is unusable, None) when a required column is missing or
+    has a type that cannot be cast back without loss; (None, what was done) when columns of another type were cast
+    back losslessly (the file is rewritten); (None, None) when it already fits."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = root / data_relpath(i, spec.chunks_size)
+    want = data_arrow_schema(spec, i)
+    try:
+        t = pq.ParquetFile(str(path)).read()
+    except _arrow_errors() as e:
+        return f"cannot read {path} ({type(e).__name__}: {e})", None
+    missing = [f.name for f in want if f.name not in t.column_names]
+    if missing:
+        return f"{path} lacks columns {missing}", None
+    changed = []
+    for f in want:
+        col = t.column(f.name)
+        if col.type.equals(f.type):
+            continue
+        try:
+            new = col.cast(f.type)
+            same = new.cast(col.type).equals(col)
+        except _arrow_errors() as e:
+            return f"{path}: column {f.name!r} has type {col.type}, expected {f.type} ({type(e).__name__}: {e})", None
+        if not same:
+            return f"{path}: column {f.name!r} has type {col.type}, expected {f.type} (not castable without loss)", None
+        t = t.set_column(t.column_names.index(f.name), f.name, new)
+        changed.append(f"{f.name} {col.type} -> {f.type}")
+    if not changed:
+        return None, None
+    t = t.replace_schema_metadata(t.schema.metadata or want.metadata)
+    atomic_write(path, lambda p: pq.write_table(t, p, row_group_size=ROWS_PER_GROUP, use_dictionary=False))
+    return None, f"episode {i}: {path.relative_to(root)}: column types cast back to the schema ({', '.join(changed)})"
 
 
 REBUILT_NOTE = ("meta/episodes row rebuilt by repair from the data file (the row was damaged): success, cameras and "
@@ -276,8 +313,6 @@ def repair_dataset(root: str | Path, *, deep: bool = False) -> list[str]:
             p.unlink(missing_ok=True)
             actions.append(f"removed temp file {p.relative_to(root)}")
         qdir = root / "quarantine" / time.strftime("%Y%m%d-%H%M%S")
-        _quarantine(root, qdir, orphans, actions, "orphan: its episode was never committed")
-        good: list[tuple[int, dict]] = []
         try:  # the instructions of episodes whose row must be rebuilt (read before tasks.parquet is rewritten)
             old_tasks = read_tasks(root)
         except DatasetError:
@@ -286,12 +321,39 @@ def repair_dataset(root: str | Path, *, deep: bool = False) -> list[str]:
             old_info = read_json_file(root / INFO_PATH, "meta/info.json")
         except DatasetError:
             old_info = None
+        # a data file below the last committed episode without its meta/episodes file: the writer commits episodes
+        # in order, so the meta file was lost, not never written. Keep the frames: rebuild the row from the data.
+        for i in [i for i in range(max(files, default=-1)) if i not in files]:
+            dpath = root / data_relpath(i, spec.chunks_size)
+            if dpath not in orphans:
+                continue
+            rebuilt, no = _row_from_data(root, spec, i, old_tasks, old_info, deep)
+            if rebuilt is None:
+                continue  # quarantined with the orphans below
+            _write_row(root, spec, rebuilt)
+            files[i] = root / episodes_relpath(i, spec.chunks_size)
+            keep = {dpath} | ({root / video_relpath(c, i, spec.chunks_size) for c in spec.cameras} if spec.video
+                              else set())
+            orphans = [p for p in orphans if p not in keep]
+            actions.append(f"episode {i}: missing meta/episodes row rebuilt from its data file (instruction "
+                           f"{rebuilt['instruction']!r}, split {rebuilt['split']!r}; success, cameras and metadata "
+                           "lost)")
+        _quarantine(root, qdir, orphans, actions, "orphan: its episode was never committed")
+        good: list[tuple[int, dict]] = []
         for i in _progress(sorted(files), "repair", len(files)):
             try:
                 row = read_episode_row(files[i], i, spec)
             except DatasetError as e:  # the row is damaged: keep the frames when the data file is whole
                 rebuilt, no = _row_from_data(root, spec, i, old_tasks, old_info, deep)
                 if rebuilt is not None:
+                    why, done = _conform_data(root, spec, i)
+                    if why is not None:
+                        _quarantine(root, qdir, [files[i], root / data_relpath(i, spec.chunks_size)]
+                                    + ([root / video_relpath(c, i, spec.chunks_size) for c in spec.cameras]
+                                       if spec.video else []), actions, f"broken episode {i}: {e}; {why}")
+                        continue
+                    if done:
+                        actions.append(done)
                     _quarantine(root, qdir, [files[i]], actions, f"damaged episode row {i}: {e}")
                     _write_row(root, spec, rebuilt)
                     actions.append(f"episode {i}: meta/episodes row rebuilt from its data file (instruction "
@@ -302,6 +364,10 @@ def repair_dataset(root: str | Path, *, deep: bool = False) -> list[str]:
                 why = f"{e}; its row cannot be rebuilt: {no}"
             else:
                 why = _intact(root, spec, i, row, deep)
+            if why is None:
+                why, done = _conform_data(root, spec, i)
+                if done:
+                    actions.append(done)
             if why is None:
                 good.append((i, row))
                 continue

@@ -155,3 +155,18 @@ def nonfinite_entries(stats: Mapping[str, Mapping[str, np.ndarray]]) -> list[str
             if not ok:
                 bad.append(f"{k}.{s}")
     return bad
+
+
+def shape_errors(stats: Mapping[str, Mapping[str, np.ndarray]]) -> list[str]:
+    """'feature.stat has shape X, expected Y' for every statistic of the vector features (state / ee_pose / action)
+    that does not hold one value per dimension (count: one value): a reader would normalize with them."""
+    from etc_ros.data.schema import VECTOR_COLUMNS
+
+    out = []
+    for k, (dim, _) in VECTOR_COLUMNS.items():
+        sub = stats.get(k)
+        for s, v in (sub.items() if isinstance(sub, Mapping) else ()):
+            want = (1,) if s == "count" else (dim,)
+            if np.shape(v) != want:
+                out.append(f"{k}.{s} has shape {np.shape(v)}, expected {want}")
+    return out

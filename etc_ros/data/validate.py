@@ -201,13 +201,19 @@ def validate_report(root: str | Path, *, deep: bool = True) -> ValidationReport:
     spath = root / STATS_PATH
     try:
         st = json.loads(spath.read_text(encoding="utf-8"))
-        from etc_ros.data.stats import from_jsonable, nonfinite_entries
+        from etc_ros.data.stats import from_jsonable, nonfinite_entries, shape_errors
 
+        if not isinstance(st, dict) or not all(isinstance(v, dict) for v in st.values()):
+            raise AttributeError("not a mapping of feature -> {statistic: values}")
         miss = [k for k in (STATE, ACTION, EE_POSE) if n and k not in st]
-        bad = nonfinite_entries(from_jsonable(st)) if isinstance(st, dict) else ["(not a mapping)"]
+        bad = nonfinite_entries(from_jsonable(st))
+        shapes = shape_errors(from_jsonable(st))
         if bad:
             rep.errors.append(f"{spath}: non-finite statistics {bad[:6]}{' ...' if len(bad) > 6 else ''} (readers "
                               "would normalize with them; run `etc-vla data repair` to rebuild them)")
+        elif shapes:
+            rep.errors.append(f"{spath}: {'; '.join(shapes[:4])}{' ...' if len(shapes) > 4 else ''} (readers would "
+                              "normalize with them; run `etc-vla data repair` to rebuild them)")
         elif miss:
             rep.warnings.append(f"{spath}: no statistics for {miss} (run `etc-vla data repair`)")
         elif n and not rep.broken_episodes and st[STATE].get("count") != [rep.num_frames]:
@@ -217,8 +223,9 @@ def validate_report(root: str | Path, *, deep: bool = True) -> ValidationReport:
             rep.warnings += _stats_disagree(spath, st, rows)
     except FileNotFoundError:
         rep.warnings.append(f"{spath} is missing (run `etc-vla data repair`)")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        rep.warnings.append(f"{spath}: not valid JSON ({e}); run `etc-vla data repair`")
+    except (ValueError, AttributeError, TypeError) as e:  # JSONDecodeError, UnicodeDecodeError, bad layout
+        rep.errors.append(f"{spath}: not readable statistics ({type(e).__name__}: {e}): LeRobot's reader loads it "
+                          "whenever it exists (run `etc-vla data repair` to rebuild it)")
     rep.broken_episodes = sorted(set(rep.broken_episodes))
     return rep
 
@@ -235,6 +242,9 @@ def _check_tasks_file(root: Path, task_names: dict[int, str] | None) -> list[str
         pf = pq.ParquetFile(str(path))
         t = pf.read(columns=["task_index", "task"]).to_pydict()
         md = pf.schema_arrow.metadata or {}
+        missing = [c for c in ("task_index", "task") if c not in t]
+        if missing:
+            raise KeyError(f"no column(s) {missing}")
     except FileNotFoundError:
         return [f"{path} is missing{hint}"]
     except (KeyError,) + _arrow_errors() as e:
