@@ -19,6 +19,7 @@ demo: setup
 
 test:
 	@bash scripts/setup.sh --with-browser
+	bash scripts/typecheck.sh
 	$(PY) -m pytest -q tests -m "not realtime"
 	$(PY) -m pytest -q tests -m realtime
 	bash scripts/test_py310.sh
