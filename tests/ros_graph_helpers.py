@@ -14,7 +14,7 @@ os.environ["ROS_DOMAIN_ID"] = str(random.Random(os.getpid() ^ time.time_ns()).ra
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 
-from etc_ros.camera_sources import FakeCameraSource  # noqa: E402
+from etc_ros.camera.sources import FakeCameraSource  # noqa: E402
 from etc_ros.core import spec  # noqa: E402
 from etc_ros.driver_backends import FakeBackend  # noqa: E402
 from etc_ros.runtime_fakes import ScriptedRuntime, circle_fn  # noqa: E402

@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 
-from etc_ros.calibration import (
+from etc_ros.camera.calibration import (
     BoardConfig, View, board_corners, board_image, calibrate_extrinsics, calibrate_intrinsics, check_calibration,
     default_board_mount, detect_board, intrinsics_from_realsense, load_calibration_file, load_views, pose_error,
     project_points, render_board_view, save_views, synthetic_capture,
@@ -46,7 +46,7 @@ def _ws_px(intr_est, X_est) -> float:
 
 
 def test_rendered_board_is_detected_where_the_camera_model_projects_it():
-    from etc_ros.calibration import board_facing_pose
+    from etc_ros.camera.calibration import board_facing_pose
 
     T = board_facing_pose(0.45, (25.0, -15.0), (0.02, -0.01), BOARD, 10.0)
     det = detect_board(render_board_view(BOARD, INTR, T), BOARD)

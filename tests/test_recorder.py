@@ -173,7 +173,7 @@ def test_refusals_disk_calibration_and_spec(tmp_path):
 
 
 def test_calibration_files_are_found(tmp_path):
-    from etc_ros.calibration import save_camera_model, save_intrinsics
+    from etc_ros.camera.calibration import save_camera_model, save_intrinsics
 
     save_camera_model(CAM, tmp_path / "primary.yaml", {"rms_px": 0.3})
     save_intrinsics(CAM.intrinsics, tmp_path / "wrist.yaml", "wrist")

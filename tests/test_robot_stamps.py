@@ -15,7 +15,7 @@ import pytest
 
 from ros_graph_helpers import wait_until  # noqa: I100 (sets ROS_DOMAIN_ID for this process)
 
-from etc_ros.camera_sources import (HOST_CLOCK_DOMAINS, MAX_CAPTURE_AGE, Frame, RealSenseSource, frame_stamp,
+from etc_ros.camera.sources import (HOST_CLOCK_DOMAINS, MAX_CAPTURE_AGE, Frame, RealSenseSource, frame_stamp,
                                     timestamp_domain_name)
 from etc_ros.core import spec
 from etc_ros.driver_backends import DriverCore, DriverError, FakeBackend, InterbotixBackend, make_backend
@@ -153,7 +153,7 @@ class _TimedSource:
     depth = False
 
     def __init__(self, age: float, domain: str):
-        from etc_ros.camera_sources import FakeCameraSource
+        from etc_ros.camera.sources import FakeCameraSource
 
         self.inner = FakeCameraSource(width=32, height=24, fps=30.0)
         self.age, self.domain = age, domain

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from etc_ros.camera_sources import (CameraError, FakeCameraSource, ReconnectingCamera, SimCameraSource,
+from etc_ros.camera.sources import (CameraError, FakeCameraSource, ReconnectingCamera, SimCameraSource,
                                     make_source)
 from etc_ros.core import spec
 from etc_ros.driver_backends import (DriverCore, DriverError, FakeBackend, ThreadBoundEnv, make_backend,

@@ -194,7 +194,7 @@ def test_nodes_declare_exactly_the_documented_parameters():
     import rclpy
     from rclpy.context import Context
 
-    from etc_ros.camera_sources import FakeCameraSource
+    from etc_ros.camera.sources import FakeCameraSource
     from etc_ros.core import spec
     from etc_ros.driver_backends import FakeBackend
     from etc_ros.nodes.camera_node import CameraNode

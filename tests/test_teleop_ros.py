@@ -49,7 +49,7 @@ SCRIPT = [
 
 
 def test_sim_teleop_records_through_safety_and_survives_sigkill(tmp_path, monkeypatch):
-    from etc_ros.calibration import save_camera_model
+    from etc_ros.camera.calibration import save_camera_model
     from etc_ros.nodes.teleop_node import TeleopSession
     from etc_ros.teleop import RobotSection, load_teleop_file
 
@@ -210,7 +210,7 @@ def test_cli_keyboard_teleop_on_the_fake_arm(tmp_path):
     ep = DatasetReader(root).load_episode(0)
     assert ep.instruction == "wave at the camera" and len(ep) >= 4, len(ep)
     assert ep.ee_pose[-1, 1] - ep.ee_pose[0, 1] < -0.005  # 'd' = -y
-    from etc_ros.calibration import load_views
+    from etc_ros.camera.calibration import load_views
 
     (name, img, q), = load_views(tmp_path / "views")
     assert img.shape == (120, 160, 3) and q.shape == (6,)  # camera size, not the stored size

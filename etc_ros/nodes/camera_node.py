@@ -1,11 +1,11 @@
-"""Camera node: a CameraSource (etc_ros.camera_sources) behind sensor_msgs/Image + CameraInfo.
+"""Camera node: a CameraSource (etc_ros.camera.sources) behind sensor_msgs/Image + CameraInfo.
 
 A capture thread polls a ReconnectingCamera (open on first use, reconnect with exponential backoff when the
 device disappears) and publishes /camera/<name>/image_raw (rgb8), /camera/<name>/camera_info and, for a
 RealSense with depth:=true, /camera/<name>/aligned_depth_to_color/image_raw (16UC1, mm). Image and info share
 the stamp: the capture time when the source knows it on the host clock (RealSense in the system_time or
 global_time timestamp domain), else the time the frame was received, mapped onto the node's clock
-(camera_sources.frame_stamp: never in the future). /diagnostics at 1 Hz (state, frames, reconnects, last error,
+(camera/sources.frame_stamp: never in the future). /diagnostics at 1 Hz (state, frames, reconnects, last error,
 stamp source and timestamp domain).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import CameraInfo, Image
 
-from etc_ros.camera_sources import CameraSource, Frame, ReconnectingCamera, frame_stamp, make_source
+from etc_ros.camera.sources import CameraSource, Frame, ReconnectingCamera, frame_stamp, make_source
 from etc_ros.core.camera import CameraIntrinsics, CameraModel
 from etc_ros.core.errors import CalibrationError
 from etc_ros.nodes import messages as M

@@ -308,7 +308,7 @@ def plan_graph(args: dict[str, Any]) -> list[NodePlan]:
     if a["robot_model"] != spec.ROBOT_MODEL:
         raise GraphConfigError(f"robot_model {a['robot_model']!r} is not supported; this stack is for "
                                f"{spec.ROBOT_MODEL!r}")
-    from etc_ros.camera_sources import CAMERA_TYPES
+    from etc_ros.camera.sources import CAMERA_TYPES
     from etc_ros.driver_backends import BACKENDS
 
     cam = str(a["camera_type"]).strip().lower()

@@ -1,4 +1,4 @@
-"""`etc-vla calibrate ...`: camera intrinsics / extrinsics of the fixed camera (etc_ros.calibration, docs/teleop.md).
+"""`etc-vla calibrate ...`: camera intrinsics / extrinsics of the fixed camera (etc_ros.camera.calibration, docs/teleop.md).
 
     etc-vla calibrate board --out board.png [board flags]                   printable ChArUco board
     etc-vla calibrate intrinsics --camera primary (--views DIR | --realsense) [--out-dir config/calibration]
@@ -84,7 +84,7 @@ def register(p: argparse.ArgumentParser) -> None:
 def _board_cfg(args, stored: dict | None = None):
     import yaml
 
-    from etc_ros.calibration import BoardConfig
+    from etc_ros.camera.calibration import BoardConfig
     from etc_ros.core.config import from_dict
     from etc_ros.core.errors import CalibrationError
 
@@ -111,7 +111,7 @@ def _out_dir(args) -> Path:
 def _board(args) -> int:
     import cv2
 
-    from etc_ros.calibration import board_image
+    from etc_ros.camera.calibration import board_image
 
     cfg = _board_cfg(args)
     img = board_image(cfg, args.px_per_square, args.px_per_square // 4)
@@ -123,7 +123,7 @@ def _board(args) -> int:
 
 
 def _intrinsics(args) -> int:
-    from etc_ros.calibration import (
+    from etc_ros.camera.calibration import (
         calibrate_intrinsics, detect_board, intrinsics_from_realsense, load_views, save_intrinsics,
     )
 
@@ -152,7 +152,7 @@ def _intrinsics(args) -> int:
 
 
 def _views_for_extrinsics(args, cfg):
-    from etc_ros.calibration import View, detect_board, load_views
+    from etc_ros.camera.calibration import View, detect_board, load_views
     from etc_ros.core.kinematics import WidowXKinematics
 
     kin = WidowXKinematics.from_urdf()
@@ -164,7 +164,7 @@ def _views_for_extrinsics(args, cfg):
 
 
 def _extrinsics(args) -> int:
-    from etc_ros.calibration import calibrate_extrinsics, load_calibration_file, save_camera_model
+    from etc_ros.camera.calibration import calibrate_extrinsics, load_calibration_file, save_camera_model
     from etc_ros.core.camera import CameraIntrinsics, CameraModel
     from etc_ros.core.transforms3d import xyzrpy_to_pose
 
@@ -195,7 +195,7 @@ def _extrinsics(args) -> int:
 def _check(args) -> int:
     import numpy as np
 
-    from etc_ros.calibration import check_calibration, load_calibration_file
+    from etc_ros.camera.calibration import check_calibration, load_calibration_file
     from etc_ros.core.camera import CameraModel
     from etc_ros.core.errors import CalibrationError
 
@@ -226,7 +226,7 @@ def _write_overlays(out: Path, model, views, raw, cfg, Y) -> None:
     import cv2
     import numpy as np
 
-    from etc_ros.calibration import board_corners
+    from etc_ros.camera.calibration import board_corners
 
     out.mkdir(parents=True, exist_ok=True)
     P = board_corners(cfg)
@@ -249,7 +249,7 @@ def _write_overlays(out: Path, model, views, raw, cfg, Y) -> None:
 def _selftest(args) -> int:
     import numpy as np
 
-    from etc_ros.calibration import (
+    from etc_ros.camera.calibration import (
         BoardConfig, View, calibrate_extrinsics, calibrate_intrinsics, default_board_mount, detect_board,
         pose_error, synthetic_capture,
     )
