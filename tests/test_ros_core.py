@@ -11,8 +11,10 @@ import pytest
 from etc_ros.camera.sources import (CameraError, FakeCameraSource, ReconnectingCamera, SimCameraSource,
                                     make_source)
 from etc_ros.core import spec
-from etc_ros.driver_backends import (DriverCore, DriverError, FakeBackend, ThreadBoundEnv, make_backend,
-                                     plan_joint_move, refusal_kind)
+from etc_ros.robot.base import DriverError, plan_joint_move
+from etc_ros.robot.core import DriverCore, make_backend, refusal_kind
+from etc_ros.robot.fake import FakeBackend
+from etc_ros.robot.sim import ThreadBoundEnv
 from etc_ros.instruction import InstructionError, check_instruction, validate_instruction
 from etc_ros.policy_worker import PolicyConfigError, PolicyWorker, load_runtime
 from etc_ros.runtime_fakes import ScriptedRuntime, make_fake_runtime

@@ -196,7 +196,7 @@ def test_nodes_declare_exactly_the_documented_parameters():
 
     from etc_ros.camera.sources import FakeCameraSource
     from etc_ros.core import spec
-    from etc_ros.driver_backends import FakeBackend
+    from etc_ros.robot.fake import FakeBackend
     from etc_ros.nodes.camera_node import CameraNode
     from etc_ros.nodes.driver_node import DriverNode
     from etc_ros.nodes.graph import NODE_PARAMS

@@ -112,7 +112,8 @@ def test_servo_profile_decides_how_a_streamed_command_is_tracked():
 
 
 def test_sim_driver_backend_writes_its_profile_to_the_servos():
-    from etc_ros.driver_backends import DriverError, make_backend
+    from etc_ros.robot.base import DriverError
+    from etc_ros.robot.core import make_backend
 
     env = SimEnv(render=False)
     try:

@@ -32,7 +32,7 @@ from etc_ros.policy_worker import load_runtime, percentile
 
 if TYPE_CHECKING:
     from etc_ros.camera.sources import CameraSource
-    from etc_ros.driver_backends import DriverBackend
+    from etc_ros.robot.base import DriverBackend
     from etc_ros.policy_contract import Policy
     from etc_ros.safety import SafetyExecutor
 

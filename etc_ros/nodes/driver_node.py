@@ -1,4 +1,4 @@
-"""WidowX driver node: a DriverCore (etc_ros.driver_backends) behind ROS topics.
+"""WidowX driver node: a DriverCore (etc_ros.robot.core) behind ROS topics.
 
 Publishes /joint_states (6 arm joints + left_finger/right_finger) at publish_hz and /driver/ready (latched
 Bool); subscribes /safety/joint_command. A backend that reports when it measured (interbotix: xs_sdk's header
@@ -19,7 +19,8 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.core import spec
-from etc_ros.driver_backends import DriverBackend, DriverCore, make_backend
+from etc_ros.robot.base import DriverBackend
+from etc_ros.robot.core import DriverCore, make_backend
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import (GraphNode, JOINT_STATES_QOS, LATCHED, RELIABLE,
                                   init_default_context_without_signal_handlers, run_nodes)

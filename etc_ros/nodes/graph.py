@@ -309,7 +309,7 @@ def plan_graph(args: dict[str, Any]) -> list[NodePlan]:
         raise GraphConfigError(f"robot_model {a['robot_model']!r} is not supported; this stack is for "
                                f"{spec.ROBOT_MODEL!r}")
     from etc_ros.camera.sources import CAMERA_TYPES
-    from etc_ros.driver_backends import BACKENDS
+    from etc_ros.robot.base import BACKENDS
 
     cam = str(a["camera_type"]).strip().lower()
     if cam not in CAMERA_TYPES:

@@ -33,7 +33,7 @@ def _pct(values, q):
 def _scenario(name: str, duration: float, runtime, sim: bool = False) -> dict:
     from etc_ros.camera.sources import FakeCameraSource
     from etc_ros.core import spec
-    from etc_ros.driver_backends import FakeBackend
+    from etc_ros.robot.fake import FakeBackend
     from etc_ros.nodes.bringup import start_graph
 
     if sim:
