@@ -39,5 +39,5 @@ $PY -m etc_training.cli eval --checkpoint "$OUT/bundle" --family pick_up --episo
 # evaluations stay in $OUT (and docs/results/policy/ for the committed copy)
 rm -rf "$SHIP.tmp" && mkdir -p "$(dirname "$SHIP")" && cp -r "$OUT/bundle" "$SHIP.tmp"
 rm -rf "$SHIP" && mv "$SHIP.tmp" "$SHIP"
-$PY -c "from etc_ros.runtime import PolicyRuntime; PolicyRuntime.load('$SHIP')"
+$PY -c "from etc_ros.policy.runtime import PolicyRuntime; PolicyRuntime.load('$SHIP')"
 echo "[policy] shipped $SHIP ($(du -sh "$SHIP" | cut -f1))"

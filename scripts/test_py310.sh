@@ -37,7 +37,7 @@ fi
 import importlib, pathlib, sys
 assert sys.version_info[:2] == (3, 10), sys.version
 skip_parts = {"nodes"}  # rclpy + message packages: the ROS install provides them on the robot
-gpu_only = {"etc_ros.tensorrt_engine"}  # imports tensorrt / cuda lazily, but only on a GPU
+gpu_only = {"etc_ros.policy.tensorrt"}  # imports tensorrt / cuda lazily, but only on a GPU
 mods, bad = [], []
 for p in sorted(pathlib.Path("etc_ros").rglob("*.py")):
     parts = p.with_suffix("").parts

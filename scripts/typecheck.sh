@@ -3,7 +3,7 @@
 # `make test` and of tests/test_typecheck.py. Checked (ROBOT_TYPED): the policy contract, the worker, the fake
 # runtimes and the ROS nodes of the policy -> safety -> driver path. Modules they import are analysed for their
 # types, their own errors are not reported (follow_imports = silent). Not yet checked, with the errors mypy reports
-# today (Optional values narrowed only by an invariant, or a missing common type): etc_ros/runtime.py (4: OrtGraphs
+# today (Optional values narrowed only by an invariant, or a missing common type): etc_ros/policy/runtime.py (4: OrtGraphs
 # vs TrtGraphs need a graphs protocol), etc_ros/safety/ (11: state that reset() sets), nodes/teleop_node.py (7) and
 # nodes/recorder_node.py (1). Add a module here once it passes.
 # Usage: scripts/typecheck.sh [extra mypy arguments]
@@ -12,9 +12,9 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 [ -x "$PY" ] || PY=python3
 ROBOT_TYPED=(
-  etc_ros/policy_contract.py
-  etc_ros/policy_worker.py
-  etc_ros/runtime_fakes.py
+  etc_ros/policy/interface.py
+  etc_ros/policy/worker.py
+  etc_ros/policy/scripted.py
   etc_ros/nodes/bringup.py
   etc_ros/nodes/camera_node.py
   etc_ros/nodes/common.py

@@ -17,7 +17,7 @@ os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 from etc_ros.camera.sources import FakeCameraSource  # noqa: E402
 from etc_ros.core import spec  # noqa: E402
 from etc_ros.robot.fake import FakeBackend  # noqa: E402
-from etc_ros.runtime_fakes import ScriptedRuntime, circle_fn  # noqa: E402
+from etc_ros.policy.scripted import ScriptedRuntime, circle_fn  # noqa: E402
 from etc_ros.nodes.bringup import wait_until  # noqa: E402,F401  (shared with the tests)
 from etc_ros.safety import SafetyExecutor  # noqa: E402
 

@@ -288,7 +288,7 @@ def test_a_data_file_past_the_last_committed_episode_stays_an_orphan(png_templat
 @pytest.fixture(scope="module")
 def bundle_template(tmp_path_factory):
     """sim_pickup plus a torch/ copy of its processor files (the layout of a bundle shipped with its checkpoint)."""
-    from etc_ros.bundle import MANIFEST_FILE, write_manifest
+    from etc_ros.policy.bundle import MANIFEST_FILE, write_manifest
 
     b = tmp_path_factory.mktemp("bundle") / "b"
     shutil.copytree(SIM_PICKUP, b)
@@ -301,7 +301,7 @@ def bundle_template(tmp_path_factory):
 
 
 def _reseal(b: Path) -> None:
-    from etc_ros.bundle import MANIFEST_FILE, write_manifest
+    from etc_ros.policy.bundle import MANIFEST_FILE, write_manifest
 
     man = json.loads((b / MANIFEST_FILE).read_text())
     man.pop("files", None)
@@ -414,8 +414,8 @@ BUNDLE_CELLS = (
                          ids=[f"{c[0].split('/')[-1]}-{c[1].replace(' ', '_')}{'-resealed' if c[3] else ''}"
                               for c in BUNDLE_CELLS])
 def test_bundle_file_corruption(rel, mode, edit, reseal, text, bundle_template, tmp_path, monkeypatch):
-    from etc_ros import runtime
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy import runtime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     b = tmp_path / "b"
     shutil.copytree(bundle_template, b)
@@ -443,7 +443,7 @@ def test_bundle_file_corruption(rel, mode, edit, reseal, text, bundle_template, 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt", "torch"])
 def test_torch_and_processor_copies_are_compared_for_every_backend(backend, bundle_template, tmp_path):
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     b = tmp_path / "b"
     shutil.copytree(bundle_template, b)
@@ -455,7 +455,7 @@ def test_torch_and_processor_copies_are_compared_for_every_backend(backend, bund
 
 
 def test_the_intact_bundle_copy_loads(bundle_template):
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     rt = PolicyRuntime.load(bundle_template, threads=1)
     assert rt.processor.vocab_size == 3072

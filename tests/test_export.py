@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etc_ros.bundle import (
+from etc_ros.policy.bundle import (
     BUNDLE_FORMAT_VERSION,
     MANIFEST_FILE,
     directory_digest,
@@ -212,7 +212,7 @@ def test_version_mismatch(tmp_path):
 
 def test_spec_mismatch_with_the_model(tmp_path):
     """spec.json edited and re-checksummed (a consistent but wrong bundle): the processor disagrees."""
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     b = copy_bundle(tmp_path)
     spec = json.loads((b / "spec.json").read_text())
@@ -231,7 +231,7 @@ def test_spec_mismatch_with_the_model(tmp_path):
 
 
 def test_expected_spec_and_unknown_variant(bundle, tmp_path):
-    from etc_ros.runtime import PolicyRuntime, RuntimeConfigError
+    from etc_ros.policy.runtime import PolicyRuntime, RuntimeConfigError
 
     root = bundle[0]
     with pytest.raises(BundleError, match=r"spec mismatch for 'control_hz': expected 10.0, the bundle has 5.0"):
@@ -253,7 +253,7 @@ def test_expected_spec_and_unknown_variant(bundle, tmp_path):
 
 
 def test_torch_copy_must_match_processor_files(tmp_path):
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     b = copy_bundle(tmp_path)
     p = b / "torch" / "norm_stats.json"
@@ -269,7 +269,7 @@ def test_torch_copy_must_match_processor_files(tmp_path):
 def test_no_silent_fallback_to_cpu(bundle):
     import onnxruntime as ort
 
-    from etc_ros.runtime import PolicyRuntime, RuntimeConfigError
+    from etc_ros.policy.runtime import PolicyRuntime, RuntimeConfigError
 
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(RuntimeConfigError, match=r"TensorrtExecutionProvider.*not available.*no automatic fallback"):
@@ -289,7 +289,7 @@ def test_no_silent_fallback_to_cpu(bundle):
 
 
 def test_tensorrt_provider_options_have_caches_and_profiles(tmp_path, bundle):
-    from etc_ros.tensorrt_config import tensorrt_provider_options
+    from etc_ros.policy.tensorrt_config import tensorrt_provider_options
 
     info = load_bundle(bundle[0])
     o = tensorrt_provider_options("decode", info.manifest["graph_io"]["decode"], tmp_path / "c", max_seq=256)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from etc_ros.bundle import load_bundle
+from etc_ros.policy.bundle import load_bundle
 from test_export_fixtures import observation
 
 
@@ -52,7 +52,7 @@ def test_continuous_head_exports_with_parity(diffusion_bundle):
 
 
 def test_continuous_bundle_runs_in_the_runtime(diffusion_bundle):
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     rt = PolicyRuntime.load(diffusion_bundle[0], threads=1)
     c = rt.step(observation(0))

@@ -26,7 +26,7 @@ def _ids(rt, o):
 
 
 def test_ort_cuda_provider_matches_cpu():
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     b = micro_bundle()[0]
     cpu = PolicyRuntime.load(b, on_invalid="keep")
@@ -38,7 +38,7 @@ def test_ort_cuda_provider_matches_cpu():
 
 
 def test_ort_tensorrt_provider_builds_and_caches_engines(tmp_path):
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     b = micro_bundle()[0]
     rt = PolicyRuntime.load(b, providers=["tensorrt", "cuda", "cpu"], engine_cache_dir=tmp_path, on_invalid="keep")
@@ -48,7 +48,7 @@ def test_ort_tensorrt_provider_builds_and_caches_engines(tmp_path):
 
 
 def test_native_tensorrt_backend_fp32_and_fp16(tmp_path, fp16_bundle):
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     ref = PolicyRuntime.load(fp16_bundle, on_invalid="keep")
     for variant in ("fp32", "fp16"):

@@ -70,7 +70,7 @@ def test_batched_left_padded_equals_single_and_inputs_are_required():
 
 
 def test_export_matches_pytorch_in_onnxruntime(tmp_path):
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
     from etc_training.export.bundle_write import export_bundle
 
     pol = _policy()

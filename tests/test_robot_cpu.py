@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from etc_ros.policy_worker import INFERENCE_NICE, inference_threads, load_runtime, lower_thread_priority
+from etc_ros.policy.worker import INFERENCE_NICE, inference_threads, load_runtime, lower_thread_priority
 
 
 def test_inference_leaves_one_core_to_the_control_loop():

@@ -16,8 +16,9 @@ from etc_ros.robot.core import DriverCore, make_backend, refusal_kind
 from etc_ros.robot.fake import FakeBackend
 from etc_ros.robot.sim import ThreadBoundEnv
 from etc_ros.instruction import InstructionError, check_instruction, validate_instruction
-from etc_ros.policy_worker import PolicyConfigError, PolicyWorker, load_runtime
-from etc_ros.runtime_fakes import ScriptedRuntime, make_fake_runtime
+from etc_ros.policy.worker import PolicyConfigError, PolicyWorker, load_runtime
+from etc_ros.policy.scripted import ScriptedRuntime, make_fake_runtime
+from policy_fakes import make_test_runtime
 from etc_ros.safety import JointCommandGuard
 
 
@@ -464,7 +465,7 @@ def test_policy_worker_survives_failures_and_bad_shapes():
     w2.set_state(np.r_[spec.READY_POSE, 1.0])
     w2.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
     assert w2.step_once() == "bad_shape" and len(published) == 1
-    nan = make_fake_runtime("nan")
+    nan = make_test_runtime("nan")
     w3, _ = _worker(nan, published)
     w3.set_instruction("x")
     w3.set_state(np.r_[spec.READY_POSE, 1.0])
@@ -474,7 +475,7 @@ def test_policy_worker_survives_failures_and_bad_shapes():
 
 def test_policy_worker_thread_does_not_block_callers():
     published = []
-    rt = make_fake_runtime("slow", latency_s=0.3)
+    rt = make_test_runtime("slow", latency_s=0.3)
     w = PolicyWorker(rt, ("primary",), lambda a, s: published.append(s), max_rate_hz=100.0, clock=time.time)
     w.set_instruction("x")
     w.set_state(np.r_[spec.READY_POSE, 1.0])
@@ -507,7 +508,7 @@ def wait(pred, timeout):
 def test_policy_providers_are_chosen_and_never_fall_back(tmp_path):
     from etc_ros.core.errors import UserError
     from etc_ros.nodes.graph import GraphConfigError, plan_graph
-    from etc_ros.policy_worker import parse_providers
+    from etc_ros.policy.worker import parse_providers
 
     assert parse_providers("") is None and parse_providers(None) is None
     assert parse_providers("tensorrt, cuda,cpu") == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
@@ -678,12 +679,12 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
 
 
 def test_policy_spec_contract():
-    """PolicySpec (etc_ros.policy_contract) replaces the 'dict spec or object spec' look-ups: one typed spec, read
+    """PolicySpec (etc_ros.policy.interface) replaces the 'dict spec or object spec' look-ups: one typed spec, read
     from a bundle's spec.json (control_hz = the policy rate), with the robot defaults for missing keys."""
     import dataclasses
     import json
 
-    from etc_ros.policy_contract import PolicySpec, PolicySpecError
+    from etc_ros.policy.interface import PolicySpec, PolicySpecError
 
     s = PolicySpec(cameras=("primary", "wrist"), policy_hz=10.0)
     assert s.cameras == ("primary", "wrist") and s.policy_hz == 10.0 and s.horizon == spec.CHUNK_HORIZON

@@ -12,7 +12,7 @@ from ros_graph_helpers import (Recorder, alternating_fn, start_fake_graph,  # no
 
 from etc_ros.core import spec
 from etc_ros.nodes import messages as M
-from etc_ros.runtime_fakes import ScriptedRuntime, circle_fn
+from etc_ros.policy.scripted import ScriptedRuntime, circle_fn
 
 
 def _moved(backend, since: float = 0.0) -> float:

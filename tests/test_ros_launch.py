@@ -204,7 +204,7 @@ def test_nodes_declare_exactly_the_documented_parameters():
     from etc_ros.nodes.policy_node import PolicyNode
     from etc_ros.nodes.safety_node import SafetyNode
     from etc_ros.nodes.sim_robot import SimWorldNode
-    from etc_ros.runtime_fakes import ScriptedRuntime
+    from etc_ros.policy.scripted import ScriptedRuntime
     from test_ros_core import FakeWorld
 
     ctx = Context()

@@ -9,7 +9,7 @@ import numpy as np
 from ros_graph_helpers import Recorder, wait_until  # noqa: I100 (sets ROS_DOMAIN_ID)
 
 from etc_ros.core import spec
-from etc_ros.runtime_fakes import ScriptedRuntime, circle_fn
+from etc_ros.policy.scripted import ScriptedRuntime, circle_fn
 from test_ros_core import FakeWorld
 
 
@@ -71,7 +71,7 @@ def test_closed_loop_episodes_report_success_and_latencies():
 
 def test_closed_loop_episodes_in_mujoco_without_success():
     from etc_ros.nodes.bringup import run_closed_loop_episodes
-    from etc_ros.runtime_fakes import make_fake_runtime
+    from etc_ros.policy.scripted import make_fake_runtime
 
     res = run_closed_loop_episodes("config/ros_bringup.yaml", make_fake_runtime("hold"), episodes=1, max_steps=5)
     assert res["success_rate"] == 0.0 and res["episodes"][0]["duration_s"] >= 1.0

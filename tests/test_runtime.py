@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from etc_ros.core.errors import ModelError
-from etc_ros.policy_contract import PolicySpec
-from etc_ros.runtime import MASK_VALUE, PolicyRuntime, decode_mask, positions, prefill_mask
+from etc_ros.policy.interface import PolicySpec
+from etc_ros.policy.runtime import MASK_VALUE, PolicyRuntime, decode_mask, positions, prefill_mask
 from test_export_fixtures import copy_bundle, micro_bundle, micro_checkpoint, observation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_preprocessing_is_the_training_code(rt):
     for k in a:
         if isinstance(a[k], np.ndarray):
             assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
-    src = (REPO / "etc_ros" / "runtime.py").read_text()
+    src = (REPO / "etc_ros" / "policy" / "runtime.py").read_text()
     assert "resize" not in src and "BICUBIC" not in src and "image_mean" not in src  # no copy of the code
 
 
@@ -181,7 +181,7 @@ def test_masks_follow_the_prefix_lm_rule():
 
 
 def test_policy_worker_loads_bundles(bundle_dir):
-    from etc_ros.policy_worker import load_runtime
+    from etc_ros.policy.worker import load_runtime
 
     r = load_runtime(str(bundle_dir))
     assert isinstance(r, PolicyRuntime)
@@ -190,7 +190,7 @@ def test_policy_worker_loads_bundles(bundle_dir):
 
 def test_robot_side_never_imports_torch(bundle_dir):
     code = ("import sys, numpy as np\n"
-            "from etc_ros.runtime import PolicyRuntime\n"
+            "from etc_ros.policy.runtime import PolicyRuntime\n"
             f"rt = PolicyRuntime.load({str(bundle_dir)!r}, threads=1)\n"
             "rng = np.random.default_rng(0)\n"
             "c = rt.step({'images': {'primary': rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)},"
@@ -208,7 +208,7 @@ def test_continuous_head_slot(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from etc_ros.bundle import MANIFEST_FILE, write_manifest
+    from etc_ros.policy.bundle import MANIFEST_FILE, write_manifest
 
     b = copy_bundle(tmp_path)
     # actions = tanh(noise + 0.01 * mean(hidden * mask)): depends on all three inputs
@@ -275,7 +275,7 @@ def _resign(b):
     """Re-write the checksum table after editing a bundle on purpose (a consistent but wrong bundle)."""
     import json
 
-    from etc_ros.bundle import MANIFEST_FILE, write_manifest
+    from etc_ros.policy.bundle import MANIFEST_FILE, write_manifest
 
     man = json.loads((b / MANIFEST_FILE).read_text())
     (b / MANIFEST_FILE).unlink()

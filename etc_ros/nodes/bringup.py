@@ -28,12 +28,12 @@ from etc_ros.nodes.graph import BringupConfig, node_parameters, plan_graph
 from etc_ros.nodes.instruction_node import InstructionNode
 from etc_ros.nodes.policy_node import PolicyNode
 from etc_ros.nodes.safety_node import SafetyNode
-from etc_ros.policy_worker import load_runtime, percentile
+from etc_ros.policy.worker import load_runtime, percentile
 
 if TYPE_CHECKING:
     from etc_ros.camera.sources import CameraSource
     from etc_ros.robot.base import DriverBackend
-    from etc_ros.policy_contract import Policy
+    from etc_ros.policy.interface import Policy
     from etc_ros.safety import SafetyExecutor
 
 

@@ -98,7 +98,7 @@ PARAMS: dict[str, dict[str, Param]] = {
         "diagnostics_hz": Param(1.0),
     },
     "policy_node": {
-        "policy_bundle": Param("", "bundle directory (etc-vla export) or fake:<hold|circle|nan|huge|slow|busy>"),
+        "policy_bundle": Param("", "bundle directory (etc-vla export) or fake:<hold|circle|busy>"),
         "runtime_backend": Param("onnxruntime"),
         "providers": Param("", 'onnxruntime execution providers in priority order: "" = CPU, cuda, tensorrt,cuda '
                                "(launch arg providers:=...); the node refuses to start when one is missing (no "
@@ -354,7 +354,7 @@ def plan_graph(args: dict[str, Any]) -> list[NodePlan]:
     if str(a["policy_bundle"]).strip():
         pol["policy_bundle"] = str(a["policy_bundle"]).strip()
     if str(a["providers"]).strip():
-        from etc_ros.policy_worker import PolicyConfigError, parse_providers
+        from etc_ros.policy.worker import PolicyConfigError, parse_providers
 
         try:
             parse_providers(a["providers"])

@@ -1,4 +1,4 @@
-"""Policy node: latest images + joint state + accepted instruction -> action chunks (etc_ros.policy_worker).
+"""Policy node: latest images + joint state + accepted instruction -> action chunks (etc_ros.policy.worker).
 
 Subscribes /camera/<cam>/image_raw for each camera of the bundle (or the `cameras` parameter), /joint_states
 and /instruction/accepted. Inference runs in the PolicyWorker's thread, never in a ROS callback, so it cannot
@@ -20,10 +20,10 @@ from trajectory_msgs.msg import JointTrajectory
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
-from etc_ros.policy_worker import PolicyWorker, load_runtime
+from etc_ros.policy.worker import PolicyWorker, load_runtime
 
 if TYPE_CHECKING:
-    from etc_ros.policy_contract import Policy
+    from etc_ros.policy.interface import Policy
 
 
 class PolicyNode(GraphNode):

@@ -22,7 +22,7 @@ from etc_ros.core import spec
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
 from etc_ros.nodes.graph import TOPICS, camera_info_topic, load_safety_limits
-from etc_ros.policy_worker import percentile
+from etc_ros.policy.worker import percentile
 
 if TYPE_CHECKING:
     from etc_ros.safety import SafetyExecutor

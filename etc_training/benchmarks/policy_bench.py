@@ -123,7 +123,7 @@ def worker(args: dict) -> dict:
     threads = int(args.get("threads", 1))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     if args["backend"] == "torch":
         import torch  # noqa: F401 - imported before the memory baseline, like onnxruntime for the others
@@ -204,12 +204,12 @@ def run(out_dir: Path, quick: bool = False, bundle: str | Path | None = None) ->
         res["parity"] = {v: {k: p.get(k) for k in ("identical_action_ids", "max_action_diff_normalized", "outputs")}
                          for v, p in card["parity"].items()}
     else:
-        from etc_ros.bundle import load_bundle
+        from etc_ros.policy.bundle import load_bundle
 
         info = load_bundle(bundle)
         res["checkpoint"] = {"path": (info.manifest.get("source") or {}).get("checkpoint"), "kind": "given bundle"}
     res["bundle"] = str(bundle)
-    from etc_ros.bundle import load_bundle
+    from etc_ros.policy.bundle import load_bundle
 
     info = load_bundle(bundle)
     todo = [(b, v) for b, v in VARIANTS if b == "torch" and info.torch_dir is not None or v in info.variants]

@@ -116,7 +116,7 @@ def _process_scenario(name: str, duration: float, bundle: str, instruction: str,
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
-    from etc_ros.runtime_fakes import ScriptedRuntime, circle_fn, make_fake_runtime
+    from etc_ros.policy.scripted import ScriptedRuntime, circle_fn, make_fake_runtime
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

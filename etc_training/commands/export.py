@@ -64,7 +64,7 @@ def run(args) -> int:
     from etc_ros.core.errors import BundleError
 
     if args.check:
-        from etc_ros.runtime import PolicyRuntime, bundle_summary
+        from etc_ros.policy.runtime import PolicyRuntime, bundle_summary
         from etc_training.export.bundle_write import generated_observations
 
         summ = bundle_summary(args.source)

@@ -1,4 +1,4 @@
-"""The continuous head as ONE single-pass ONNX graph: the "head" role of a policy bundle (etc_ros/bundle.py).
+"""The continuous head as ONE single-pass ONNX graph: the "head" role of a policy bundle (etc_ros/policy/bundle.py).
 
     inputs   hidden_states   float32 (B, L, E)   the language model's last hidden states over the prefix
              condition_mask  float32 (B, L)      attention_mask * (token_type_ids == 0)
@@ -7,7 +7,7 @@
 
 The graph holds the prefix pooler and the sampler: for a one-step head (SDM / CD student) ONE denoiser pass;
 for a DDIM head the loop is unrolled (N denoiser passes inside one graph). `PolicyRuntime`
-(etc_ros/runtime.py, GraphPolicy.continuous) calls it once per chunk.
+(etc_ros/policy/runtime.py, GraphPolicy.continuous) calls it once per chunk.
 
     path = export_head_graph(head, "bundle/fp32/head.onnx")            # head: DiffusionActionHead
     manifest_head = head_manifest(head)                                # the bundle manifest's "head" entry

@@ -227,7 +227,7 @@ def bundle_latency(cfg: DistillConfig, out: Path, obs: dict, runs: int, log: Cal
         return {}
     import logging
 
-    from etc_ros.runtime import PolicyRuntime
+    from etc_ros.policy.runtime import PolicyRuntime
 
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     from etc_training.distill.export import latency_stats

@@ -1,4 +1,4 @@
-"""`export_bundle`: a trained checkpoint -> a validated policy bundle (layout: etc_ros/bundle.py).
+"""`export_bundle`: a trained checkpoint -> a validated policy bundle (layout: etc_ros/policy/bundle.py).
 
 Steps: load the checkpoint -> export the fp32 graphs -> parity of fp32 against PyTorch (fails loudly) ->
 requested variants (int8-dynamic, int8-static calibrated on the observations, fp16) each with its own parity ->
@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from etc_ros.bundle import (
+from etc_ros.policy.bundle import (
     MODEL_CARD_JSON,
     MODEL_CARD_MD,
     PROCESSOR_DIR,
@@ -105,7 +105,7 @@ def _versions() -> dict:
 
 def _ort_graph_policy(graph_dir: Path, graphs: Mapping[str, str], processor: Any, head: Mapping[str, Any],
                       head_type: str, threads: int | None = None):
-    from etc_ros.runtime import GraphPolicy, OrtGraphs
+    from etc_ros.policy.runtime import GraphPolicy, OrtGraphs
 
     g = OrtGraphs({r: graph_dir / f for r, f in graphs.items()}, ["CPUExecutionProvider"], threads)
     return GraphPolicy(g, processor, head, head_type)
@@ -150,7 +150,7 @@ def model_card_markdown(card: Mapping[str, Any]) -> str:
               "## Variants", ""]
     for v, meta in card["variants"].items():
         lines.append(f"- `{v}`: {meta.get('description', '')}")
-    lines += ["", "Load with `PolicyRuntime.load(BUNDLE, backend=..., variant=...)` (etc_ros/runtime.py); "
+    lines += ["", "Load with `PolicyRuntime.load(BUNDLE, backend=..., variant=...)` (etc_ros/policy/runtime.py); "
               "see docs/export.md.", ""]
     return "\n".join(lines)
 

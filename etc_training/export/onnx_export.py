@@ -14,7 +14,7 @@ names fixed: the runtime and the manifest refer to them):
   head     hidden_states (B, L, E), condition_mask   -> actions (B, H, D) normalized     continuous heads only
            (B, L) f32, noise (B, H, D) f32              (the whole sampler, loops unrolled: one pass)
 
-The language model graphs take a ready 4D additive mask (built by etc_ros.runtime.prefill_mask / decode_mask):
+The language model graphs take a ready 4D additive mask (built by etc_ros.policy.runtime.prefill_mask / decode_mask):
 the prefix-LM rule (bidirectional prefix, causal target, padding) lives in one numpy function on the robot and
 is checked against transformers' own mask by the parity tests. Attention is exported in its "eager" form
 (matmul + softmax in fp32), set only for the export and restored afterwards.
@@ -218,7 +218,7 @@ def _example_batch(policy: Any, batch_size: int = 2) -> dict:
 def export_graphs(policy: Any, out_dir: str | Path, precision: str = "float32", opset: int | None = None,
                   progress: Callable[[str], None] | None = None) -> dict:
     """Write the policy's graphs into out_dir; returns {role: file name} and the export timings."""
-    from etc_ros.runtime import decode_mask, positions, prefill_mask
+    from etc_ros.policy.runtime import decode_mask, positions, prefill_mask
 
     if precision not in _TORCH_DTYPES:
         raise BundleError(f"precision must be one of {sorted(_TORCH_DTYPES)}, got {precision!r}")

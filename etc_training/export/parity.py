@@ -5,7 +5,7 @@ For every observation (dataset frames when given, generated frames otherwise):
   projector, last hidden states of the prefix (`VLAPolicy.run_backbone`), the greedy action ids
   (`heads.token.greedy_decode`, exactly what TokenActionHead.predict runs) and the logits at every generated
   position (one teacher-forced forward over prefix + generated ids with the prefix-LM mask of transformers);
-- exported (ONNX Runtime through etc_ros.runtime.GraphPolicy, the robot code path): the same quantities, the
+- exported (ONNX Runtime through etc_ros.policy.runtime.GraphPolicy, the robot code path): the same quantities, the
   decode graph teacher-forced along the reference ids, plus its own free-running greedy ids.
 Figures per output: max abs error, relative error (max abs / max |reference|) and cosine similarity; for token
 heads the fraction of observations whose decoded ids are identical and the largest difference of the decoded

@@ -1,7 +1,7 @@
 """TensorRT engine building for the export side. The implementation lives on the robot side
-(etc_ros/tensorrt_engine.py: tensorrt + cuda-python, no torch) because the robot builds and runs engines for its
+(etc_ros/policy/tensorrt.py: tensorrt + cuda-python, no torch) because the robot builds and runs engines for its
 own GPU; this module re-exports it for `etc-vla export`."""
-from etc_ros.tensorrt_engine import (  # noqa: F401
+from etc_ros.policy.tensorrt import (  # noqa: F401
     TensorRTError,
     TrtGraph,
     TrtGraphs,

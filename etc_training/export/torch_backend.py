@@ -1,4 +1,4 @@
-"""backend="torch" of etc_ros.runtime.PolicyRuntime: PyTorch eager on the bundle's copy of the source
+"""backend="torch" of etc_ros.policy.runtime.PolicyRuntime: PyTorch eager on the bundle's copy of the source
 checkpoint (BUNDLE/torch/). The runtime still does the preprocessing (the shared VLAProcessor) and the
 unnormalization; this class runs the model part exactly as training does (`action_head.predict`).
 Loaded lazily by the runtime only when asked for: the robot never imports torch."""
@@ -43,7 +43,7 @@ class TorchPolicy:
 
 
 def _register() -> None:
-    from etc_ros.runtime import register_model_backend
+    from etc_ros.policy.runtime import register_model_backend
 
     register_model_backend("torch", TorchPolicy)
 

@@ -105,7 +105,7 @@ class BundlePolicy:
     same episodes can be scored with the PyTorch checkpoint and with the exported bundle."""
 
     def __init__(self, bundle: str | Path, threads: int = 1, variant: str | None = None):
-        from etc_ros.runtime import PolicyRuntime
+        from etc_ros.policy.runtime import PolicyRuntime
 
         kw = {"variant": variant} if variant else {}
         self.runtime = PolicyRuntime.load(bundle, threads=threads, **kw)

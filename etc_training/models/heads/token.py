@@ -1,6 +1,6 @@
 """ActionHead "tokens" (pi0-FAST style): action tokens are ordinary next tokens of the VLM; greedy decoding
 with a KV cache restricted to the action-token block and the stop token (`greedy_decode`, the rule the robot
-runtime mirrors in etc_ros.runtime.GraphPolicy.generate).
+runtime mirrors in etc_ros.policy.runtime.GraphPolicy.generate).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """TensorRT settings shared by both TensorRT paths of the runtime: the ORT TensorRT execution provider
-(etc_ros.runtime.OrtGraphs) and the native engines (etc_ros.tensorrt_engine). Optimization profiles come from the
+(etc_ros.policy.runtime.OrtGraphs) and the native engines (etc_ros.policy.tensorrt). Optimization profiles come from the
 bundle manifest's graph I/O; engines are cached on disk outside the bundle.
 
 No tensorrt import here (plain data), so both paths and the tests can use it on any machine.

@@ -6,8 +6,8 @@
 
     observation = {"images": {camera: HxWx3 uint8}, "state": (7,), "instruction": str}
 
-PolicyRuntime (etc_ros.runtime: an exported bundle) and ScriptedRuntime (etc_ros.runtime_fakes) satisfy it.
-`PolicySpec.from_mapping(spec_json)` reads a bundle's spec.json (etc_ros.bundle.build_spec writes it): its
+PolicyRuntime (etc_ros.policy.runtime: an exported bundle) and ScriptedRuntime (etc_ros.policy.scripted) satisfy it.
+`PolicySpec.from_mapping(spec_json)` reads a bundle's spec.json (etc_ros.policy.bundle.build_spec writes it): its
 `control_hz` is the POLICY rate (chunks' step rate, spec.POLICY_HZ by default), not the safety node's servo tick.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""TensorRT engines from a bundle's ONNX graphs (backend="tensorrt" of etc_ros.runtime.PolicyRuntime).
+"""TensorRT engines from a bundle's ONNX graphs (backend="tensorrt" of etc_ros.policy.runtime.PolicyRuntime).
 
 No torch here, and `tensorrt` / cuda-python are imported only inside the functions: importing this module on a
 machine without a GPU is fine, calling it is a clear error.
@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from etc_ros.core.errors import BundleError, UserError
-from etc_ros.tensorrt_config import default_engine_cache, profile_shapes
+from etc_ros.policy.tensorrt_config import default_engine_cache, profile_shapes
 
 
 class TensorRTError(UserError):
@@ -104,7 +104,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, io: Mapping[str
 
 
 def engine_path_for(onnx_path: str | Path, role: str, cache_dir: str | Path) -> Path:
-    from etc_ros.bundle import sha256_file
+    from etc_ros.policy.bundle import sha256_file
 
     trt = _trt()
     return Path(cache_dir) / f"{role}-{sha256_file(onnx_path)[:16]}-trt{trt.__version__}.engine"
@@ -164,7 +164,7 @@ class TrtGraph:
 
 
 class TrtGraphs:
-    """Graph runner over TensorRT engines (same interface as etc_ros.runtime.OrtGraphs)."""
+    """Graph runner over TensorRT engines (same interface as etc_ros.policy.runtime.OrtGraphs)."""
 
     name = "tensorrt"
 
@@ -193,7 +193,7 @@ class TrtGraphs:
 def build_bundle_engines(bundle_dir: str | Path, variant: str = "fp32", cache_dir: str | Path | None = None,
                          max_batch: int = 1, max_seq: int = 512) -> dict[str, str]:
     """Build (or find cached) engines for every graph of a bundle variant; returns role -> engine path."""
-    from etc_ros.bundle import load_bundle
+    from etc_ros.policy.bundle import load_bundle
 
     info = load_bundle(bundle_dir, variant=variant)
     out = {}

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from etc_ros.bundle import (
+from etc_ros.policy.bundle import (
     VARIANTS,
     BundleInfo,
     check_expected_spec,
@@ -40,8 +40,8 @@ from etc_ros.bundle import (
 )
 from etc_ros.core.action_tokenizer import decode_phase
 from etc_ros.core.errors import BundleError, ModelError, UserError
-from etc_ros.policy_contract import Observation, PolicySpec
-from etc_ros.tensorrt_config import default_engine_cache, tensorrt_provider_options
+from etc_ros.policy.interface import Observation, PolicySpec
+from etc_ros.policy.tensorrt_config import default_engine_cache, tensorrt_provider_options
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 # Additive attention-mask value for masked positions: exp() underflows to 0 in fp32 and fp16, fits in fp16.
@@ -450,7 +450,7 @@ class PolicyRuntime:
             except ImportError as e:
                 raise RuntimeConfigError(f"backend 'tensorrt' needs the tensorrt package (and a GPU): {e}; "
                                          "no CPU fallback") from None
-            from etc_ros.tensorrt_engine import TrtGraphs
+            from etc_ros.policy.tensorrt import TrtGraphs
 
             graphs = TrtGraphs(info.graph_paths(variant), info.manifest.get("graph_io") or {},
                                cache_dir=engine_cache_dir)

@@ -23,7 +23,7 @@ from etc_ros.core import spec
 from etc_ros.core.errors import UserError
 
 if TYPE_CHECKING:  # typing only: importing the contract costs nothing, but keep the worker's imports minimal
-    from etc_ros.policy_contract import Policy
+    from etc_ros.policy.interface import Policy
 
 
 class PolicyConfigError(UserError):
@@ -72,20 +72,20 @@ def inference_threads() -> int:
 
 def load_runtime(policy_bundle: str, backend: str = "onnxruntime", cameras: tuple[str, ...] = ("primary",),
                  providers: object = None, threads: int | None = None) -> Policy:
-    """`fake:<name>` -> a scripted stand-in (etc_ros.runtime_fakes); otherwise PolicyRuntime.load(bundle) with the
+    """`fake:<name>` -> a scripted stand-in (etc_ros.policy.scripted); otherwise PolicyRuntime.load(bundle) with the
     requested execution providers (refuses to start when one is missing: no silent CPU fallback) and `threads`
     CPU inference threads (None: inference_threads())."""
     b = (policy_bundle or "").strip()
     if not b:
         raise PolicyConfigError("policy_bundle is empty: give a bundle directory (etc-vla export) or fake:<name>")
     if b.startswith("fake:"):
-        from etc_ros.runtime_fakes import make_fake_runtime
+        from etc_ros.policy.scripted import make_fake_runtime
 
         return make_fake_runtime(b[5:], cameras=cameras)
     try:
-        from etc_ros.runtime import PolicyRuntime  # noqa: WPS433
+        from etc_ros.policy.runtime import PolicyRuntime  # noqa: WPS433
     except ImportError as e:
-        raise PolicyConfigError(f"cannot load bundle {b!r}: etc_ros.runtime is not available ({e})") from e
+        raise PolicyConfigError(f"cannot load bundle {b!r}: etc_ros.policy.runtime is not available ({e})") from e
     provs = parse_providers(providers)
     if provs is not None and backend != "onnxruntime":
         raise PolicyConfigError(f"providers apply to runtime_backend onnxruntime, not {backend!r}")

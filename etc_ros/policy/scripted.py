@@ -1,13 +1,12 @@
-"""Stand-in policy runtimes (pure numpy) that satisfy etc_ros.policy_contract.Policy: `.spec` (a PolicySpec) and
+"""Scripted policy runtimes (pure numpy) that satisfy etc_ros.policy.interface.Policy: `.spec` (a PolicySpec) and
 `.step(observation)`.
 
-Used by tests, benchmarks and a dry bringup without a model (`policy_bundle: fake:<name>`):
+Used by a dry bringup without a model (`policy_bundle: fake:<name>`), the ROS benchmarks and tests:
 - fake:hold    zero deltas, gripper kept open (the arm holds still under the policy)
 - fake:circle  the EE traces a small horizontal circle (0.03 m radius, one turn per 4 s), gripper open
-- fake:nan     every chunk has NaN in it
-- fake:huge    every chunk has huge values (1e6)
-- fake:slow    like circle but every step sleeps `latency_s` (0.3 s) to simulate slow inference
-- fake:busy    like circle but every step burns `latency_s` (0.05 s) of CPU (inference load on the host)
+- fake:busy    like circle but every step burns `latency_s` (0.05 s) of CPU (inference load on the host); kept in
+               the product because `etc-vla bench ros` starts it by name in a separate node process
+The test-only stand-ins (NaN chunks, huge chunks, slow steps) are in tests/policy_fakes.py.
 """
 from __future__ import annotations
 
@@ -20,7 +19,10 @@ import numpy as np
 
 from etc_ros.core import spec
 from etc_ros.core.errors import UserError
-from etc_ros.policy_contract import Observation, PolicySpec
+from etc_ros.policy.interface import Observation, PolicySpec
+
+
+FAKE_RUNTIMES = ("hold", "circle", "busy")  # the names `policy_bundle: fake:<name>` accepts
 
 
 class FakeRuntimeError(UserError):
@@ -97,20 +99,7 @@ def make_fake_runtime(name: str, cameras: tuple[str, ...] = ("primary",), horizo
         return ScriptedRuntime(**kw)
     if name == "circle":
         return ScriptedRuntime(fn=circle_fn(horizon=horizon, control_hz=control_hz), **kw)
-    if name == "nan":
-        c = np.zeros((horizon, spec.ACTION_DIM))
-        c[:, 6] = 1.0
-        c[horizon // 2, 0] = np.nan
-        c[0, 2] = np.nan
-        return ScriptedRuntime(chunk=c, **kw)
-    if name == "huge":
-        c = np.full((horizon, spec.ACTION_DIM), 1e6)
-        return ScriptedRuntime(chunk=c, **kw)
-    if name == "slow":
-        return ScriptedRuntime(fn=circle_fn(horizon=horizon, control_hz=control_hz),
-                               latency_s=0.3 if latency_s is None else latency_s, **kw)
     if name == "busy":
         return ScriptedRuntime(fn=circle_fn(horizon=horizon, control_hz=control_hz),
                                latency_s=0.05 if latency_s is None else latency_s, busy=True, **kw)
-    raise FakeRuntimeError(f"unknown fake runtime {name!r}; expected one of "
-                           "['hold', 'circle', 'nan', 'huge', 'slow', 'busy']")
+    raise FakeRuntimeError(f"unknown fake runtime {name!r}; expected one of {list(FAKE_RUNTIMES)}")
