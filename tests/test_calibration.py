@@ -158,7 +158,7 @@ def test_cli_intrinsics_extrinsics_check(capture, tmp_path, capsys):
     assert main(["calibrate", "extrinsics", "--views", str(views_dir), "--out-dir", str(out)]) == 2
     assert "no joint state file" in capsys.readouterr().err
     # the recorder picks the saved model up
-    from etc_ros.recorder import find_camera_models
+    from etc_ros.teleop.recorder import find_camera_models
 
     assert "primary" in find_camera_models(["primary"], out)
 

@@ -94,7 +94,7 @@ def _bag(root: Path, tmp: Path) -> None:
 def _teleop(root: Path) -> None:
     from test_recorder import CAM, T0, _feed
 
-    from etc_ros.recorder import RecorderConfig, RecorderCore
+    from etc_ros.teleop.recorder import RecorderConfig, RecorderCore
 
     cfg = RecorderConfig(root=str(root), min_free_mb=1.0, stop_free_mb=0.0, image_height=24, image_width=32)
     core = RecorderCore(cfg, camera_models={"primary": CAM})

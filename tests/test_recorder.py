@@ -17,7 +17,7 @@ from etc_ros.core import spec
 from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
 from etc_ros.core.kinematics import WidowXKinematics, action_between
 from etc_ros.data import DatasetReader, validate_dataset
-from etc_ros.recorder import (
+from etc_ros.teleop.recorder import (
     McapLog, RecorderConfig, RecorderCore, RecorderError, StampedBuffer, find_camera_models, free_mb,
 )
 
@@ -211,7 +211,7 @@ def test_stamped_buffer_nearest():
 _KILL_SCRIPT = textwrap.dedent("""
     import sys, time, numpy as np
     from etc_ros.core import spec
-    from etc_ros.recorder import RecorderConfig, RecorderCore
+    from etc_ros.teleop.recorder import RecorderConfig, RecorderCore
     core = RecorderCore(RecorderConfig(root=sys.argv[1], min_free_mb=1.0, image_height=48, image_width=64),
                         camera_models={})
     t = 1_700_000_000_000_000_000

@@ -15,7 +15,7 @@ from etc_ros.robot.base import DriverError, plan_joint_move
 from etc_ros.robot.core import DriverCore, make_backend, refusal_kind
 from etc_ros.robot.fake import FakeBackend
 from etc_ros.robot.sim import ThreadBoundEnv
-from etc_ros.instruction import InstructionError, check_instruction, validate_instruction
+from etc_ros.core.instruction import InstructionError, check_instruction, validate_instruction
 from etc_ros.policy.worker import PolicyConfigError, PolicyWorker, load_runtime
 from etc_ros.policy.scripted import ScriptedRuntime, make_fake_runtime
 from policy_fakes import make_test_runtime

@@ -10,10 +10,12 @@ import pytest
 
 from etc_ros.core import spec
 from etc_ros.core.config import ConfigError
-from etc_ros.teleop import (
-    COMMANDS, MOTIONS, ScriptPlayer, SpaceMouseSource, TeleopConfig, TeleopError, TeleopMapper, apply_event,
-    check_teleop_config, help_text, load_script, load_teleop_file, parse_keys,
+from etc_ros.teleop.config import load_teleop_file
+from etc_ros.teleop.devices import SpaceMouseSource, parse_keys
+from etc_ros.teleop.mapping import (
+    COMMANDS, MOTIONS, TeleopConfig, TeleopError, TeleopMapper, check_teleop_config, help_text,
 )
+from etc_ros.teleop.script import ScriptPlayer, apply_event, load_script
 
 
 def _step(cfg: TeleopConfig) -> tuple[float, float]:

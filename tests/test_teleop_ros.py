@@ -51,7 +51,7 @@ SCRIPT = [
 def test_sim_teleop_records_through_safety_and_survives_sigkill(tmp_path, monkeypatch):
     from etc_ros.camera.calibration import save_camera_model
     from etc_ros.nodes.teleop_node import TeleopSession
-    from etc_ros.teleop import RobotSection, load_teleop_file
+    from etc_ros.teleop.config import RobotSection, load_teleop_file
 
     domain = _domain(0)
     monkeypatch.setenv("MUJOCO_GL", os.environ.get("MUJOCO_GL", "egl"))

@@ -11,7 +11,7 @@ import yaml
 from etc_ros.core import spec
 from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
 from etc_ros.core.kinematics import WidowXKinematics
-from etc_ros.recorder import RecorderConfig, RecorderCore
+from etc_ros.teleop.recorder import RecorderConfig, RecorderCore
 from etc_training.cli import main
 
 KIN = WidowXKinematics.from_urdf()

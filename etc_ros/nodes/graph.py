@@ -157,7 +157,7 @@ NODE_PARAMS: dict[str, dict[str, Any]] = {  # node -> {parameter: default}: what
     node: {name: p.default for name, p in params.items()} for node, params in PARAMS.items()}
 PARAM_FILE_HEADERS = {  # node -> first comment line of its config/ros_<node>.yaml
     "camera_node": "camera_node (and the simulated camera inside sim_robot).",
-    "instruction_node": "instruction_node: validates operator instructions (etc_ros/instruction.py).",
+    "instruction_node": "instruction_node: validates operator instructions (etc_ros/core/instruction.py).",
     "policy_node": "policy_node: runs the policy bundle in a worker thread and publishes action chunks.",
     "safety_node": "safety_node: SafetyExecutor (etc_ros/safety) at servo_hz; limits from safety_config "
                    "(config/safety.yaml).",

@@ -1,4 +1,4 @@
-"""Instruction node: the one place where operator text enters the graph (validation: etc_ros.instruction).
+"""Instruction node: the one place where operator text enters the graph (validation: etc_ros.core.instruction).
 
 Inputs (standard types only):
 - topic /instruction (std_msgs/String): fire-and-forget; the verdict goes to /instruction/status;
@@ -18,7 +18,7 @@ from rcl_interfaces.msg import SetParametersResult
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from etc_ros.instruction import check_instruction
+from etc_ros.core.instruction import check_instruction
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, run_nodes
 from etc_ros.nodes.graph import TOPICS

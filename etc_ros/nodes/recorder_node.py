@@ -1,4 +1,4 @@
-"""Recorder node: teleoperated episodes -> the project's dataset (etc_ros.recorder.RecorderCore does the work).
+"""Recorder node: teleoperated episodes -> the project's dataset (etc_ros.teleop.recorder.RecorderCore does the work).
 
 Subscribes /camera/<cam>/image_raw for each recorded camera, /joint_states, /policy/action_chunk (the gripper
 command the operator sent), /recorder/instruction (std_msgs/String: relabel). A timer at 4 x `fps` takes the
@@ -33,7 +33,7 @@ from etc_ros.core.camera import CameraModel
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR, overrides_list, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
-from etc_ros.recorder import RecorderConfig, RecorderCore, RecorderError, StampedBuffer, check_recorder_config
+from etc_ros.teleop.recorder import RecorderConfig, RecorderCore, RecorderError, StampedBuffer, check_recorder_config
 
 RECORDER_TOPICS = {
     "instruction": "/recorder/instruction",  # std_msgs/String -> recorder (relabel)
@@ -59,7 +59,7 @@ class RecorderNode(Node):
         self.declare_parameter("config", "")
         base = config
         if base is None:
-            from etc_ros.teleop import load_teleop_file
+            from etc_ros.teleop.config import load_teleop_file
 
             _, base, _ = load_teleop_file(self.get_parameter("config").value or None)
         for k, v in _NODE_ONLY.items():

@@ -38,10 +38,11 @@ from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import RELIABLE, SENSOR, isolate_ros_env, overrides_list, run_nodes
 from etc_ros.nodes.graph import TOPICS
 from etc_ros.nodes.recorder_node import RECORDER_SERVICES, RECORDER_TOPICS, RecorderNode
-from etc_ros.teleop import (
-    GRIPPER_COMMANDS, RECORDER_COMMANDS, SPEED_COMMANDS, ScriptPlayer, SpaceMouseSource, TeleopConfig, TeleopError,
-    TeleopMapper, apply_event, load_script,
+from etc_ros.teleop.devices import SpaceMouseSource
+from etc_ros.teleop.mapping import (
+    GRIPPER_COMMANDS, RECORDER_COMMANDS, SPEED_COMMANDS, TeleopConfig, TeleopError, TeleopMapper,
 )
+from etc_ros.teleop.script import ScriptPlayer, apply_event, load_script
 
 INPUTS = ("none", "keyboard", "joy", "spacemouse", "script")
 TELEOP_PARAMS: dict[str, Any] = {
@@ -67,7 +68,7 @@ class TeleopNode(Node):
             self.declare_parameter(k, v)
         p = lambda k: self.get_parameter(k).value  # noqa: E731
         if teleop_config is None:
-            from etc_ros.teleop import load_teleop_file
+            from etc_ros.teleop.config import load_teleop_file
 
             teleop_config, _, _ = load_teleop_file(p("config") or None)
         self.input = str(p("input")).strip().lower()
@@ -192,7 +193,7 @@ class TeleopNode(Node):
                 self.quit_requested = True
                 self._note(cmd, True, "quit requested")
             elif cmd == "help":
-                from etc_ros.teleop import help_text
+                from etc_ros.teleop.mapping import help_text
 
                 self._note(cmd, True, "\n" + help_text(self.cfg))
 

@@ -11,7 +11,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import SetBool, Trigger
 
-from etc_ros.instruction import check_instruction
+from etc_ros.core.instruction import check_instruction
 from etc_ros.nodes.common import isolate_ros_env
 
 

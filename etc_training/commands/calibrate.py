@@ -103,7 +103,7 @@ def _board_cfg(args, stored: dict | None = None):
 
 
 def _out_dir(args) -> Path:
-    from etc_ros.recorder import calibration_dir
+    from etc_ros.teleop.recorder import calibration_dir
 
     return Path(args.out_dir) if args.out_dir else calibration_dir("")
 

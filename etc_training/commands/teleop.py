@@ -58,7 +58,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------------------------- run
 def _load(args):
-    from etc_ros.teleop import load_teleop_file
+    from etc_ros.teleop.config import load_teleop_file
 
     ov = list(args.overrides or [])
     if getattr(args, "bringup", None):
@@ -71,7 +71,7 @@ def _load(args):
 
 
 def _keys(args) -> int:
-    from etc_ros.teleop import help_text
+    from etc_ros.teleop.mapping import help_text
 
     tele, _, _ = _load(argparse.Namespace(config=args.config, overrides=[]))
     print(help_text(tele))
@@ -79,7 +79,7 @@ def _keys(args) -> int:
 
 
 def _run(args) -> int:
-    from etc_ros.teleop import TeleopError
+    from etc_ros.teleop.mapping import TeleopError
 
     tele, rec, robot = _load(args)
     inp = args.input or ("script" if args.script else "keyboard")
@@ -90,7 +90,7 @@ def _run(args) -> int:
         raise TeleopError("--input script needs --script FILE")
     script = None
     if inp == "script":
-        from etc_ros.teleop import load_script
+        from etc_ros.teleop.script import load_script
 
         script = load_script(args.script)
     from etc_ros.nodes.teleop_node import TeleopSession
@@ -108,7 +108,7 @@ def _run(args) -> int:
             raise TeleopError("the arm did not become ready within 60 s (driver / safety node / joint states)")
         print("[teleop] ready", flush=True)
         if inp == "keyboard":
-            from etc_ros.teleop import help_text
+            from etc_ros.teleop.mapping import help_text
 
             print(help_text(tele), flush=True)
             _keyboard_loop(session, args.duration)
@@ -141,7 +141,7 @@ def _keyboard_loop(session, duration: float | None) -> None:
     import termios
     import tty
 
-    from etc_ros.teleop import parse_keys
+    from etc_ros.teleop.devices import parse_keys
 
     fd = sys.stdin.fileno()
     old = termios.tcgetattr(fd)

@@ -34,7 +34,7 @@ import numpy as np
 from etc_ros.core import spec as robot_spec
 from etc_ros.core.camera import CameraModel
 from etc_ros.core.errors import CalibrationError, UserError
-from etc_ros.instruction import check_instruction
+from etc_ros.core.instruction import check_instruction
 
 
 class RecorderError(UserError):
