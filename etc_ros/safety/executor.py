@@ -318,11 +318,13 @@ class SafetyExecutor:
     # ---- targets ------------------------------------------------------------------------------------------
     def _ramp_point(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Reference joints at time t on the current step's ramp, and its feed-forward velocity."""
+        target = self._target
+        assert target is not None, "_ramp_point needs a current step target"
         period = 1.0 / self.policy_hz
         tau = t - self._ramp_t0
         if tau >= period:
-            return self._target.copy(), np.zeros(N_JOINTS)
-        v = (self._target - self._ramp_start) / period
+            return target.copy(), np.zeros(N_JOINTS)
+        v = (target - self._ramp_start) / period
         return self._ramp_start + v * max(tau, 0.0), v
 
     def _joint_target(self, action: np.ndarray, now: float) -> tuple[np.ndarray | None, str]:
@@ -386,6 +388,7 @@ class SafetyExecutor:
         if elapsed <= 0.0:
             self.counts["repeated_ticks"] += 1
             last = self._last_cmd
+            assert last is not None, "reset() sets the last command"
             return Command(last.q.copy(), last.gripper, last.execute and self._executable(), last.holding,
                            last.reason, last.stamp, 0.0, last.velocity.copy(), last.step, False)
         dt = min(elapsed, self.dt_nominal)

@@ -142,6 +142,7 @@ class JointCommandGuard:
             ok, code, reason = self._check(q_cmd, None, None, None)
             v = None
         else:
+            assert self._t is not None, "reset(q_measured, now) sets the time with the joints"
             d = float(dt) if dt is not None else max(now - float(self._t), self.min_dt)
             ok, code, reason = self._check(q_cmd, self._q, d, self._v)
             v = None if not ok else (np.asarray(q_cmd, dtype=float) - self._q) / d
