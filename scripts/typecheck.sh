@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Type check of the robot side with mypy (pinned in requirements.txt; settings in setup.cfg [mypy]), part of
 # `make test` and of tests/test_typecheck.py. Checked (ROBOT_TYPED): the policy contract, the worker, the fake
-# runtimes, the safety layer (etc_ros/safety/) and the ROS nodes of the policy -> safety -> driver path. Modules
-# they import are analysed for their types, their own errors are not reported (follow_imports = silent). Not yet
-# checked, with the errors mypy reports today (Optional values narrowed only by an invariant, or a missing common
-# type): etc_ros/policy/runtime.py (4: OrtGraphs vs TrtGraphs need a graphs protocol), nodes/teleop_node.py (7)
-# and nodes/recorder_node.py (1). Add a module here once it passes.
+# runtimes, the safety layer (etc_ros/safety/), the driver backends (etc_ros/robot/) and the ROS nodes of the
+# policy -> safety -> driver path. Modules they import are analysed for their types, their own errors are not
+# reported (follow_imports = silent). Not yet checked, with the errors mypy reports today (Optional values
+# narrowed only by an invariant, or a missing common type): etc_ros/policy/runtime.py (4: OrtGraphs vs TrtGraphs
+# need a graphs protocol), nodes/teleop_node.py (7) and nodes/recorder_node.py (1). Add a module here once it
+# passes.
 # Usage: scripts/typecheck.sh [extra mypy arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,12 @@ ROBOT_TYPED=(
   etc_ros/safety/filter.py
   etc_ros/safety/guard.py
   etc_ros/safety/watchdog.py
+  etc_ros/robot/__init__.py
+  etc_ros/robot/base.py
+  etc_ros/robot/core.py
+  etc_ros/robot/fake.py
+  etc_ros/robot/interbotix.py
+  etc_ros/robot/sim.py
 )
 "$PY" -m mypy --version >/dev/null 2>&1 || { echo "[typecheck] mypy is not installed in $PY (pip install -r requirements.txt -c constraints.txt)" >&2; exit 1; }
 exec "$PY" -m mypy "$@" "${ROBOT_TYPED[@]}"

@@ -224,10 +224,12 @@ class DriverCore:
         (a command lost or refused in between breaks the equation). Without: a stamp gap below 1.9 dt."""
         if velocity is None:
             return elapsed < 1.9 * dt
+        last = self._last_q
+        assert last is not None, "_continues is called only after an accepted command"
         v = np.asarray(velocity, dtype=float)
         if v.shape != (N,) or not np.all(np.isfinite(v)) or elapsed < dt - 1e-6:
             return False
-        return float(np.max(np.abs(q - (self._last_q + v * dt)))) <= STEP_MATCH_TOL
+        return float(np.max(np.abs(q - (last + v * dt)))) <= STEP_MATCH_TOL
 
     def command(self, q, gripper, stamp: float, dt: float = 0.0, velocity=None) -> tuple[bool, str]:
         """An external command (from the safety node). `stamp`: its header time [s]; `dt`: the control period

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class InterbotixBackend(DriverBackend):
         self.detect_timeout = float(detect_timeout)
         self.moving_time = float(moving_time)
         self.accel_time = float(accel_time)
-        self.bot = None
+        self.bot: Any = None  # InterbotixManipulatorXS after connect() (an untyped SDK, imported only then)
         self._q_cmd: np.ndarray | None = None
         self._g_cmd = 1.0
         self._gripper_open: bool | None = None

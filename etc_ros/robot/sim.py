@@ -78,7 +78,10 @@ class ThreadBoundEnv:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._closed = False
         self._thread.start()
-        self._env = env if env is not None else self.call(factory)
+        if env is None:
+            assert factory is not None  # exactly one of env / factory, checked above
+            env = self.call(factory)
+        self._env = env
 
     def _serve(self) -> None:
         while True:
