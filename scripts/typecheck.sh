@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Type check of the robot side with mypy (pinned in requirements.txt; settings in setup.cfg [mypy]), part of
 # `make test` and of tests/test_typecheck.py. Checked (ROBOT_TYPED): the policy contract, the worker, the fake
-# runtimes, the safety layer (etc_ros/safety/), the driver backends (etc_ros/robot/) and the ROS nodes of the
-# policy -> safety -> driver path. Modules they import are analysed for their types, their own errors are not
-# reported (follow_imports = silent). Not yet checked, with the errors mypy reports today (Optional values
-# narrowed only by an invariant, or a missing common type): etc_ros/policy/runtime.py (4: OrtGraphs vs TrtGraphs
-# need a graphs protocol), nodes/teleop_node.py (7) and nodes/recorder_node.py (1). Add a module here once it
-# passes.
+# runtimes, the ONNX/TensorRT runtime (policy/runtime.py; both graph runners meet its GraphSet protocol), the
+# safety layer (etc_ros/safety/), the driver backends (etc_ros/robot/) and the ROS nodes of the policy -> safety
+# -> driver path. Modules they import are analysed for their types, their own errors are not reported
+# (follow_imports = silent). Not yet checked, with the errors mypy reports today: nodes/teleop_node.py (7) and
+# nodes/recorder_node.py (1). Add a module here once it passes.
 # Usage: scripts/typecheck.sh [extra mypy arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +14,7 @@ PY="${PYTHON:-.venv/bin/python}"
 ROBOT_TYPED=(
   etc_ros/policy/interface.py
   etc_ros/policy/worker.py
+  etc_ros/policy/runtime.py
   etc_ros/policy/scripted.py
   etc_ros/nodes/bringup.py
   etc_ros/nodes/camera_node.py

@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def _providers(providers: Sequence[Any] | str | None) -> list:
         return ["CPUExecutionProvider"]
     if isinstance(providers, str):
         providers = [p.strip() for p in providers.split(",") if p.strip()]
-    out = []
+    out: list[str | tuple[str, dict[Any, Any]]] = []  # provider names, or (name, options)
     for p in providers:
         if isinstance(p, (tuple, list)) and len(p) == 2:  # (name, options)
             out.append((PROVIDER_ALIASES.get(str(p[0]).lower(), str(p[0])), dict(p[1])))
@@ -116,6 +116,16 @@ def _provider_name(p: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ graph runners
+class GraphSet(Protocol):
+    """The graph runners GraphPolicy drives: OrtGraphs here, TrtGraphs in etc_ros.policy.tensorrt."""
+
+    def input_names(self, role: str) -> list[str]: ...
+
+    def output_names(self, role: str) -> list[str]: ...
+
+    def run(self, role: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
 class OrtGraphs:
     """One ONNX Runtime session per graph role."""
 
@@ -177,7 +187,7 @@ class OrtGraphs:
 
     def run(self, role: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         want = self._in[role]
-        f = {k: np.ascontiguousarray(v, dtype=want[k]) for k, v in feeds.items() if k in want}
+        f: dict[str, np.ndarray] = {k: np.ascontiguousarray(v, dtype=want[k]) for k, v in feeds.items() if k in want}
         missing = [k for k in want if k not in f]
         if missing:
             raise BundleError(f"graph {role!r} needs input(s) {missing}; the runtime gave {sorted(feeds)}")
@@ -304,6 +314,7 @@ class GraphPolicy:
             timing["decode_ms"] = 1000 * (t2 - t1)
             timing["decode_steps"] = len(gen)
         if record:
+            assert step_logits is not None  # a list exactly when record
             rec["step_logits"] = np.stack(step_logits, axis=1)  # (B, T(+1), V)
         ids = np.stack(gen, axis=1) if gen else np.zeros((B, 0), dtype=np.int64)
         return ids, rec
@@ -430,6 +441,7 @@ class PolicyRuntime:
         info = load_bundle(bundle_dir, verify=verify, variant=None if backend == "torch" else variant)
         check_expected_spec(info.spec, expect, info.root)
         processor = load_processor(info)
+        graphs: GraphSet
         if backend == "torch":
             if variant != "fp32":
                 raise RuntimeConfigError(f"backend 'torch' runs the source checkpoint (fp32); variant {variant!r} "
