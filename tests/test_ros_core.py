@@ -345,8 +345,8 @@ def test_driver_accepts_a_reanchor_on_a_joint_state_it_published_while_the_arm_m
     assert core.anchors == 2 and core.refused == 1
     assert core.command(q_pub + 0.001, 1.0, t + 0.10, 0.02)[0]  # the stream goes on from it at 0.05 rad/s
     # a published measurement older than anchor_max_age is no anchor
-    assert core._is_measured_pose(q_pub, t + 0.03 + 0.2)
-    assert not core._is_measured_pose(q_pub, t + 0.03 + 0.3)
+    assert core._measured_pose_time(q_pub, t + 0.03 + 0.2) is not None
+    assert core._measured_pose_time(q_pub, t + 0.03 + 0.3) is None
 
 
 def test_anchors_on_published_joint_states_may_follow_each_other_but_never_go_back_in_time():

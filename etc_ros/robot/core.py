@@ -211,9 +211,6 @@ class DriverCore:
             return float(stamp), False
         return None
 
-    def _is_measured_pose(self, q, stamp: float) -> bool:
-        return self._measured_pose_time(q, stamp) is not None
-
     @property
     def ready(self) -> bool:
         return self.state == "ready"
@@ -264,27 +261,26 @@ class DriverCore:
             return self._refuse("stamp", f"command stamp {stamp:.6f} not after the last accepted one")
         qa = q
         anchor = False
+        found = self._measured_pose_time(qa, stamp) if self._await_anchor or dt == 0 else None
         if self._await_anchor:
             # after (re)becoming ready the sender must re-anchor on the joints measured now; its commands until then
             # (e.g. braking a pose from before a re-sync, sent before it saw /driver/ready toggle) are stale
-            if not self._is_measured_pose(qa, stamp):
-                dev = self._from_measured(qa)
+            if found is None:
                 self.superseded += 1
                 return False, (f"superseded: the first command after the driver became ready must start at the "
-                               f"measured joints (it is {dev:.3f} rad away)")
+                               f"measured joints (it is {self._from_measured(qa):.3f} rad away)")
             anchor = True
         elif dt == 0 and elapsed is not None:
             # a re-anchor: a published measurement, never one older than the last anchor's (anchors only move forward
             # in measurement time, so they cannot replay old poses); near the joints measured now, once per interval
-            found = self._measured_pose_time(qa, stamp)
             anchor = found is not None and found[0] >= self._last_anchor_measured and (
                 found[1] or stamp - self._last_anchor >= self.anchor_interval)
         if anchor:  # at the measured joints: no motion commanded, the velocity reference restarts there
+            assert found is not None
             ok, reason = self.guard.check(qa)
             v_new = np.zeros(N) if ok else None
             if ok:
-                found = self._measured_pose_time(qa, stamp)
-                self._last_anchor_measured = stamp if found is None else found[0]
+                self._last_anchor_measured = found[0]
                 self._last_anchor = stamp
                 self.anchors += 1
                 self._await_anchor = False
