@@ -5,6 +5,9 @@ from glob import glob
 from setuptools import find_packages, setup
 
 package_name = "etc_ros"
+# The robot image (docker/Dockerfile.robot) copies etc_ros only: its command line is `etc-robot`; `etc-vla`
+# (training + the same robot commands) is installed where etc_training is present.
+HAS_TRAINING = os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "etc_training"))
 
 
 def data_dir(folder, pattern="*"):
@@ -24,7 +27,7 @@ setup(
         data_dir("config"),
     ],
     include_package_data=True,
-    package_data={"etc_training.etc": ["annotate_page.html"]},
+    package_data={"etc_training.etc": ["annotate_page.html"]} if HAS_TRAINING else {},
     zip_safe=False,
     maintainer="ETC-VLA team",
     maintainer_email="robot-learning@example.org",
@@ -33,7 +36,7 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "etc-vla = etc_training.cli:main",
+            "etc-robot = etc_ros.cli:main",
             "camera_node = etc_ros.nodes.camera_node:main",
             "instruction_node = etc_ros.nodes.instruction_node:main",
             "policy_node = etc_ros.nodes.policy_node:main",
@@ -42,6 +45,6 @@ setup(
             "sim_robot = etc_ros.nodes.sim_robot:main",
             "teleop_node = etc_ros.nodes.teleop_node:main",
             "recorder_node = etc_ros.nodes.recorder_node:main",
-        ],
+        ] + (["etc-vla = etc_training.cli:main"] if HAS_TRAINING else []),
     },
 )

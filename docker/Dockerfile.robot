@@ -53,12 +53,13 @@ RUN python3 -m pip install --no-cache-dir -r /tmp/requirements-robot.txt "tensor
         "onnxruntime-gpu[cuda,cudnn]>=1.20,<1.32" "cuda-python>=12,<13" \
     && rm /tmp/requirements-robot.txt
 
-# This package, built with colcon into its own overlay on top of the Interbotix workspace.
+# This package, built with colcon into its own overlay on top of the Interbotix workspace. Only its robot side
+# (etc_ros: nodes, policy runtime, safety, drivers, and the operator command line `etc-robot` for ros / teleop /
+# calibrate / data); the training side (etc_training, torch) is not in this image, so setup.py installs no etc-vla.
 WORKDIR /opt/etc_ws/src/etc_ros
 COPY package.xml setup.py setup.cfg ./
 COPY resource ./resource
 COPY etc_ros ./etc_ros
-COPY etc_training ./etc_training
 COPY launch ./launch
 COPY urdf ./urdf
 COPY config ./config

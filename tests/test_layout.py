@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -96,7 +98,8 @@ def test_package_xml_is_ament_python_format3():
 
 def test_setup_installs_both_packages_and_data():
     text = (ROOT / "setup.py").read_text()
-    for needle in ('"launch"', '"urdf"', '"config"', "etc-vla = etc_training.cli:main", "resource/"):
+    for needle in ('"launch"', '"urdf"', '"config"', "etc-vla = etc_training.cli:main", "etc-robot = etc_ros.cli:main",
+                   "resource/"):
         assert needle in text, f"setup.py misses {needle}"
     for d in ("etc_ros", "etc_training", "launch", "urdf", "config", "tests", "docker"):
         assert (ROOT / d).is_dir(), f"missing top-level {d}/"
@@ -133,3 +136,75 @@ def test_config_override_errors_are_clear(bad):
 
     with pytest.raises(ConfigError):
         load_config(Cfg, None, [bad])
+
+
+def _robot_image_tree(tmp_path: Path) -> Path:
+    """The files docker/Dockerfile.robot copies into the robot image (its COPY lines of this repository)."""
+    dst = tmp_path / "robot_image"
+    dst.mkdir()
+    copied = []
+    for line in (ROOT / "docker/Dockerfile.robot").read_text().splitlines():
+        parts = line.split()
+        if not parts or parts[0] != "COPY" or parts[1].startswith("--"):
+            continue
+        for src in parts[1:-1]:
+            if src.startswith(("docker/", "requirements")):
+                continue  # entrypoint / pip requirements: not part of the package tree
+            copied.append(src)
+            s = ROOT / src
+            if s.is_dir():
+                shutil.copytree(s, dst / src, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(s, dst / src)
+    assert "etc_ros" in copied and "etc_training" not in copied, copied
+    return dst
+
+
+_NO_TORCH = ("import sys\n"
+             "class _Block:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.split('.')[0] in ('torch', 'etc_training'):\n"
+             "            raise ImportError(f'{name} is not in the robot image')\n"
+             "sys.meta_path.insert(0, _Block())\n")
+
+
+@pytest.mark.parametrize("argv,rc,needle", [
+    (["--help"], 0, "teleop"),
+    (["ros", "plan"], 0, "driver_node"),
+    (["ros", "params"], 0, ""),
+    (["teleop", "keys"], 0, "quit"),
+    (["calibrate", "--help"], 0, "extrinsics"),
+    (["data", "validate", "no/such/dataset"], None, "no/such/dataset"),
+])
+def test_robot_image_runs_the_operator_commands_without_the_training_side(tmp_path, argv, rc, needle):
+    """The robot image has no etc_training (and no torch): its `etc-robot` (ros, teleop, calibrate, data) must run
+    from exactly what docker/Dockerfile.robot copies, and setup.py must not declare etc-vla there."""
+    tree = _robot_image_tree(tmp_path)
+    code = _NO_TORCH + "from etc_ros.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env.pop("ETC_ROS_SHARE", None)
+    r = subprocess.run([sys.executable, "-c", code, *argv], cwd=tree, env=env, capture_output=True, text=True,
+                       timeout=120)
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out, out
+    if rc is None:
+        assert r.returncode != 0, out
+    else:
+        assert r.returncode == rc, out
+    assert needle in out
+
+
+def test_setup_without_the_training_side_installs_etc_robot_only(tmp_path):
+    tree = _robot_image_tree(tmp_path)
+    code = ("import sys, setuptools\n"
+            "seen = {}\n"
+            "setuptools.setup = lambda **kw: seen.update(kw)\n"
+            "sys.argv = ['setup.py']\n"
+            "exec(compile(open('setup.py').read(), 'setup.py', 'exec'), {'__file__': 'setup.py', '__name__': 'x'})\n"
+            "print(seen['entry_points']['console_scripts'], seen['packages'])\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "etc-robot = etc_ros.cli:main" in r.stdout and "etc-vla" not in r.stdout
+    assert "etc_training" not in r.stdout and "etc_ros.commands" in r.stdout
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "etc-vla = etc_training.cli:main" in r.stdout and "etc-robot = etc_ros.cli:main" in r.stdout

@@ -1,9 +1,10 @@
-"""`etc-vla data`: episode datasets (validate, info, repair, import a rosbag2 / MCAP recording).
+"""`etc-robot data` (also `etc-vla data`): episode datasets (validate, info, repair, import a
+rosbag2 / MCAP recording).
 
-    etc-vla data validate PATH [--shallow]     every schema error, exit 1 if any; "OK: N episodes, M frames"
-    etc-vla data info PATH [--json]            summary: spec, episodes per split, tasks, frames, broken episodes
-    etc-vla data repair PATH [--deep]          remove crash leftovers, quarantine broken episodes, rebuild meta
-    etc-vla data import-bag BAG OUT --image-topic T --joint-topic T [--instruction-topic T | --instruction S]
+    etc-robot data validate PATH [--shallow]     every schema error, exit 1 if any; "OK: N episodes, M frames"
+    etc-robot data info PATH [--json]            summary: spec, episodes per split, tasks, frames, broken episodes
+    etc-robot data repair PATH [--deep]          remove crash leftovers, quarantine broken episodes, rebuild meta
+    etc-robot data import-bag BAG OUT --image-topic T --joint-topic T [--instruction-topic T | --instruction S]
                                   [--fps 5] [--camera primary] [--size H W] [--split train]
 """
 from __future__ import annotations

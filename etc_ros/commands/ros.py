@@ -1,10 +1,11 @@
-"""`etc-vla ros ...`: the ROS 2 graph without `ros2 launch` (no rclpy import here: etc_ros.nodes does it).
+"""`etc-robot ros ...` (also `etc-vla ros`): the ROS 2 graph without `ros2 launch` (no rclpy import here:
+etc_ros.nodes does it).
 
-    etc-vla ros bringup --config config/ros_bringup.yaml [key=value ...]   # same nodes + YAML as the launch file
-    etc-vla ros say "pick up the red block"                               # prints accepted / rejected: reason
-    etc-vla ros estop | reset-estop | dry-run on|off
-    etc-vla ros plan --config FILE                                        # which nodes/parameters would start
-    etc-vla ros params [--write]                 # config/ros_<node>.yaml vs graph.PARAMS (--write: regenerate)
+    etc-robot ros bringup --config config/ros_bringup.yaml [key=value ...]   # same nodes + YAML as the launch file
+    etc-robot ros say "pick up the red block"                               # prints accepted / rejected: reason
+    etc-robot ros estop | reset-estop | dry-run on|off
+    etc-robot ros plan --config FILE                                        # which nodes/parameters would start
+    etc-robot ros params [--write]                 # config/ros_<node>.yaml vs graph.PARAMS (--write: regenerate)
 """
 from __future__ import annotations
 

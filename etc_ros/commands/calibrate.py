@@ -1,10 +1,11 @@
-"""`etc-vla calibrate ...`: camera intrinsics / extrinsics of the fixed camera (etc_ros.camera.calibration, docs/teleop.md).
+"""`etc-robot calibrate ...` (also `etc-vla calibrate`): camera intrinsics / extrinsics of the fixed
+camera (etc_ros.camera.calibration, docs/teleop.md).
 
-    etc-vla calibrate board --out board.png [board flags]                   printable ChArUco board
-    etc-vla calibrate intrinsics --camera primary (--views DIR | --realsense) [--out-dir config/calibration]
-    etc-vla calibrate extrinsics --camera primary --views DIR [--method handeye|pnp] [--board-offset x y z r p y]
-    etc-vla calibrate check --camera primary --views DIR                     reprojection error of the saved model
-    etc-vla calibrate selftest [--views 12] [--joint-noise 0.001]            synthetic views, known ground truth
+    etc-robot calibrate board --out board.png [board flags]                   printable ChArUco board
+    etc-robot calibrate intrinsics --camera primary (--views DIR | --realsense) [--out-dir config/calibration]
+    etc-robot calibrate extrinsics --camera primary --views DIR [--method handeye|pnp] [--board-offset x y z r p y]
+    etc-robot calibrate check --camera primary --views DIR                     reprojection error of the saved model
+    etc-robot calibrate selftest [--views 12] [--joint-noise 0.001]            synthetic views, known ground truth
 
 Views (DIR): view_NNN.png + view_NNN.json {"q": [6 joint positions, rad]} per arm pose, e.g. from the teleop
 `c` key (the recorder node's ~/capture service). Board flags: --squares-x 5 --squares-y 4 --square 0.025
