@@ -9,7 +9,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from etc_ros.core.processor import resize_image  # noqa: E402
+from etc_ros.core.image import resize_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_cache_matches_the_processor_resize_and_the_annotations(sim_dataset):
     for e in r.episodes():
         ep = r.load_episode(e)
         for t in (0, len(ep.action) - 1):
-            np.testing.assert_array_equal(fc.frame(e, t), resize_image(ep.images["primary"][t], 48))
+            np.testing.assert_array_equal(fc.frame(e, t), resize_image(ep.images["primary"][t], 48, 48))
             g = fc.points(e, t)
             np.testing.assert_allclose(g[:4], grounding_points(ep.objects[t], "primary", 80, 80)[:4], equal_nan=True)
             assert np.all(np.isfinite(g[:2])) and np.all(np.abs(g[:2]) <= 1.0)  # the object is in view

@@ -17,7 +17,8 @@ Sequence layout (PaliGemma style, prefix-LM):
 - inference prompt: the action example up to and including "Action: ", token for token identical to the
   training prefix (same function builds both); the model then decodes action tokens until "|".
 
-Images: uint8 HxWx3 RGB -> bicubic resize to image_size x image_size (PIL) -> float32 CHW in [-1, 1]
+Images: uint8 HxWx3 RGB -> resize to image_size x image_size (etc_ros.core.image: PIL bicubic, the one resize
+of the project) -> float32 CHW in [-1, 1]
 ((x / 255 - 0.5) / 0.5, as SigLIP expects).
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ from etc_ros.core.action_tokenizer import (
     action_tokenizer_from_dict,
 )
 from etc_ros.core.errors import ModelError
+from etc_ros.core.image import resize_image
 from etc_ros.core.normalize import NORM_STATS_FILE, NormStats, load_norm_stats
 
 PROCESSOR_FILE = "processor.json"
@@ -79,16 +81,6 @@ class ProcessorConfig:
             if k in kw:
                 kw[k] = tuple(float(v) for v in kw[k])
         return cls(**kw)
-
-
-def resize_image(img: np.ndarray, size: int) -> np.ndarray:
-    """HxWx3 uint8 -> size x size x 3 uint8 (PIL bicubic): the one resize of every model input, at training
-    (frame cache, processor) and on the robot."""
-    if img.shape[:2] == (size, size):
-        return img
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((size, size), Image.BICUBIC))
 
 
 def clean_text(text: Any, what: str = "text") -> str:
@@ -208,7 +200,7 @@ class VLAProcessor:
             img = np.asarray(img)
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 1 or img.shape[1] < 1:
                 raise ModelError(f"view {k}: expected an HxWx3 uint8 RGB image, got {img.dtype} {img.shape}")
-            img = resize_image(img, s)
+            img = resize_image(img, s, s)
             chw = img.transpose(2, 0, 1).astype(np.float32) / 255.0
             out[k] = (chw - self._mean) / self._std
         return out

@@ -3,7 +3,8 @@
     idx = import_bag("teleop_0001", "datasets/teleop", image_topic="/camera/color/image_raw",
                      joint_state_topic="/wx250s/joint_states", instruction="put the carrot in the pot")
 
-- images: sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8), optionally resized to `image_size` (H, W);
+- images: sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8), optionally resized to `image_size` (H, W) by
+  etc_ros.core.image.resize_image (the model input's filter);
 - joint states: sensor_msgs/JointState, names mapped to spec.JOINT_NAMES (a 'robot/' prefix is ignored) and
   left_finger -> gripper opening [0, 1] via spec.gripper_from_finger;
 - instruction: `instruction=` or the first std_msgs/String on `instruction_topic`;
@@ -23,6 +24,7 @@ import numpy as np
 
 from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import DatasetError
+from etc_ros.core.image import resize_image
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 JOINT_TYPE = "sensor_msgs/msg/JointState"
@@ -53,15 +55,6 @@ def _image_array(msg: Any, where: str) -> np.ndarray:
     else:
         img = img[..., :3]
     return np.ascontiguousarray(img)
-
-
-def _resize(img: np.ndarray, hw: tuple[int, int] | None) -> np.ndarray:
-    if hw is None or img.shape[:2] == tuple(hw):
-        return img
-    from PIL import Image
-
-    h, w = hw
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR), dtype=np.uint8)
 
 
 def _joint_vector(msg: Any, where: str) -> np.ndarray:
@@ -162,7 +155,8 @@ def import_bag(bag_path: str | Path, out_root: str | Path, *, image_topic: str, 
                 raise DatasetError(f"{where}: cannot deserialize ({type(e).__name__}: {e})") from None
             if conn.topic == image_topic:
                 img_t.append(_stamp_ns(msg, t_recv))
-                imgs.append(_resize(_image_array(msg, where), hw))
+                img = _image_array(msg, where)
+                imgs.append(img if hw is None else resize_image(img, *hw))
             elif conn.topic == joint_state_topic:
                 js_t.append(_stamp_ns(msg, t_recv))
                 qs.append(_joint_vector(msg, where))

@@ -7,11 +7,12 @@ episodes in the project's dataset format through etc_ros.data.DatasetWriter (ato
     core.add_sample({"primary": rgb}, q6, gripper_measured, t_ns, gripper_command)   # at the dataset fps
     ok, msg = core.stop(success=True)            # or core.discard()
 
-Per frame: the image(s) resized to the stored size, state = 6 joints + gripper opening, ee_pose = FK
-(xyz + 'sxyz' rpy of ee_gripper_link in base_link), and the action actually executed between this frame and
-the next: `etc_ros.core.kinematics.action_between(T_t, T_t+1)` with the next frame's gripper (the operator's
-command when known, else the measured opening; `gripper_action`). A frame is therefore written when the next
-one arrives; the last frame of an episode gets a zero-motion action. The episode's camera calibration
+Per frame: the image(s) resized to the stored size (etc_ros.core.image.resize_image, the model input's
+filter), state = 6 joints + gripper opening, ee_pose = FK (xyz + 'sxyz' rpy of ee_gripper_link in base_link),
+and the action actually executed between this frame and the next: `etc_ros.core.kinematics.action_between(T_t,
+T_t+1)` with the next frame's gripper (the operator's command when known, else the measured opening;
+`gripper_action`). A frame is therefore written when the next one arrives; the last frame of an episode gets a
+zero-motion action. The episode's camera calibration
 (intrinsics at the stored size + T_base_cam) goes into its `cameras` field.
 
 State machine: idle --start--> recording --stop/discard--> idle. The instruction is captured when an episode
@@ -34,6 +35,7 @@ import numpy as np
 from etc_ros.core import spec as robot_spec
 from etc_ros.core.camera import CameraModel
 from etc_ros.core.errors import CalibrationError, UserError
+from etc_ros.core.image import resize_image
 from etc_ros.core.instruction import check_instruction
 
 
@@ -150,16 +152,6 @@ def find_camera_models(cameras: list[str], directory: str | Path,
                 out[cam] = m
                 break
     return out
-
-
-def resize_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Whole-image resize (no crop; area interpolation when shrinking)."""
-    if img.shape[0] == height and img.shape[1] == width:
-        return img
-    import cv2
-
-    interp = cv2.INTER_AREA if (img.shape[0] >= height and img.shape[1] >= width) else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(img, (width, height), interpolation=interp))
 
 
 class StampedBuffer:

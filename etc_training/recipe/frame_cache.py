@@ -2,8 +2,8 @@
 
 The dataset stores one PNG per frame plus per-frame object JSON; reading one training frame through the episode
 reader decodes the whole episode (every PNG and every JSON row): 35 % of a training step, measured. The cache
-decodes every frame of one camera once, resizes it with the processor's own resize (`resize_image`: the model sees
-exactly what the robot runtime will feed it) and keeps:
+decodes every frame of one camera once, resizes it with the project's one resize (etc_ros.core.image.resize_image,
+as the processor does: the model sees exactly what the robot runtime will feed it) and keeps:
 
     frames_<camera>_<size>.u8      (N, size, size, 3) uint8, memory-mapped (shared by processes, paged by the OS)
     grounding_<camera>_<size>.f32  (N, 6) float32: image points of the manipulated object, the place target and
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from etc_ros.core.io import atomic_write_json
-from etc_ros.core.processor import resize_image
+from etc_ros.core.image import resize_image
 from etc_training.recipe.config import RecipeError
 
 GROUNDING_ROLES = ("object", "target")
@@ -162,7 +162,7 @@ class FrameCache:
                     raise RecipeError(f"{reader.root}: episode {e} has {len(imgs)} frames, index says {T}")
                 grip = gripper_points(np.asarray(ep.ee_pose)[:, :3], (ep.cameras or {}).get(camera))
                 for t in range(T):
-                    fm[off + t] = resize_image(imgs[t], size)
+                    fm[off + t] = resize_image(imgs[t], size, size)
                     g = grounding_points(ep.objects[t] if ep.objects else [], camera, w, h)
                     g[4:6] = grip[t]
                     gm[off + t] = g
