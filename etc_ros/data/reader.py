@@ -22,10 +22,10 @@ import numpy as np
 from etc_ros.core.errors import CalibrationError, DatasetError
 from etc_ros.data import codec
 from etc_ros.data.schema import (
-    ACTION, EE_POSE, EP_REQUIRED, EPISODE_INDEX, FRAME_INDEX, INDEX, INFO_PATH, OBJECTS, STATE, STATS_PATH,
-    TASK_INDEX, TASKS_PATH, TIMESTAMP, TIMESTAMP_NS, VECTOR_COLUMNS, DatasetSpec, EpisodeData, cameras_from_json,
-    check_info, data_relpath, depth_key, episodes_relpath, image_key, parse_chunk_file, read_json_file,
-    stats_from_json, video_relpath,
+    ACTION, DEPTH_PREFIX, EE_POSE, EP_REQUIRED, EPISODE_INDEX, FRAME_INDEX, IMAGE_PREFIX, INDEX, INFO_PATH, OBJECTS,
+    STATE, STATS_PATH, TASK_INDEX, TASKS_PATH, TIMESTAMP, TIMESTAMP_NS, VECTOR_COLUMNS, DatasetSpec, EpisodeData,
+    cameras_from_json, check_info, data_relpath, depth_key, episodes_relpath, image_key, parse_chunk_file,
+    read_json_file, stats_from_json, video_relpath,
 )
 
 _ARROW_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, IndexError, TypeError)
@@ -307,7 +307,7 @@ class DatasetReader:
         path = self.data_path(i)
         T = int(row["length"])
         cols = [c for c in self._expected_columns()
-                if images or not (c.startswith("observation.images.") or c.startswith("observation.depth."))]
+                if images or not c.startswith((IMAGE_PREFIX, DEPTH_PREFIX))]
         try:
             t = pf.read(columns=cols)
             d = self._columns_to_numpy(t, path, i, T)
@@ -406,7 +406,7 @@ class DatasetReader:
         g = bisect.bisect_right(offsets, t) - 1
         path = self.data_path(episode)
         cols = [c for c in self._expected_columns()
-                if images or not (c.startswith("observation.images.") or c.startswith("observation.depth."))]
+                if images or not c.startswith((IMAGE_PREFIX, DEPTH_PREFIX))]
         try:
             tab = pf.read_row_group(g, columns=cols).slice(t - offsets[g], 1)
         except _arrow_errors() as e:

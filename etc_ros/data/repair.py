@@ -73,11 +73,11 @@ def _intact(root: Path, spec: DatasetSpec, i: int, row: dict, deep: bool) -> str
         return f"{path}: bad episode_index column ({e})"
     if deep:
         for name in t.column_names:
-            if name.startswith("observation.images.") or name.startswith("observation.depth."):
+            if name.startswith((IMAGE_PREFIX, DEPTH_PREFIX)):
                 for fr, b in enumerate(t.column(name).combine_chunks().field("bytes").to_pylist()):
                     try:
                         codec.decode_png(b or b"", f"{path} frame {fr} {name}",
-                                         depth=name.startswith("observation.depth."))
+                                         depth=name.startswith(DEPTH_PREFIX))
                     except DatasetError as e:
                         return str(e)
     if spec.video:

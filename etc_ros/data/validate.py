@@ -20,7 +20,7 @@ from etc_ros.core.errors import DatasetError
 from etc_ros.data import codec
 from etc_ros.data.reader import _arrow_errors, _vec, read_episode_row, scan_episode_files
 from etc_ros.data.schema import (
-    ACTION, EE_POSE, EPISODE_INDEX, FRAME_INDEX, GRIPPER_TOL, INDEX, INFO_PATH, OBJECTS, SPLIT_RE, STATE,
+    ACTION, EE_POSE, EPISODE_INDEX, FRAME_INDEX, GRIPPER_TOL, IMAGE_PREFIX, INDEX, INFO_PATH, OBJECTS, SPLIT_RE, STATE,
     STATS_PATH, TASK_INDEX, TASKS_PATH, TIMESTAMP, TIMESTAMP_NS, VECTOR_COLUMNS, VIDEO_PATH, DatasetSpec, check_info,
     chunk_file,
     data_arrow_schema, depth_key, image_key, is_temp_name, metadata_errors, object_errors, parse_chunk_file,
@@ -85,8 +85,8 @@ def leftover_files(root: Path, spec: DatasetSpec, committed: set[int]) -> tuple[
             cf = parse_chunk_file("/".join(parts[-2:])) if len(parts) >= 3 else None
             ok_shape = (top == "data" and len(parts) == 3 and p.suffix == ".parquet") or \
                        (top == "videos" and len(parts) == 4 and p.suffix == ".mp4"
-                        and parts[1].startswith("observation.images.")
-                        and parts[1][len("observation.images."):] in spec.cameras and spec.video)
+                        and parts[1].startswith(IMAGE_PREFIX)
+                        and parts[1][len(IMAGE_PREFIX):] in spec.cameras and spec.video)
             if cf is None or not ok_shape or cf[1] >= spec.chunks_size:
                 odd.append(p)
                 continue

@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, urlparse
 
 from etc_ros.core.errors import UserError
 from etc_ros.core.io import atomic_write_json
+from etc_ros.data.schema import image_key
 
 ANNOTATION_FORMAT = "etc_annotations/1"
 PAGE = Path(__file__).with_name("annotate_page.html")
@@ -233,7 +234,7 @@ class AnnotationServer:
             raise AnnotationError(f"unknown camera {cam!r}; cameras: {sorted(self.cameras)}")
         with self.lock:
             if hasattr(self.reader, "episode_frame"):
-                img = self.reader.episode_frame(episode, t, images=True)["observation.images." + cam]
+                img = self.reader.episode_frame(episode, t, images=True)[image_key(cam)]
             else:
                 img = self.reader.load_episode(episode).images[cam][t]
         buf = io.BytesIO()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from etc_ros.core.errors import UserError
+from etc_ros.data.schema import image_key
 
 from etc_training.etc import coords as C
 from etc_training.etc.store import load_index, load_samples, open_dataset, resolve_dataset
@@ -41,7 +42,7 @@ class FrameSource:
         r = self._reader(ref)
         if hasattr(r, "episode_frame"):
             d = r.episode_frame(int(episode), int(t), images=True)
-            key = "observation.images." + cam
+            key = image_key(cam)
             if key not in d:
                 raise UserError(f"episode {episode} has no camera {cam!r}")
             return np.asarray(d[key])

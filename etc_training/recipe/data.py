@@ -25,9 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from etc_ros.data.schema import image_key
 from etc_training.recipe.config import RecipeError, SourceConfig
-
-IMAGE_PREFIX = "observation.images."
 
 
 # ---------------------------------------------------------------------------------------------- episode store
@@ -92,7 +91,7 @@ class EpisodeStore:
                 raise RecipeError(f"{root}: episode {episode} has frames 0..{len(frames) - 1}, asked for {frame}")
             return np.asarray(frames[int(frame)])
         fr = self.reader(root).episode_frame(int(episode), int(frame))
-        k = IMAGE_PREFIX + camera
+        k = image_key(camera)
         if k not in fr:
             raise RecipeError(f"{root}: episode {episode} has no camera {camera!r}")
         return np.asarray(fr[k])
