@@ -92,6 +92,35 @@ def test_adjoint_quaternion_pose_helpers():
         tf.quat_to_matrix([0, 0, 0, 0])
 
 
+def test_nearest_rotation_and_mean_transform():
+    rng = np.random.default_rng(3)
+    R = tf.so3_exp(rng.normal(size=(20, 3)))
+    np.testing.assert_allclose(tf.nearest_rotation(R), R, atol=1e-12)  # a rotation is its own nearest rotation
+    noisy = R + rng.normal(0.0, 1e-3, R.shape)
+    near = tf.nearest_rotation(noisy)
+    assert tf.is_rotation(near)
+    assert np.all(np.asarray(tf.rotation_angle(np.swapaxes(near, -1, -2) @ R)) < 5e-3)
+    # orthogonal Procrustes: no other rotation is closer to M than nearest_rotation(M)
+    M = rng.normal(size=(3, 3))
+    best = np.linalg.norm(tf.nearest_rotation(M) - M)
+    assert all(np.linalg.norm(Rk - M) >= best - 1e-12 for Rk in tf.so3_exp(rng.normal(size=(500, 3))))
+    # a reflection (det < 0) still gives a proper rotation
+    assert tf.is_rotation(tf.nearest_rotation(np.diag([1.0, 1.0, -1.0])))
+    # mean of transforms: rotations spread symmetrically about one rotation average to it; translations average
+    R0 = tf.euler_to_matrix(0.2, -0.3, 0.4)
+    Ts = np.stack([tf.make_transform(R0 @ tf.so3_exp(s * np.array([0.0, 0.0, 0.1])), [s, 2 * s, 1.0])
+                   for s in (-1.0, 1.0)])
+    m = tf.mean_transform(Ts)
+    np.testing.assert_allclose(m[:3, :3], R0, atol=1e-12)
+    np.testing.assert_allclose(m[:3, 3], [0.0, 0.0, 1.0], atol=1e-15)
+    np.testing.assert_allclose(m[3], [0, 0, 0, 1])
+    np.testing.assert_allclose(tf.mean_transform([Ts[0]]), Ts[0], atol=1e-12)
+    with pytest.raises(tf.TransformError):
+        tf.mean_transform(np.zeros((0, 4, 4)))
+    with pytest.raises(tf.TransformError, match="non-finite"):
+        tf.nearest_rotation(np.full((3, 3), np.nan))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # model read from the URDF
 WIDOWX_SCREWS = np.array([  # /work/shared/facts/widowx.md

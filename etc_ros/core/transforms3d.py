@@ -23,6 +23,7 @@ __all__ = [
     "euler_to_matrix", "matrix_to_euler", "axis_angle_to_matrix", "matrix_to_axis_angle",
     "so3_exp", "so3_log", "se3_exp", "se3_log", "se3_hat", "adjoint", "make_transform", "invert_transform",
     "pose_to_xyzrpy", "xyzrpy_to_pose", "quat_to_matrix", "matrix_to_quat", "rotation_angle", "is_rotation",
+    "nearest_rotation", "mean_transform",
 ]
 
 _EPS = 1e-12
@@ -313,3 +314,26 @@ def is_rotation(R, atol: float = 1e-6) -> bool:
         return False
     RtR = np.swapaxes(R, -1, -2) @ R
     return bool(np.allclose(RtR, np.eye(3), atol=atol) and np.all(np.linalg.det(R) > 0))
+
+
+def nearest_rotation(M) -> np.ndarray:
+    """The rotation closest to M (..., 3, 3) in the Frobenius norm (orthogonal Procrustes: U diag(1, 1, d) V^T from
+    the SVD M = U S V^T, d = sign(det(U V^T)) so that the result is proper)."""
+    M = _arr(M, (3, 3), "M")
+    U, _, Vt = np.linalg.svd(M)
+    d = np.sign(np.linalg.det(U @ Vt))
+    d = np.where(d == 0, 1.0, d)
+    D = np.zeros(M.shape[:-2] + (3, 3))
+    D[..., 0, 0] = 1.0
+    D[..., 1, 1] = 1.0
+    D[..., 2, 2] = d
+    return U @ D @ Vt
+
+
+def mean_transform(Ts) -> np.ndarray:
+    """Mean of 4x4 transforms (N, 4, 4): chordal mean of the rotations (the rotation nearest to their sum) and the
+    arithmetic mean of the translations."""
+    T = _arr(Ts, (4, 4), "transforms")
+    if T.ndim != 3 or T.shape[0] == 0:
+        raise TransformError(f"mean_transform needs a non-empty (N, 4, 4) stack, got shape {T.shape}")
+    return make_transform(nearest_rotation(T[:, :3, :3].sum(axis=0)), T[:, :3, 3].mean(axis=0))
