@@ -210,3 +210,38 @@ def test_realsense_intrinsics_from_the_stream_profile(monkeypatch):
     got = intrinsics_from_realsense(640, 480, 30, "123", module=rs)
     assert (got.fx, got.cy, got.distortion) == (615.2, 241.7, ()) and calls["stop"]
     assert ("device", "123") in calls["start"] and ("color", 640, 480, "rgb8", 30) in calls["start"]
+
+
+def test_one_reader_of_calibration_files(tmp_path):
+    """load_calibration_file reads every calibration file; the camera model (recorder) and the intrinsics (camera
+    node's `calibration` parameter) are built on it, with the same errors for the same faults."""
+    import json
+
+    from etc_ros.camera.calibration import load_camera_model, load_intrinsics, save_camera_model, save_intrinsics
+
+    full = save_camera_model(CameraModel(INTR, T_BASE_CAM, "primary"), tmp_path / "primary.yaml", {"rms_px": 0.3})
+    m = load_camera_model(full)
+    assert m.intrinsics == INTR and np.allclose(m.T_base_cam, T_BASE_CAM) and m.name == "primary"
+    assert load_intrinsics(full) == INTR
+    d = load_calibration_file(full)
+    assert d["calibration"] == {"rms_px": 0.3} and "calibration_time" in d
+    only = save_intrinsics(INTR, tmp_path / "intr.yaml", "primary")
+    assert load_intrinsics(only) == INTR and "T_base_cam" not in load_calibration_file(only)
+    with pytest.raises(CalibrationError, match="T_base_cam"):
+        load_camera_model(only)
+    (tmp_path / "model.json").write_text(json.dumps(CameraModel(INTR, T_BASE_CAM, "side").to_dict()))
+    assert load_camera_model(tmp_path / "model.json").name == "side"
+    (tmp_path / "bare.json").write_text(json.dumps(INTR.to_dict()))  # the intrinsics mapping alone
+    assert load_intrinsics(tmp_path / "bare.json") == INTR
+    with pytest.raises(CalibrationError, match="no 'intrinsics'"):
+        load_calibration_file(tmp_path / "bare.json")
+    for loader in (load_calibration_file, load_camera_model, load_intrinsics):
+        with pytest.raises(CalibrationError, match="not found"):
+            loader(tmp_path / "none.yaml")
+    (tmp_path / "bad.yaml").write_text("intrinsics: [1, 2\n")
+    (tmp_path / "bad.json").write_text("{\"intrinsics\": ")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    for name, needle in (("bad.yaml", "invalid YAML"), ("bad.json", "invalid JSON"), ("list.yaml", "mapping")):
+        for loader in (load_calibration_file, load_camera_model, load_intrinsics):
+            with pytest.raises(CalibrationError, match=needle):
+                loader(tmp_path / name)

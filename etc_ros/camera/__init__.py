@@ -2,5 +2,8 @@
 
 - sources.py: `CameraSource` and its RealSense, OpenCV, sim and fake implementations, `make_source`,
   `ReconnectingCamera`, and the capture-time stamping of frames.
-- calibration.py: ChArUco board, intrinsics and hand-eye extrinsics of the fixed camera, calibration files.
+- calibration of the fixed camera: board.py (ChArUco board, detection, single-view PnP), intrinsics.py,
+  handeye.py (eye-to-hand extrinsics and their check), calibration_files.py (calibration files, with the one
+  reader `load_calibration_file`, and view captures), synthetic_views.py (rendered views with ground truth);
+  calibration.py gathers their public names.
 """

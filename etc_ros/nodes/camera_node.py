@@ -18,30 +18,12 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import CameraInfo, Image
 
+from etc_ros.camera.calibration_files import load_intrinsics
 from etc_ros.camera.sources import CameraSource, Frame, ReconnectingCamera, frame_stamp, make_source
-from etc_ros.core.camera import CameraIntrinsics, CameraModel
-from etc_ros.core.errors import CalibrationError
+from etc_ros.core.camera import CameraIntrinsics
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import GraphNode, SENSOR, run_nodes
 from etc_ros.nodes.graph import camera_info_topic, depth_topic, image_topic
-
-
-def _load_calibration(path: str) -> CameraIntrinsics:
-    import json
-    from pathlib import Path
-
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise CalibrationError(f"camera calibration file {p} not found")
-    text = p.read_text()
-    d = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    if isinstance(d, dict) and "intrinsics" in d:
-        if "T_base_cam" in d:
-            return CameraModel.from_dict(d).intrinsics
-        return CameraIntrinsics.from_dict(d["intrinsics"])
-    return CameraIntrinsics.from_dict(d or {})
 
 
 class CameraNode(GraphNode):
@@ -62,7 +44,7 @@ class CameraNode(GraphNode):
         self.period = 1.0 / float(source.fps)
         self._calib: CameraIntrinsics | None = None
         if self.p("calibration"):
-            self._calib = _load_calibration(self.p("calibration"))
+            self._calib = load_intrinsics(str(self.p("calibration")))
         self.pub_img = self.create_publisher(Image, image_topic(self.camera_name), SENSOR)
         self.pub_info = self.create_publisher(CameraInfo, camera_info_topic(self.camera_name), SENSOR)
         self.pub_depth = self.create_publisher(Image, depth_topic(self.camera_name), SENSOR) \

@@ -231,7 +231,7 @@ class RecorderNode(Node):
         return res
 
     def _capture(self) -> tuple[bool, str]:
-        from etc_ros.camera.calibration import save_views
+        from etc_ros.camera.calibration_files import save_views
 
         cam = self.cfg.cameras[0]
         images = self._images[cam].items()
