@@ -1,7 +1,6 @@
-"""Report pieces without a model: precision@K bookkeeping, config validation, plots and the Markdown writer."""
+"""Report pieces without a model: precision@K bookkeeping, plots and the ground truth of precision@K
+(the config validation is tests/test_midtrain_config.py)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,13 +8,10 @@ import pytest
 from etc_training.midtrain import MidtrainError
 from etc_training.midtrain.report import (
     evaluate_methods,
-    load_midtrain_config,
     plot_precision,
     plot_score_distributions,
     robot_like_sources,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_precision_at_k_bookkeeping():
@@ -40,22 +36,6 @@ def test_plots_are_written(tmp_path):
     ev = evaluate_methods(scores, groups, ["z"], [0.1, 0.25])
     assert plot_precision(ev, tmp_path / "p.png").stat().st_size > 1000
     assert plot_score_distributions(scores, groups, tmp_path / "s.png", ["z"]).stat().st_size > 1000
-
-
-def test_config_file_and_validation():
-    cfg = load_midtrain_config(str(ROOT / "config" / "midtrain.yaml"), ["pool.n_per_source=7", "train.enabled=true"])
-    assert cfg.pool.n_per_source == 7 and cfg.train.enabled and cfg.estimator.select_by == "auc"
-    assert cfg.report.methods == ["learned", "random", "distance", "ppl", "delta_ppl"]
-    with pytest.raises(MidtrainError, match="unknown method 'oracle'"):
-        load_midtrain_config(None, ["report.methods=[learned, oracle]"])
-    with pytest.raises(MidtrainError, match="select_by"):
-        load_midtrain_config(None, ["estimator.select_by=f1"])
-    with pytest.raises(MidtrainError, match="variant"):
-        load_midtrain_config(None, ["train.variants=[selected, best]"])
-    from etc_ros.core.config import ConfigError
-
-    with pytest.raises(ConfigError, match="unknown config key"):
-        load_midtrain_config(None, ["estimator.layers=3"])
 
 
 def test_robot_like_sources_resolution():

@@ -288,7 +288,8 @@ def _gap(args) -> int:
 
 def _report(args) -> int:
     from etc_ros.core.paths import config_path
-    from etc_training.midtrain.report import load_midtrain_config, run_engine
+    from etc_training.midtrain.config import load_midtrain_config
+    from etc_training.midtrain.pipeline import run_engine
 
     path = args.config
     if path is None:

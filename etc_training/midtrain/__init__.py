@@ -8,7 +8,9 @@ Stage-1 mid-training.
     baselines.py     random, feature-space average distance, robot-conditioned perplexity, delta perplexity
     mmd.py           pairwise normalized MMD (RBF, median heuristic), heatmap, t-SNE / PCA embedding
     select.py        exact top-K / fraction selection, writes the recipe's "general" JSONL mixture source
-    report.py        the whole engine on the built-in pool: precision@K per method, plots, recipe comparison
+    config.py        the typed config of `etc-vla midtrain report` (config/midtrain.yaml) and its validation
+    pipeline.py      the whole engine on the built-in pool, one function per step, recipe comparison runs
+    report.py        precision@K per method, plots, gap analysis, report.json + report.md
 
 See docs/midtrain.md. Heavy imports (torch, transformers, matplotlib, sklearn) happen inside functions.
 """
