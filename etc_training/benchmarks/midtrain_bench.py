@@ -55,21 +55,23 @@ class _PeakSampler:
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from etc_ros.core.threads import prefer_passive_openmp
+
+    prefer_passive_openmp()  # before torch loads its OpenMP runtime
     import numpy as np
-    import torch
 
     from etc_training.midtrain.builtin_pool import make_builtin_pool
     from etc_training.midtrain.estimator import ProximityEstimator
     from etc_training.midtrain.features import FeatureCache, create_cache, extract_features, load_model, mark_complete
     from etc_training.midtrain.pool import pool_items, read_pool
     from etc_training.midtrain.select import top_k
+    from etc_training.recipe.distributed import set_threads
     from etc_training.recipe.metrics import peak_rss_mb, reset_peak_rss
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threads = min(2, os.cpu_count() or 1)
-    torch.set_num_threads(threads)
+    set_threads(threads)
     res: dict = {"threads": threads, "quick": quick}
 
     # ---- feature extraction

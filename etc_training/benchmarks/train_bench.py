@@ -15,9 +15,9 @@ figure covers it; torch exposes no peak counter for its CPU allocator, and the C
 """
 from __future__ import annotations
 
-import os
+from etc_ros.core.threads import prefer_passive_openmp
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see commands/train.py)
+prefer_passive_openmp()  # before torch loads its OpenMP runtime
 
 import time  # noqa: E402
 import tracemalloc  # noqa: E402

@@ -30,9 +30,9 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import os
+    from etc_ros.core.threads import prefer_passive_openmp
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see commands/train.py
+    prefer_passive_openmp()  # before torch loads its OpenMP runtime
     from etc_ros.core.errors import UserError
     from etc_ros.core.paths import config_path
     from etc_training.recipe.ablate import AblationConfig, run_ablation

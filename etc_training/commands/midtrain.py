@@ -124,12 +124,12 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def _threads(n: int) -> None:
-    import os
+    from etc_ros.core.threads import prefer_passive_openmp
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+    prefer_passive_openmp()  # before torch loads its OpenMP runtime
+    from etc_training.recipe.distributed import set_threads
 
-    torch.set_num_threads(max(1, int(n)))
+    set_threads(n)
 
 
 # ---------------------------------------------------------------------------------------------- pool

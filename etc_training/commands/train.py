@@ -24,9 +24,9 @@ def run(args) -> int:
     import json
     import os
 
-    # On a shared, oversubscribed CPU, OpenMP threads that spin while waiting make 2 threads ~10x slower than 1;
-    # passive waiting keeps 2 threads useful. Must be set before torch loads its OpenMP runtime.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from etc_ros.core.threads import prefer_passive_openmp
+
+    prefer_passive_openmp()  # before torch loads its OpenMP runtime
 
     import yaml
 

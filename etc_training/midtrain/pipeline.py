@@ -452,9 +452,9 @@ def build_summary(cfg: MidtrainConfig, inputs: Inputs, feats: BaseFeatures, fit_
 
 def run_engine(cfg: MidtrainConfig, log=print) -> dict:
     """Steps 1-8 (module docstring), then OUT/report.json + OUT/report.md; returns the report's summary."""
-    import os
+    from etc_ros.core.threads import prefer_passive_openmp
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    prefer_passive_openmp()
     from etc_ros.core.config import save_config
     from etc_training.midtrain.report import gap_analysis, write_report
 
