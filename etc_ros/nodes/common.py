@@ -1,9 +1,10 @@
-"""Shared bits of the node adapters: parameter declaration from graph.NODE_PARAMS, clock, diagnostics."""
+"""Shared bits of the node adapters: the GraphNode base (parameter declaration, clock, diagnostics), QoS profiles,
+the ROS environment of in-process graphs and run_nodes, the main() of every node executable."""
 from __future__ import annotations
 
 import os
 import random
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -39,13 +40,20 @@ def isolate_ros_env(domain_id: int | None = None, random_domain: bool = False) -
 
 
 class GraphNode(Node):
-    """A Node that declares exactly NODE_PARAMS[param_set] and publishes its diagnostics."""
+    """The base of every node: declares its parameters, gives their values (`p`) and the node's clock in seconds
+    (`now_s`), and publishes its diagnostics.
+
+    The robot graph's nodes declare exactly NODE_PARAMS[param_set] (graph.PARAMS, with their config/ros_*.yaml
+    files); a node outside that graph (teleop, recorder: started by `etc-vla teleop` or by hand) names its own
+    declarations in `own_params`. `publishes_diagnostics` = False: no /diagnostics publisher."""
 
     param_set = ""
+    own_params: ClassVar[Mapping[str, Any] | None] = None
+    publishes_diagnostics: ClassVar[bool] = True
 
     def __init__(self, node_name: str, params: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(node_name, parameter_overrides=overrides_list(params), **kwargs)
-        decl = NODE_PARAMS[self.param_set or node_name]
+        decl = NODE_PARAMS[self.param_set or node_name] if self.own_params is None else self.own_params
         try:  # overrides from the constructor, --ros-args -p and the --params-file sections of this node
             check_renamed(self.param_set or node_name, set(getattr(self, "_parameter_overrides", {})))
         except Exception:
@@ -53,7 +61,8 @@ class GraphNode(Node):
             raise
         for name, default in decl.items():
             self.declare_parameter(name, default)
-        self._diag_pub = self.create_publisher(DiagnosticArray, TOPICS["diagnostics"], RELIABLE)
+        self._diag_pub = (self.create_publisher(DiagnosticArray, TOPICS["diagnostics"], RELIABLE)
+                          if self.publishes_diagnostics else None)
 
     def p(self, name: str) -> Any:
         return self.get_parameter(name).value
@@ -62,6 +71,9 @@ class GraphNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def publish_diagnostics(self, level: str, message: str, values: dict, name: str | None = None) -> None:
+        """One DiagnosticStatus (named etc_ros/<node> unless `name`) on /diagnostics; nothing without a publisher."""
+        if self._diag_pub is None:
+            return
         st = M.diagnostic_status(name or f"etc_ros/{self.get_name()}", level, message, values)
         self._diag_pub.publish(M.diagnostic_array(self.now_s(), [st]))
 

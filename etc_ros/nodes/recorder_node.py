@@ -16,6 +16,7 @@ Optional raw MCAP log (recorder.mcap) of the images, joint states, chunks and jo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 from pathlib import Path
@@ -23,7 +24,6 @@ from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
@@ -31,7 +31,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.core.camera import CameraModel
 from etc_ros.nodes import messages as M
-from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR, overrides_list, run_nodes
+from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR, GraphNode, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
 from etc_ros.teleop.recorder import RecorderConfig, RecorderCore, RecorderError, StampedBuffer, check_recorder_config
 
@@ -40,7 +40,10 @@ RECORDER_TOPICS = {
     "status": "/recorder/status",  # std_msgs/String JSON (transient local), recorder -> operator tools
 }
 RECORDER_SERVICES = ("start", "stop", "stop_failed", "discard", "capture")  # std_srvs/Trigger, ~/<name>
-_NODE_ONLY = {"config": "", "diagnostics_hz": 1.0}
+RECORDER_NODE_PARAMS: dict[str, Any] = {  # declared first; then one parameter per RecorderConfig field
+    "config": "",  # teleop.yaml ('' = the package's config/teleop.yaml); its `recorder` section gives the defaults
+    "diagnostics_hz": 1.0,
+}
 
 
 def _param_value(v: Any) -> Any:
@@ -51,20 +54,18 @@ def _param_value(v: Any) -> Any:
     return v
 
 
-class RecorderNode(Node):
+class RecorderNode(GraphNode):
+    own_params = RECORDER_NODE_PARAMS
+
     def __init__(self, params: dict[str, Any] | None = None, name: str = "recorder_node",
                  camera_models: dict[str, CameraModel] | None = None, metadata: dict | None = None,
                  config: RecorderConfig | None = None, **kwargs: Any):
-        super().__init__(name, parameter_overrides=overrides_list(params), **kwargs)
-        self.declare_parameter("config", "")
+        super().__init__(name, params, **kwargs)
         base = config
         if base is None:
             from etc_ros.teleop.config import load_teleop_file
 
-            _, base, _ = load_teleop_file(self.get_parameter("config").value or None)
-        for k, v in _NODE_ONLY.items():
-            if k != "config":
-                self.declare_parameter(k, v)
+            _, base, _ = load_teleop_file(self.p("config") or None)
         from rcl_interfaces.msg import ParameterDescriptor
 
         for f in dataclasses.fields(RecorderConfig):  # dynamic typing: `-p min_free_mb:=1` is fine for a float
@@ -100,16 +101,13 @@ class RecorderNode(Node):
         self.create_subscription(String, RECORDER_TOPICS["instruction"], self._on_instruction, RELIABLE,
                                  callback_group=group)
         self.pub_status = self.create_publisher(String, RECORDER_TOPICS["status"], LATCHED)
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self._diag_pub = self.create_publisher(DiagnosticArray, TOPICS["diagnostics"], RELIABLE)
         for srv in RECORDER_SERVICES:
-            self.create_service(Trigger, f"~/{srv}", lambda req, res, s=srv: self._srv(s, res), callback_group=group)
+            self.create_service(Trigger, f"~/{srv}", functools.partial(self._srv, srv), callback_group=group)
         self.add_on_set_parameters_callback(self._on_params)
         # sample at 4x the dataset rate; a frame is taken once the newest image is ~1/fps after the last one
         self._min_gap = 1.0 / cfg.fps - min(0.25 / cfg.fps, 0.05)
         self.timer = self.create_timer(0.25 / cfg.fps, self._tick, callback_group=group)
-        dhz = float(self.get_parameter("diagnostics_hz").value)
+        dhz = float(self.p("diagnostics_hz"))
         if dhz > 0:
             self.create_timer(1.0 / dhz, self._diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
@@ -122,7 +120,7 @@ class RecorderNode(Node):
     def _config_from_params(self) -> RecorderConfig:
         kw: dict[str, Any] = {}
         for f in dataclasses.fields(RecorderConfig):
-            v = self.get_parameter(f.name).value
+            v = self.p(f.name)
             if f.name == "task":
                 try:
                     v = json.loads(v) if isinstance(v, str) and v.strip() else {}
@@ -135,9 +133,6 @@ class RecorderNode(Node):
         from etc_ros.core.config import from_dict
 
         return check_recorder_config(from_dict(RecorderConfig, kw))
-
-    def now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
 
     def _log(self, ok: bool, msg: str) -> None:
         if ok:
@@ -222,7 +217,8 @@ class RecorderNode(Node):
         self._publish_status()
         return ok, msg
 
-    def _srv(self, name: str, res: Trigger.Response) -> Trigger.Response:
+    def _srv(self, name: str, req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        """Callback of the ~/<name> Trigger service."""
         try:
             res.success, res.message = self.command(name)
         except Exception as e:  # noqa: BLE001 - a failing operation must not kill the node
@@ -249,7 +245,7 @@ class RecorderNode(Node):
             return False, (f"capture: no joint state within max_sync_error ({self.cfg.max_sync_error} s) of the "
                            f"last {len(images)} images")
         stamp, msg, js = best
-        d = Path(str(self.get_parameter("capture_dir").value))
+        d = Path(str(self.p("capture_dir")))
         start = len(list(d.glob("view_*.png"))) if d.is_dir() else 0
         img = M.msg_to_image(msg)
         save_views(d, [img], [js[1][0]], [js[1][1]], start=start)
@@ -319,9 +315,8 @@ class RecorderNode(Node):
         level = "ok" if s["state"] == "recording" or s["instruction"] else "warn"
         msg = f"{s['state']}: {s['frames']} frames" if s["state"] == "recording" else \
             (f"idle, next: {s['instruction']!r}" if s["instruction"] else "idle, no instruction set")
-        st = M.diagnostic_status(f"etc_ros/{self.get_name()}", level, msg,
+        self.publish_diagnostics(level, msg,
                                  {k: v for k, v in s.items() if not isinstance(v, dict)} | {"skips": s["skips"]})
-        self._diag_pub.publish(M.diagnostic_array(self.now_s(), [st]))
 
     def destroy_node(self) -> None:
         with self._lock:

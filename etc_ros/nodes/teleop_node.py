@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -35,7 +35,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.nodes import messages as M
-from etc_ros.nodes.common import RELIABLE, SENSOR, isolate_ros_env, overrides_list, run_nodes
+from etc_ros.nodes.common import RELIABLE, SENSOR, GraphNode, isolate_ros_env, run_nodes
 from etc_ros.nodes.graph import TOPICS
 from etc_ros.nodes.recorder_node import RECORDER_SERVICES, RECORDER_TOPICS, RecorderNode
 from etc_ros.teleop.devices import SpaceMouseSource
@@ -43,6 +43,10 @@ from etc_ros.teleop.mapping import (
     GRIPPER_COMMANDS, RECORDER_COMMANDS, SPEED_COMMANDS, TeleopConfig, TeleopError, TeleopMapper,
 )
 from etc_ros.teleop.script import ScriptPlayer, apply_event, load_script
+
+if TYPE_CHECKING:
+    from rclpy.client import Client
+    from rclpy.task import Future
 
 INPUTS = ("none", "keyboard", "joy", "spacemouse", "script")
 TELEOP_PARAMS: dict[str, Any] = {
@@ -59,14 +63,15 @@ TELEOP_PARAMS: dict[str, Any] = {
 }
 
 
-class TeleopNode(Node):
+class TeleopNode(GraphNode):
+    own_params = TELEOP_PARAMS
+    publishes_diagnostics = False  # its events go to the log and to on_event (the `etc-vla teleop run` terminal)
+
     def __init__(self, params: dict[str, Any] | None = None, name: str = "teleop_node",
                  teleop_config: TeleopConfig | None = None, script: Any = None,
                  on_event: Callable[[str, bool, str], None] | None = None, spacemouse: Any = None, **kwargs: Any):
-        super().__init__(name, parameter_overrides=overrides_list(params), **kwargs)
-        for k, v in TELEOP_PARAMS.items():
-            self.declare_parameter(k, v)
-        p = lambda k: self.get_parameter(k).value  # noqa: E731
+        super().__init__(name, params, **kwargs)
+        p = self.p
         if teleop_config is None:
             from etc_ros.teleop.config import load_teleop_file
 
@@ -94,7 +99,7 @@ class TeleopNode(Node):
             if src is None:
                 raise TeleopError("teleop input 'script' needs a script (parameter `script` or --script FILE)")
             self.player = ScriptPlayer(load_script(src))
-        self.spacemouse = None
+        self.spacemouse: SpaceMouseSource | None = None
         group = MutuallyExclusiveCallbackGroup()
         self.pub_chunk = self.create_publisher(JointTrajectory, TOPICS["action_chunk"], RELIABLE)
         self.pub_instruction = self.create_publisher(String, RECORDER_TOPICS["instruction"], RELIABLE)
@@ -103,24 +108,24 @@ class TeleopNode(Node):
             self.create_subscription(Joy, str(p("joy_topic")), self._on_joy, SENSOR, callback_group=group)
         rec = str(p("recorder_node")).rstrip("/")
         saf = str(p("safety_node")).rstrip("/")
-        self._triggers = {s: self.create_client(Trigger, f"{rec}/{s}", callback_group=group) for s in RECORDER_SERVICES}
+        self._triggers: dict[str, Client[Any, Any]] = {
+            s: self.create_client(Trigger, f"{rec}/{s}", callback_group=group) for s in RECORDER_SERVICES}
         self._triggers.update({s: self.create_client(Trigger, f"{saf}/{s}", callback_group=group)
                               for s in ("estop", "reset_estop")})
         # relabel = the recorder's `instruction` parameter (a verdict comes back); recorder commands sent while a
         # relabel is in flight wait for it, so "relabel then start" always records the new instruction
-        self._set_params = self.create_client(SetParameters, f"{rec}/set_parameters", callback_group=group)
-        self._relabel_future = None
+        self._set_params: Client[Any, Any] = self.create_client(SetParameters, f"{rec}/set_parameters",
+                                                                 callback_group=group)
+        self._relabel_future: Future[Any] | None = None
         if self.input == "spacemouse":
             self.spacemouse = spacemouse or SpaceMouseSource()
             self._sm_stop = threading.Event()
-            self._sm_thread = threading.Thread(target=self._spacemouse_loop, name="spacemouse", daemon=True)
+            self._sm_thread = threading.Thread(target=self._spacemouse_loop, args=(self.spacemouse,),
+                                               name="spacemouse", daemon=True)
             self._sm_thread.start()
         self._created = self.now_s()
         self.script_wait_s = float(p("script_wait_s"))
         self.timer = self.create_timer(1.0 / self.cfg.rate_hz, self._tick, callback_group=group)
-
-    def now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
 
     def _log(self, ok: bool, msg: str) -> None:
         if ok:
@@ -142,16 +147,16 @@ class TeleopNode(Node):
             cmds = self.mapper.joy(list(msg.axes), list(msg.buttons), self.now_s())
         self._dispatch([(c, "") for c in cmds])
 
-    def _spacemouse_loop(self) -> None:
+    def _spacemouse_loop(self, device: SpaceMouseSource) -> None:
         while not self._sm_stop.is_set():
             try:
-                axes, buttons = self.spacemouse.read()
+                axes, buttons = device.read()
             except Exception as e:  # noqa: BLE001 - device unplugged: axes go stale and the arm stops
                 self.get_logger().error(f"SpaceMouse read failed: {e}", throttle_duration_sec=2.0)
                 self._sm_stop.wait(0.5)
                 continue
             with self._lock:
-                cmds = self.mapper.spacemouse(axes, buttons, self.now_s())
+                cmds = self.mapper.spacemouse([float(a) for a in axes], buttons, self.now_s())
             self._dispatch([(c, "") for c in cmds])
             self._sm_stop.wait(0.01)
 
@@ -207,7 +212,7 @@ class TeleopNode(Node):
         fut = self._set_params.call_async(req)
         self._relabel_future = fut
 
-        def done(f):
+        def done(f: Future[Any]) -> None:
             r = f.result()
             if r is None or not r.results:
                 self._note("relabel", False, "the recorder did not answer")
@@ -221,7 +226,10 @@ class TeleopNode(Node):
     def _call(self, cmd: str) -> None:
         pending = self._relabel_future
         if cmd in RECORDER_SERVICES and pending is not None and not pending.done():
-            pending.add_done_callback(lambda f, c=cmd: self._call(c))  # keep the operator's order
+            def after_relabel(_: Future[Any]) -> None:  # keep the operator's order
+                self._call(cmd)
+
+            pending.add_done_callback(after_relabel)
             return
         client = self._triggers[cmd]
         if not client.service_is_ready():
@@ -230,7 +238,7 @@ class TeleopNode(Node):
             return
         fut = client.call_async(Trigger.Request())
 
-        def done(f, c=cmd):
+        def done(f: Future[Any], c: str = cmd) -> None:
             r = f.result()
             if r is None:
                 self._note(c, False, "no answer")
@@ -268,9 +276,10 @@ class TeleopNode(Node):
         return self.player is not None and self.player.done
 
     def destroy_node(self) -> None:
-        if getattr(self, "spacemouse", None) is not None:
+        device = getattr(self, "spacemouse", None)  # absent when the constructor failed early
+        if device is not None:
             self._sm_stop.set()
-            self.spacemouse.close()
+            device.close()
         super().destroy_node()
 
 
@@ -358,11 +367,15 @@ class TeleopSession:
 
     @property
     def teleop(self) -> TeleopNode:
-        return self.nodes["teleop_node"]  # type: ignore[return-value]
+        node = self.nodes["teleop_node"]
+        assert isinstance(node, TeleopNode)
+        return node
 
     @property
     def recorder(self) -> RecorderNode | None:
-        return self.nodes.get("recorder_node")  # type: ignore[return-value]
+        node = self.nodes.get("recorder_node")
+        assert node is None or isinstance(node, RecorderNode)
+        return node
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
         """Robot graph ready (driver at its start pose, safety anchored) and joint states reach teleop."""
@@ -376,7 +389,7 @@ class TeleopSession:
         """Teleop stops publishing (the safety node holds), then everything shuts down; the graph destroys our
         nodes (added last: destroyed first; the recorder keeps an episode in progress, outcome unknown)."""
         tel = self.nodes.get("teleop_node")
-        if tel is not None:
+        if isinstance(tel, TeleopNode):
             tel.enabled = False
         if self.graph is not None:
             self.nodes.clear()
