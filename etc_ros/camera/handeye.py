@@ -27,7 +27,9 @@ from etc_ros.camera.board import (
 )
 from etc_ros.core.camera import CameraIntrinsics, CameraModel
 from etc_ros.core.errors import CalibrationError
-from etc_ros.core.transforms3d import invert_transform, make_transform, mean_transform, nearest_rotation, so3_exp, so3_log
+from etc_ros.core.transforms3d import (
+    invert_transform, make_transform, mean_transform, nearest_rotation, so3_exp, so3_log,
+)
 
 
 @dataclass

@@ -86,8 +86,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, io: Mapping[str
         profile.set_shape(inp.name, mn, op, mx)
     config.add_optimization_profile(profile)
     cache = None
-    if timing_cache is not None:
-        tc = Path(timing_cache)
+    tc = None if timing_cache is None else Path(timing_cache)
+    if tc is not None:
         cache = config.create_timing_cache(tc.read_bytes() if tc.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
     data = builder.build_serialized_network(network, config)
@@ -98,8 +98,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, io: Mapping[str
     tmp = ep.with_name("." + ep.name + ".tmp")
     tmp.write_bytes(bytes(data))
     tmp.replace(ep)
-    if cache is not None:
-        Path(timing_cache).write_bytes(bytes(cache.serialize()))
+    if tc is not None and cache is not None:
+        tc.write_bytes(bytes(cache.serialize()))
     return ep
 
 
