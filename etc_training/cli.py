@@ -9,10 +9,10 @@ in torch.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from etc_ros import cli as robot_cli
+from etc_ros.core.threads import prefer_passive_openmp
 
 # name -> (module, one-line help). Order = order in --help. The robot-side ones (ros, calibrate, data and teleop's
 # run/keys) live in etc_ros/commands/ and are also the robot PC's `etc-robot` (etc_ros/cli.py).
@@ -41,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Before torch loads: on a busy 2-core machine spinning OpenMP workers make torch 10-50x slower (measured).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    prefer_passive_openmp()  # before torch loads (etc_ros/core/threads.py)
     return robot_cli.run(build_parser(), argv)
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from etc_ros.core.threads import prefer_passive_openmp
 
 ROOT = Path(__file__).resolve().parents[1]
-# the owner of etc_training/cli.py switches its line to the helper; then this set is empty
-NOT_YET_SWITCHED = {"etc_training/cli.py"}
+NOT_YET_SWITCHED: set[str] = set()
 
 
 def test_passive_unless_the_environment_chose(monkeypatch):
