@@ -215,7 +215,7 @@ def _write_row(root: Path, spec: DatasetSpec, row: dict) -> None:
     meta/episodes file, with its statistics (index columns recomputed) in both forms."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from etc_ros.data.writer import index_arrays
+    from etc_ros.data.episode import index_arrays
 
     i, T = int(row["episode_index"]), int(row["length"])
     ep_stats = episode_stats_from_row(row, spec)
@@ -289,7 +289,8 @@ def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, 
 def repair_dataset(root: str | Path, *, deep: bool = False) -> list[str]:
     """Repair the dataset at `root` in place; returns the list of actions taken (empty when nothing to do
     besides rewriting the derived files). deep=True also decodes every PNG to find damaged images."""
-    from etc_ros.data.writer import DatasetWriter, build_info, write_tasks
+    from etc_ros.data.meta import build_info, write_tasks
+    from etc_ros.data.writer import DatasetWriter
 
     root = Path(root)
     if not root.is_dir():

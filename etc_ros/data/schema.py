@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -117,6 +119,11 @@ def parse_chunk_file(rel: str) -> tuple[int, int] | None:
 
 def is_temp_name(name: str) -> bool:
     return name.endswith(".tmp") or name.startswith(".")
+
+
+def temp_path(final: Path) -> Path:
+    """The hidden temp file a writer fills before renaming it to `final` (is_temp_name holds for its name)."""
+    return final.parent / f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
 
 
 # ----------------------------------------------------------------------------------------------------- spec
