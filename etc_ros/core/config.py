@@ -3,6 +3,15 @@
     cfg = load_config(SimConfig, "config/sim.yaml", ["episodes=10", "render.width=128"])
 
 Unknown keys, wrong types and bad override syntax raise ConfigError naming the key.
+
+Why a loader that training uses too lives in etc_ros: etc_ros is not only "the ROS package" but the torch-free
+package both sides share (etc_training imports etc_ros, never the reverse; tests/test_layout.py). The robot side
+loads its own job configs with this module (teleop.yaml in etc_ros.teleop.config, the bringup and graph configs of
+etc_ros.nodes, the safety executor's limits, `etc-robot ros` / `etc-robot calibrate`), and the robot image
+(docker/Dockerfile.robot) ships etc_ros without etc_training, so the loader cannot live on the training side. Every
+`etc-vla` job (sim, recipe, ETC, distill, midtrain) then loads its YAML through the same code: one override syntax
+and one error style on both sides. A third top-level package for these ~190 lines (PyYAML only) would be one more
+package for setup.py, package.xml and the robot image to carry, for no gain in dependencies.
 """
 from __future__ import annotations
 
@@ -14,10 +23,9 @@ from typing import Any, Sequence, TypeVar
 
 import yaml
 
-T = TypeVar("T")
-
-
 from etc_ros.core.errors import UserError
+
+T = TypeVar("T")
 
 
 class ConfigError(UserError, ValueError):
