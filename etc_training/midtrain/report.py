@@ -182,11 +182,7 @@ def _f(x, nd: int = 3) -> str:
     return str(x)
 
 
-def write_markdown(s: dict, path: Path) -> Path:
-    from etc_ros.core.io import atomic_write_text
-    from etc_training.midtrain.baselines import METHOD_TITLES
-
-    METHOD_TITLES = dict(METHOD_TITLES, **(s.get("method_titles") or {}))  # noqa: N806
+def _md_inputs(s: dict) -> list[str]:
     ev = s["evaluation"]
     L = ["# Mid-training data selection report (EmbodiedMidtrain at tiny scale)", ""]
     L += [f"Pool: `{s['pool']['path']}`, {s['pool']['n']} candidates; sources "
@@ -196,27 +192,37 @@ def write_markdown(s: dict, path: Path) -> Path:
           f"Positives (robot): {s['robot']['n']} ETC records ({', '.join(f'{k} {v}' for k, v in s['robot']['groups'].items())}).",
           f"Features: {s['features']['pooling']} of the frozen VLM's last hidden states, dim {s['features']['dim']}, "
           f"{_f(s['features']['candidates_per_s'], 1)} candidates/s extraction.", ""]
+    return L
+
+
+def _md_estimator(s: dict) -> list[str]:
     e = s["estimator"]
-    L += ["## Learned proximity estimator", "",
-          f"MLP {e['hidden']} on standardized features, BCE (pos_weight {_f(e['pos_weight'], 2)}), model selected by "
-          f"held-out {e['select_by'].upper()} (epoch {e['best_epoch']}; {e['epochs_run']} of at most {e['epochs']} "
-          f"epochs run): **held-out AUC {_f(e['val_auc'], 4)}** (train {_f(e['train_auc'], 4)}; {e['n_pos_val']} robot"
-          f" + {e['n_neg_val']} pool held out). Scoring {_f(e.get('score_candidates_per_s'), 0)} candidates/s.", ""]
+    L = ["## Learned proximity estimator", "",
+         f"MLP {e['hidden']} on standardized features, BCE (pos_weight {_f(e['pos_weight'], 2)}), model selected by "
+         f"held-out {e['select_by'].upper()} (epoch {e['best_epoch']}; {e['epochs_run']} of at most {e['epochs']} "
+         f"epochs run): **held-out AUC {_f(e['val_auc'], 4)}** (train {_f(e['train_auc'], 4)}; {e['n_pos_val']} robot"
+         f" + {e['n_neg_val']} pool held out). Scoring {_f(e.get('score_candidates_per_s'), 0)} candidates/s.", ""]
     a = s.get("estimator_ablation")
     if a:
         L += [f"Ablation: the same estimator selected by held-out {a['select_by'].upper()} (epoch {a['best_epoch']}, "
               f"{a['epochs_run']} epochs run) has held-out AUC {_f(a['val_auc'], 4)}; its precision@K is the "
               "'ablation' row below.", ""]
+    return L
+
+
+def _md_precision(s: dict, titles: dict) -> list[str]:
+    """precision@K per method, mean rank percentile per source, the perplexity baselines' model and notes."""
+    ev = s["evaluation"]
     ks = list(ev["k"])
-    L += ["## Precision@K (share of the top K that comes from robot-like sources)", "",
-          "| method | " + " | ".join(f"K={ev['k'][k]}" + (" (R)" if k == "R" else f" ({k})") for k in ks) + " |",
-          "|---|" + "---|" * len(ks)]
+    L = ["## Precision@K (share of the top K that comes from robot-like sources)", "",
+         "| method | " + " | ".join(f"K={ev['k'][k]}" + (" (R)" if k == "R" else f" ({k})") for k in ks) + " |",
+         "|---|" + "---|" * len(ks)]
     for m, r in ev["methods"].items():
-        L.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(_f(r["precision_at_k"][k]) for k in ks) + " |")
+        L.append(f"| {titles.get(m, m)} | " + " | ".join(_f(r["precision_at_k"][k]) for k in ks) + " |")
     L += ["", f"Random expectation: {_f(ev['random_expectation'])}. K = R is the number of robot-like candidates "
           "(R-precision).", ""]
     L += ["Mean rank percentile per source (1 = ranked first):", "",
-          "| source | " + " | ".join(METHOD_TITLES.get(m, m) for m in ev["methods"]) + " |",
+          "| source | " + " | ".join(titles.get(m, m) for m in ev["methods"]) + " |",
           "|---|" + "---|" * len(ev["methods"])]
     srcs = sorted(next(iter(ev["methods"].values()))["mean_rank_percentile"]) if ev["methods"] else []
     for g in srcs:
@@ -235,63 +241,97 @@ def write_markdown(s: dict, path: Path) -> Path:
         L += ["", f"The base model's log-perplexity varies little across candidates (std {_f(nt['base_log_ppl_std'])}), "
               f"so delta perplexity ranks almost like robot-conditioned perplexity (Spearman "
               f"{_f(nt['spearman_ppl_vs_delta_ppl'])})."]
+    return L
+
+
+def _md_gap(s: dict) -> list[str]:
     g = s["gap"]
-    L += ["", "## Distribution gap", "",
-          f"Pairwise normalized MMD sqrt(MMD^2/2) (RBF, one sigma = {_f(g['sigma'])} by the median heuristic, biased "
-          f"estimator, <= {max(g['sizes'])} samples per set): `gap/mmd_heatmap.png`; {g['embedding']} embedding: "
-          "`gap/embedding.png`.", ""]
+    L = ["", "## Distribution gap", "",
+         f"Pairwise normalized MMD sqrt(MMD^2/2) (RBF, one sigma = {_f(g['sigma'])} by the median heuristic, biased "
+         f"estimator, <= {max(g['sizes'])} samples per set): `gap/mmd_heatmap.png`; {g['embedding']} embedding: "
+         "`gap/embedding.png`.", ""]
     if g.get("pool_to_robot_mean_distance"):
         L += ["| pool source | mean normalized MMD to the robot groups |", "|---|---|"]
         for k, v in sorted(g["pool_to_robot_mean_distance"].items(), key=lambda kv: kv[1]):
             L.append(f"| {k} | {_f(v)} |")
         L.append("")
+    return L
+
+
+def _md_selections(s: dict, titles: dict) -> list[str]:
     sel = s["selection"]
-    L += ["## Selections", "", f"K = {sel['k']}.", ""]
+    L = ["## Selections", "", f"K = {sel['k']}.", ""]
     for m, info in sel["files"].items():
-        L.append(f"- {METHOD_TITLES.get(m, m)}: `{info['out']}` ({info['records_written']} records; precision "
+        L.append(f"- {titles.get(m, m)}: `{info['out']}` ({info['records_written']} records; precision "
                  f"{_f(info.get('precision'))}; by source {info['by_source']})")
+    return L
+
+
+# the recipe comparison's figures in the report (report.json: train.variants.<v>.mean / std)
+_TRAIN_FIGURES = [("stage1.train_etc_loss_last", "Stage-1 train ETC loss (last logs)"),
+                  ("stage1.val_action_loss", "held-out action loss after Stage 1"),
+                  ("stage2.train_action_loss_last", "Stage-2 train action loss (last logs)"),
+                  ("stage2.val_action_loss", "held-out action loss after Stage 2"),
+                  ("stage2.val_action_accuracy", "held-out action token accuracy after Stage 2"),
+                  ("stage3.val_action_loss", "held-out action loss after Stage 3"),
+                  ("etc_val_nll", "final policy: answer NLL on held-out robot ETC")]
+
+
+def _md_selected_vs_random(vs: dict) -> list[str]:
+    """The figures where selected minus random exceeds the seed-to-seed std."""
+    big = []
+    for k, title in _TRAIN_FIGURES:
+        a, b = vs["selected"]["mean"].get(k), vs["random"]["mean"].get(k)
+        if a is None or b is None:
+            continue
+        sd = max(vs["selected"]["std"].get(k, 0.0), vs["random"]["std"].get(k, 0.0))
+        if abs(a - b) > sd:
+            big.append(f"{title} ({a - b:+.4f}, std {sd:.4f})")
+    return ["", "Selected minus random larger than the seed-to-seed std: " + ("; ".join(big) if big else
+            "none of the figures above") + "."]
+
+
+def _md_train(s: dict) -> list[str]:
     tr = s.get("train")
-    L += ["", "## Tiny recipe run: Stage 1 with the selected vs a random mid-training subset", ""]
+    L = ["", "## Tiny recipe run: Stage 1 with the selected vs a random mid-training subset", ""]
     if not tr:
         L.append("Not run (train.enabled = false).")
-    else:
-        vs = tr["variants"]
-        seeds = tr.get("seeds", [0])
-        keys = [("stage1.train_etc_loss_last", "Stage-1 train ETC loss (last logs)"),
-                ("stage1.val_action_loss", "held-out action loss after Stage 1"),
-                ("stage2.train_action_loss_last", "Stage-2 train action loss (last logs)"),
-                ("stage2.val_action_loss", "held-out action loss after Stage 2"),
-                ("stage2.val_action_accuracy", "held-out action token accuracy after Stage 2"),
-                ("stage3.val_action_loss", "held-out action loss after Stage 3"),
-                ("etc_val_nll", "final policy: answer NLL on held-out robot ETC")]
-        L += [f"Mean over seeds {seeds}" + (" (± std)" if len(seeds) > 1 else "") + ".", "",
-              "| figure | " + " | ".join(vs) + " |", "|---|" + "---|" * len(vs)]
-        for k, title in keys:
-            cells = []
-            for v in vs:
-                m = vs[v]["mean"].get(k)
-                sd = vs[v]["std"].get(k)
-                cells.append("-" if m is None else (f"{m:.4f} ± {sd:.4f}" if len(seeds) > 1 else f"{m:.4f}"))
-            if any(c != "-" for c in cells):
-                L.append(f"| {title} | " + " | ".join(cells) + " |")
-        L += ["", "Commands:", ""] + [f"- {v}: `{c}`" for v, c in tr["commands"].items()]
-        if "selected" in vs and "random" in vs and len(seeds) > 1:
-            big = []
-            for k, title in keys:
-                a, b = vs["selected"]["mean"].get(k), vs["random"]["mean"].get(k)
-                if a is None or b is None:
-                    continue
-                sd = max(vs["selected"]["std"].get(k, 0.0), vs["random"]["std"].get(k, 0.0))
-                if abs(a - b) > sd:
-                    big.append(f"{title} ({a - b:+.4f}, std {sd:.4f})")
-            L += ["", "Selected minus random larger than the seed-to-seed std: " + ("; ".join(big) if big else
-                  "none of the figures above") + "."]
-        L += ["", "This is a random-init tiny model trained for tens of steps; the runs show the selected subset "
-              "feeding Stage 1 as a mixture source (report.json: samples_by_source counts what Stage 1 drew)."]
-    L += ["", "## Timing", "", "This invocation (steps finished by an earlier one are reused): "
-          + ", ".join(f"{k} {v}" for k, v in s["timing"].items()), "",
-          "Plots: " + ", ".join(f"`{Path(p).relative_to(path.parent) if Path(p).is_relative_to(path.parent) else p}`"
-                                for p in s["plots"] if p.endswith(".png")), ""]
+        return L
+    vs = tr["variants"]
+    seeds = tr.get("seeds", [0])
+    L += [f"Mean over seeds {seeds}" + (" (± std)" if len(seeds) > 1 else "") + ".", "",
+          "| figure | " + " | ".join(vs) + " |", "|---|" + "---|" * len(vs)]
+    for k, title in _TRAIN_FIGURES:
+        cells = []
+        for v in vs:
+            m = vs[v]["mean"].get(k)
+            sd = vs[v]["std"].get(k)
+            cells.append("-" if m is None else (f"{m:.4f} ± {sd:.4f}" if len(seeds) > 1 else f"{m:.4f}"))
+        if any(c != "-" for c in cells):
+            L.append(f"| {title} | " + " | ".join(cells) + " |")
+    L += ["", "Commands:", ""] + [f"- {v}: `{c}`" for v, c in tr["commands"].items()]
+    if "selected" in vs and "random" in vs and len(seeds) > 1:
+        L += _md_selected_vs_random(vs)
+    L += ["", "This is a random-init tiny model trained for tens of steps; the runs show the selected subset "
+          "feeding Stage 1 as a mixture source (report.json: samples_by_source counts what Stage 1 drew)."]
+    return L
+
+
+def _md_timing(s: dict, path: Path) -> list[str]:
+    return ["", "## Timing", "", "This invocation (steps finished by an earlier one are reused): "
+            + ", ".join(f"{k} {v}" for k, v in s["timing"].items()), "",
+            "Plots: " + ", ".join(f"`{Path(p).relative_to(path.parent) if Path(p).is_relative_to(path.parent) else p}`"
+                                  for p in s["plots"] if p.endswith(".png")), ""]
+
+
+def write_markdown(s: dict, path: Path) -> Path:
+    """OUT/report.md from the engine's summary (report.json's content), one function per section."""
+    from etc_ros.core.io import atomic_write_text
+    from etc_training.midtrain.baselines import METHOD_TITLES
+
+    titles = dict(METHOD_TITLES, **(s.get("method_titles") or {}))
+    L = (_md_inputs(s) + _md_estimator(s) + _md_precision(s, titles) + _md_gap(s) + _md_selections(s, titles)
+         + _md_train(s) + _md_timing(s, path))
     atomic_write_text(path, "\n".join(L))
     return path
 
