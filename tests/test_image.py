@@ -23,11 +23,11 @@ def _frame(h: int = 120, w: int = 160, seed: int = 3) -> np.ndarray:
 def _recorded(tmp_path, frame: np.ndarray, h: int, w: int) -> np.ndarray:
     """The frames a teleop recording stores for `frame` at h x w."""
     from etc_ros.data import DatasetReader
-    from etc_ros.teleop.recorder import RecorderConfig, RecorderCore
+    from etc_ros.teleop.recorder import RecorderConfig, RecordingSession
 
     root = tmp_path / f"teleop_{h}x{w}"
-    core = RecorderCore(RecorderConfig(root=str(root), image_height=h, image_width=w, min_free_mb=1.0,
-                                       stop_free_mb=0.0, instruction="pick the cube"), camera_models={})
+    core = RecordingSession(RecorderConfig(root=str(root), image_height=h, image_width=w, min_free_mb=1.0,
+                                           stop_free_mb=0.0, instruction="pick the cube"), camera_models={})
     assert core.start()[0]
     for k in range(2):
         assert core.add_sample({"primary": frame}, spec.READY_POSE, 1.0, T0 + k * STEP_NS)

@@ -1,5 +1,5 @@
-"""Recorder core (pure): episode state machine over DatasetWriter, executed actions, calibration, refusals,
-crash safety (SIGKILL mid-episode), raw MCAP log, throughput."""
+"""Teleop recorder (pure): RecordingSession, the episode state machine over DatasetWriter; executed actions,
+calibration, refusals, crash safety (SIGKILL mid-episode), the raw MCAP log (McapLog), StampedBuffer, throughput."""
 from __future__ import annotations
 
 import os
@@ -17,9 +17,9 @@ from etc_ros.core import spec
 from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
 from etc_ros.core.kinematics import WidowXKinematics, action_between
 from etc_ros.data import DatasetReader, validate_dataset
-from etc_ros.teleop.recorder import (
-    McapLog, RecorderConfig, RecorderCore, RecorderError, StampedBuffer, find_camera_models, free_mb,
-)
+from etc_ros.teleop.mcap_log import McapLog
+from etc_ros.teleop.recorder import RecorderConfig, RecorderError, RecordingSession, find_camera_models, free_mb
+from etc_ros.teleop.stamped_buffer import StampedBuffer
 
 ROOT = Path(__file__).resolve().parents[1]
 KIN = WidowXKinematics.from_urdf()
@@ -38,7 +38,7 @@ def _image(k: int, h: int = 120, w: int = 160) -> np.ndarray:
     return np.stack([(xx + 3 * k) % 256, (yy + k) % 256, np.full_like(xx, 40)], -1).astype(np.uint8)
 
 
-def _feed(core: RecorderCore, n: int, t0_ns: int = T0, q0=None, dq=None, grip=None, cmd=None, step_ns=200_000_000):
+def _feed(core: RecordingSession, n: int, t0_ns: int = T0, q0=None, dq=None, grip=None, cmd=None, step_ns=200_000_000):
     q0 = spec.READY_POSE if q0 is None else q0
     dq = np.array([0.01, 0.005, -0.004, 0.0, 0.003, 0.002]) if dq is None else dq
     qs = []
@@ -52,7 +52,8 @@ def _feed(core: RecorderCore, n: int, t0_ns: int = T0, q0=None, dq=None, grip=No
 
 
 def test_records_executed_actions_calibration_and_metadata(tmp_path):
-    core = RecorderCore(_cfg(tmp_path, task={"family": "pick_place", "object": "cube"}), camera_models={"primary": CAM})
+    core = RecordingSession(_cfg(tmp_path, task={"family": "pick_place", "object": "cube"}),
+                            camera_models={"primary": CAM})
     assert core.start()[0] is False  # no instruction yet
     ok, msg = core.relabel("pick up the red cube")
     assert ok
@@ -81,7 +82,7 @@ def test_records_executed_actions_calibration_and_metadata(tmp_path):
     meta = r.episode_meta(0)["metadata"]
     assert meta["source"] == "teleop" and meta["task"]["family"] == "pick_place"
     # the same episode recorded with measured gripper actions
-    core2 = RecorderCore(_cfg(tmp_path, root=str(tmp_path / "m"), gripper_action="measured"), {"primary": CAM})
+    core2 = RecordingSession(_cfg(tmp_path, root=str(tmp_path / "m"), gripper_action="measured"), {"primary": CAM})
     core2.start("pick")
     _feed(core2, 10, grip=grip, cmd=cmd)
     core2.stop()
@@ -92,7 +93,7 @@ def test_records_executed_actions_calibration_and_metadata(tmp_path):
 
 
 def test_relabel_discard_min_frames_and_indices(tmp_path):
-    core = RecorderCore(_cfg(tmp_path, min_frames=3), camera_models={})
+    core = RecordingSession(_cfg(tmp_path, min_frames=3), camera_models={})
     core.relabel("first task")
     core.start()
     core.relabel("second task")  # before the first frame: this episode
@@ -122,7 +123,7 @@ def test_relabel_discard_min_frames_and_indices(tmp_path):
 
 
 def test_rejected_samples_and_automatic_stops(tmp_path):
-    core = RecorderCore(_cfg(tmp_path, max_frames=6), camera_models={})
+    core = RecordingSession(_cfg(tmp_path, max_frames=6), camera_models={})
     core.start("go")
     assert not core.add_sample({"wrist": _image(0)}, spec.READY_POSE, 1.0, T0)  # wrong camera
     assert not core.add_sample({"primary": _image(0)}, np.zeros(5), 1.0, T0)  # wrong joint count
@@ -137,38 +138,38 @@ def test_rejected_samples_and_automatic_stops(tmp_path):
 
 
 def test_refusals_disk_calibration_and_spec(tmp_path):
-    core = RecorderCore(_cfg(tmp_path, min_free_mb=1e12), camera_models={})
+    core = RecordingSession(_cfg(tmp_path, min_free_mb=1e12), camera_models={})
     ok, msg = core.start("go")
     assert not ok and "MB free" in msg and "min_free_mb" in msg and not core.recording
-    core = RecorderCore(_cfg(tmp_path, require_calibration=True, calibration_dir=str(tmp_path / "none")))
+    core = RecordingSession(_cfg(tmp_path, require_calibration=True, calibration_dir=str(tmp_path / "none")))
     ok, msg = core.start("go")
     assert not ok and "no calibration" in msg and "primary" in msg
     # a calibration of another aspect ratio is not written into the episode (and refused when required)
     wide = CameraModel(CameraIntrinsics(1280, 720, 900, 900, 640, 360), CAM.T_base_cam, "primary")
-    core = RecorderCore(_cfg(tmp_path, root=str(tmp_path / "wide")), camera_models={"primary": wide})
+    core = RecordingSession(_cfg(tmp_path, root=str(tmp_path / "wide")), camera_models={"primary": wide})
     core.start("go")
     _feed(core, 3)
     core.stop()
     meta = DatasetReader(tmp_path / "wide").episode_meta(0)
     assert meta["cameras"] is None and "aspect ratio" in meta["metadata"]["recorder"]["calibration_problems"][0]
     core.close()
-    core = RecorderCore(_cfg(tmp_path, root=str(tmp_path / "wide2"), require_calibration=True),
-                        camera_models={"primary": wide})
+    core = RecordingSession(_cfg(tmp_path, root=str(tmp_path / "wide2"), require_calibration=True),
+                            camera_models={"primary": wide})
     core.start("go")
     assert not core.add_sample({"primary": _image(0)}, spec.READY_POSE, 1.0, T0)
     assert not core.recording and "aspect ratio" in core.last_message
     core.close()
     # a dataset recorded with another image size is not appended to
-    core = RecorderCore(_cfg(tmp_path, root=str(tmp_path / "wide"), image_height=32, image_width=32),
-                        camera_models={})
+    core = RecordingSession(_cfg(tmp_path, root=str(tmp_path / "wide"), image_height=32, image_width=32),
+                            camera_models={})
     ok, msg = core.start("go")
     assert not ok and "different spec" in msg
     with pytest.raises(RecorderError, match="image_height"):
-        RecorderCore(_cfg(tmp_path, image_height=0))
+        RecordingSession(_cfg(tmp_path, image_height=0))
     with pytest.raises(RecorderError, match="split"):
-        RecorderCore(_cfg(tmp_path, split="a b"))
+        RecordingSession(_cfg(tmp_path, split="a b"))
     with pytest.raises(RecorderError, match="not recorded"):
-        RecorderCore(_cfg(tmp_path), camera_models={"wrist": CAM})
+        RecordingSession(_cfg(tmp_path), camera_models={"wrist": CAM})
     assert free_mb(tmp_path / "does" / "not" / "exist") > 0
 
 
@@ -183,14 +184,14 @@ def test_calibration_files_are_found(tmp_path):
 
     with pytest.raises(CalibrationError, match="extrinsics"):  # intrinsics only: not usable for episodes
         find_camera_models(["wrist"], tmp_path)
-    core = RecorderCore(RecorderConfig(root=str(tmp_path / "e"), cameras=["wrist"], calibration_dir=str(tmp_path),
-                                       require_calibration=True, min_free_mb=1.0))
+    core = RecordingSession(RecorderConfig(root=str(tmp_path / "e"), cameras=["wrist"], calibration_dir=str(tmp_path),
+                                           require_calibration=True, min_free_mb=1.0))
     ok, msg = core.start("go")  # reported, not a crash
     assert not ok and "wrist.yaml" in msg and "T_base_cam" in msg
 
 
 def test_native_size_and_camera_size_dataset(tmp_path):
-    core = RecorderCore(_cfg(tmp_path, image_height=0, image_width=0), camera_models={"primary": CAM})
+    core = RecordingSession(_cfg(tmp_path, image_height=0, image_width=0), camera_models={"primary": CAM})
     core.start("go")
     _feed(core, 3)
     core.stop()
@@ -211,9 +212,9 @@ def test_stamped_buffer_nearest():
 _KILL_SCRIPT = textwrap.dedent("""
     import sys, time, numpy as np
     from etc_ros.core import spec
-    from etc_ros.teleop.recorder import RecorderConfig, RecorderCore
-    core = RecorderCore(RecorderConfig(root=sys.argv[1], min_free_mb=1.0, image_height=48, image_width=64),
-                        camera_models={})
+    from etc_ros.teleop.recorder import RecorderConfig, RecordingSession
+    core = RecordingSession(RecorderConfig(root=sys.argv[1], min_free_mb=1.0, image_height=48, image_width=64),
+                            camera_models={})
     t = 1_700_000_000_000_000_000
     img = np.full((48, 64, 3), 100, np.uint8)
     for ep in range(3):
@@ -254,8 +255,8 @@ def test_sigkill_mid_episode_keeps_finished_episodes(tmp_path):
     r = DatasetReader(root)
     assert r.num_episodes == 2 and [r.episode_length(i) for i in range(2)] == [12, 12]
     # the lock died with the process: recording can go on, the next episode gets index 2
-    core = RecorderCore(RecorderConfig(root=str(root), min_free_mb=1.0, image_height=48, image_width=64),
-                        camera_models={})
+    core = RecordingSession(RecorderConfig(root=str(root), min_free_mb=1.0, image_height=48, image_width=64),
+                            camera_models={})
     core.start("after the crash")
     _feed(core, 3, t0_ns=T0 + 10**12)
     ok, msg = core.stop()
@@ -285,7 +286,7 @@ def test_mcap_raw_log(tmp_path):
     log2.abort()
     assert list((tmp_path / "raw").iterdir()) == [path]
     # through the core: one log per episode, deleted on discard
-    core = RecorderCore(_cfg(tmp_path, mcap=True, mcap_dir=str(tmp_path / "logs")), camera_models={})
+    core = RecordingSession(_cfg(tmp_path, mcap=True, mcap_dir=str(tmp_path / "logs")), camera_models={})
     core.start("go")
     core.mcap.write("/joint_states", "sensor_msgs/msg/JointState", b"\x00" * 8, T0)
     _feed(core, 3)
@@ -300,7 +301,7 @@ def test_mcap_raw_log(tmp_path):
 
 def test_recording_throughput(tmp_path):
     """Frames/s the core sustains (FK + action + PNG + parquet) at the default stored size 224x224 from 640x480."""
-    core = RecorderCore(_cfg(tmp_path, image_height=224, image_width=224), camera_models={"primary": CAM})
+    core = RecordingSession(_cfg(tmp_path, image_height=224, image_width=224), camera_models={"primary": CAM})
     core.start("throughput")
     rng = np.random.default_rng(0)
     base = _image(0, 480, 640)

@@ -11,7 +11,7 @@ import yaml
 from etc_ros.core import spec
 from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
 from etc_ros.core.kinematics import WidowXKinematics
-from etc_ros.teleop.recorder import RecorderConfig, RecorderCore
+from etc_ros.teleop.recorder import RecorderConfig, RecordingSession
 from etc_training.cli import main
 
 KIN = WidowXKinematics.from_urdf()
@@ -39,9 +39,10 @@ def _pick_place_joints(offset: float) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def episodes(tmp_path_factory):
     root = tmp_path_factory.mktemp("teleop") / "episodes"
-    core = RecorderCore(RecorderConfig(root=str(root), image_height=96, image_width=128, min_free_mb=1.0,
-                                       task={"family": "pick_place", "object": "red cube", "target": "blue bowl"}),
-                        camera_models={"primary": CAM})
+    task = {"family": "pick_place", "object": "red cube", "target": "blue bowl"}
+    core = RecordingSession(RecorderConfig(root=str(root), image_height=96, image_width=128, min_free_mb=1.0,
+                                           task=task),
+                            camera_models={"primary": CAM})
     t = 1_700_000_000_000_000_000
     img = np.full((480, 640, 3), 120, np.uint8)
     for k in range(2):

@@ -30,5 +30,9 @@ class SafetyError(UserError):
     """Bad input to the safety filter / executor / driver guard (wrong shape, non-finite time, misuse)."""
 
 
+class RecorderError(UserError):
+    """The teleop recorder refused an operation (no instruction, low disk, bad configuration, no `mcap`...)."""
+
+
 class ModelError(UserError):
     """Bad input to the VLA model side: processor, tokenizers, normalization stats, checkpoints, presets."""

@@ -1,19 +1,27 @@
-"""Teleop episode recorder core (pure: no ROS). The recorder node feeds it synchronized samples; it writes
-episodes in the project's dataset format through etc_ros.data.DatasetWriter (atomic commit per episode).
+"""The teleop recorder (pure: no ROS): its configuration (the `recorder` section of config/teleop.yaml, the
+recorder node's parameters), where it finds the cameras' calibrations, and `RecordingSession`, the state machine
+that turns the synchronized samples the recorder node feeds it into episodes of the project's dataset through
+etc_ros.data.DatasetWriter (atomic commit per episode).
 
-    core = RecorderCore(RecorderConfig(root="runs/teleop/episodes"), camera_models={"primary": cam})
-    core.relabel("put the carrot in the pot")
-    ok, msg = core.start()                       # free-disk check, refuses with the reason
-    core.add_sample({"primary": rgb}, q6, gripper_measured, t_ns, gripper_command)   # at the dataset fps
-    ok, msg = core.stop(success=True)            # or core.discard()
+    session = RecordingSession(RecorderConfig(root="runs/teleop/episodes"), camera_models={"primary": cam})
+    session.relabel("put the carrot in the pot")
+    ok, msg = session.start()                    # free-disk check, refuses with the reason
+    session.add_sample({"primary": rgb}, q6, gripper_measured, t_ns, gripper_command)   # at the dataset fps
+    ok, msg = session.stop(success=True)         # or session.discard()
+
+Three things "record" on this path; they are kept apart by name:
+- `RecordingSession` (here): the operator's session, idle <-> recording, many episodes, one dataset;
+- etc_ros.data.EpisodeRecorder: the DatasetWriter's handle of the one episode being written (frames, commit);
+- `McapLog` (etc_ros.teleop.mcap_log): the optional raw MCAP log of the topics, one file per episode.
+The recorder node pairs images with joint states through etc_ros.teleop.stamped_buffer.StampedBuffer.
 
 Per frame: the image(s) resized to the stored size (etc_ros.core.image.resize_image, the model input's
 filter), state = 6 joints + gripper opening, ee_pose = FK (xyz + 'sxyz' rpy of ee_gripper_link in base_link),
 and the action actually executed between this frame and the next: `etc_ros.core.kinematics.action_between(T_t,
 T_t+1)` with the next frame's gripper (the operator's command when known, else the measured opening;
 `gripper_action`). A frame is therefore written when the next one arrives; the last frame of an episode gets a
-zero-motion action. The episode's camera calibration
-(intrinsics at the stored size + T_base_cam) goes into its `cameras` field.
+zero-motion action. The episode's camera calibration (intrinsics at the stored size + T_base_cam) goes into its
+`cameras` field.
 
 State machine: idle --start--> recording --stop/discard--> idle. The instruction is captured when an episode
 starts (its first frame); relabel while recording applies from the next episode (the reply says so).
@@ -21,9 +29,7 @@ A crash never loses finished episodes (the writer's commit protocol); the episod
 """
 from __future__ import annotations
 
-import bisect
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -34,13 +40,16 @@ import numpy as np
 
 from etc_ros.core import spec as robot_spec
 from etc_ros.core.camera import CameraModel
-from etc_ros.core.errors import CalibrationError, UserError
+from etc_ros.core.errors import CalibrationError, RecorderError, UserError
 from etc_ros.core.image import resize_image
 from etc_ros.core.instruction import check_instruction
+from etc_ros.teleop.mcap_log import McapLog
+# Compatibility: etc_ros/nodes/recorder_node.py (owned elsewhere) imports StampedBuffer and RecorderCore from this
+# module; both go once it imports etc_ros.teleop.stamped_buffer.StampedBuffer and RecordingSession.
+from etc_ros.teleop.stamped_buffer import StampedBuffer  # noqa: F401
 
-
-class RecorderError(UserError):
-    """The recorder refused an operation (no instruction, low disk, bad configuration...)."""
+__all__ = ["RecorderConfig", "RecorderError", "RecordingSession", "calibration_dir", "check_recorder_config",
+           "find_camera_models", "free_mb"]
 
 
 @dataclass
@@ -114,28 +123,13 @@ def calibration_dir(value: str = "") -> Path:
     return share_dir() / "config" / "calibration"
 
 
-def load_camera_model(path: str | Path) -> CameraModel:
-    """A saved calibration (YAML or JSON written by `etc-vla calibrate`; CameraModel.to_dict keys)."""
-    import json
-
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise CalibrationError(f"camera calibration {p} not found")
-    try:
-        d = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
-    except (ValueError, yaml.YAMLError) as e:
-        raise CalibrationError(f"{p}: unreadable calibration: {e}") from None
-    if not isinstance(d, dict):
-        raise CalibrationError(f"{p}: a calibration file holds a mapping (intrinsics, T_base_cam)")
-    return CameraModel.from_dict(d)
-
-
 def find_camera_models(cameras: list[str], directory: str | Path,
                        problems: list[str] | None = None) -> dict[str, CameraModel]:
     """{camera: CameraModel} for the cameras that have <directory>/<camera>.yaml (or .json). An unusable file
-    (e.g. intrinsics only) raises CalibrationError, or is reported in `problems` when a list is given."""
+    (e.g. intrinsics only) raises CalibrationError, or is reported in `problems` when a list is given. Files are
+    read by etc_ros.camera.calibration_files.load_camera_model (the one reader of calibration files)."""
+    from etc_ros.camera.calibration_files import load_camera_model
+
     out: dict[str, CameraModel] = {}
     for cam in cameras:
         for ext in (".yaml", ".yml", ".json"):
@@ -154,119 +148,6 @@ def find_camera_models(cameras: list[str], directory: str | Path,
     return out
 
 
-class StampedBuffer:
-    """Recent (stamp, value) pairs in stamp order; `nearest(stamp)` for synchronization."""
-
-    def __init__(self, maxlen: int = 200):
-        self.maxlen = int(maxlen)
-        self._t: list[float] = []
-        self._v: list[Any] = []
-
-    def add(self, stamp: float, value: Any) -> None:
-        if self._t and stamp < self._t[-1]:  # out of order: insert in place
-            i = bisect.bisect_right(self._t, stamp)
-            self._t.insert(i, stamp)
-            self._v.insert(i, value)
-        else:
-            self._t.append(stamp)
-            self._v.append(value)
-        if len(self._t) > self.maxlen:
-            del self._t[0], self._v[0]
-
-    def items(self) -> list[tuple[float, Any]]:
-        """All (stamp, value) pairs, oldest first."""
-        return list(zip(self._t, self._v))
-
-    def latest(self) -> tuple[float, Any] | None:
-        return (self._t[-1], self._v[-1]) if self._t else None
-
-    def nearest(self, stamp: float) -> tuple[float, Any] | None:
-        if not self._t:
-            return None
-        i = bisect.bisect_left(self._t, stamp)
-        cands = [j for j in (i - 1, i) if 0 <= j < len(self._t)]
-        j = min(cands, key=lambda k: abs(self._t[k] - stamp))
-        return self._t[j], self._v[j]
-
-    def __len__(self) -> int:
-        return len(self._t)
-
-
-# ----------------------------------------------------------------------------------------- MCAP log
-class McapLog:
-    """Raw log of serialized ROS 2 messages (CDR) in an MCAP file, profile ros2, schemas as ros2msg text.
-    Written to a hidden temp file and renamed into place (after fsync) by `close()`; `abort()` deletes it."""
-
-    def __init__(self, path: str | Path, compression: str = "zstd"):
-        try:
-            from mcap.writer import CompressionType, Writer
-        except ImportError:
-            raise RecorderError("the raw MCAP log needs the `mcap` package (pip install mcap): not installed "
-                                "(or set recorder.mcap: false)") from None
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name("." + self.path.name + f".{os.getpid()}.tmp")
-        comp = CompressionType.NONE
-        if compression == "zstd":
-            try:
-                import zstandard  # noqa: F401
-
-                comp = CompressionType.ZSTD
-            except ImportError:
-                comp = CompressionType.NONE
-        self._f = open(self._tmp, "wb")
-        self._w = Writer(self._f, compression=comp)
-        self._w.start(profile="ros2", library="etc_ros recorder")
-        self._schemas: dict[str, int] = {}
-        self._channels: dict[str, int] = {}
-        self.messages = 0
-        self._closed = False
-
-    @staticmethod
-    def msgdef(type_name: str) -> bytes:
-        """ros2msg schema text ('pkg/msg/Type'), from rosbags' type store when available (else empty)."""
-        try:
-            from rosbags.typesys import Stores, get_typestore
-
-            text, _ = get_typestore(Stores.ROS2_HUMBLE).generate_msgdef(type_name, ros_version=2)
-            return text.encode()
-        except Exception:  # noqa: BLE001 - rosbags missing or type unknown: readers then need the type
-            return b""
-
-    def write(self, topic: str, type_name: str, data: bytes, log_time_ns: int, publish_time_ns: int | None = None
-              ) -> None:
-        if self._closed:
-            return
-        if topic not in self._channels:
-            if type_name not in self._schemas:
-                self._schemas[type_name] = self._w.register_schema(type_name, "ros2msg", self.msgdef(type_name))
-            self._channels[topic] = self._w.register_channel(topic, "cdr", self._schemas[type_name])
-        self._w.add_message(self._channels[topic], int(log_time_ns), bytes(data),
-                            int(publish_time_ns if publish_time_ns is not None else log_time_ns))
-        self.messages += 1
-
-    def close(self) -> Path:
-        if not self._closed:
-            self._closed = True
-            self._w.finish()
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            os.replace(self._tmp, self.path)
-            from etc_ros.core.io import fsync_dir
-
-            fsync_dir(self.path.parent)
-        return self.path
-
-    def abort(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                self._f.close()
-            finally:
-                self._tmp.unlink(missing_ok=True)
-
-
 # ----------------------------------------------------------------------------------------- core
 @dataclass
 class _Frame:
@@ -279,8 +160,9 @@ class _Frame:
     raw_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # camera -> (H, W) as captured
 
 
-class RecorderCore:
-    """Episode state machine over a DatasetWriter (see the module docstring). Not thread-safe: the node locks."""
+class RecordingSession:
+    """The operator's recording session: episode state machine over a DatasetWriter (see the module docstring).
+    Not thread-safe: the node locks."""
 
     def __init__(self, cfg: RecorderConfig | None = None, camera_models: Mapping[str, CameraModel] | None = None,
                  kin: Any = None, metadata: Mapping[str, Any] | None = None):
@@ -303,7 +185,7 @@ class RecorderCore:
         self.root = Path(self.cfg.root)
         self.instruction = self.cfg.instruction.strip()
         self.writer = None
-        self._rec = None  # EpisodeRecorder of the episode in progress (after its first frame)
+        self._episode = None  # the writer's EpisodeRecorder of the episode in progress (after its first frame)
         self._recording = False
         self._episode_instruction = ""
         self._pending: _Frame | None = None
@@ -393,7 +275,7 @@ class RecorderCore:
         if not res.ok:
             return self._reply(False, f"instruction {res.reason}")
         self.instruction = res.text
-        if self._recording and self._rec is not None:
+        if self._recording and self._episode is not None:
             return self._reply(True, f"instruction set to {res.text!r}; the episode being recorded keeps "
                                      f"{self._episode_instruction!r} (applies from the next episode)")
         if self._recording:
@@ -442,7 +324,7 @@ class RecorderCore:
         self._recording = True
         self._episode_instruction = self.instruction
         self._pending = None
-        self._rec = None
+        self._episode = None
         self._t0_ns = self._last_ns = None
         self._n = 0
         warn = ""
@@ -465,7 +347,7 @@ class RecorderCore:
         if frame is None:
             self.counters["samples_rejected"] += 1
             return False
-        if self._rec is None:
+        if self._episode is None:
             try:
                 self._begin(frame)
             except UserError as e:
@@ -532,7 +414,7 @@ class RecorderCore:
             meta["task"] = dict(self.cfg.task)
         meta.update(self.extra_metadata)
         self._t0_ns = first.t_ns
-        self._rec = self.writer.begin_episode(self._episode_instruction, split=self.cfg.split, cameras=cams,
+        self._episode = self.writer.begin_episode(self._episode_instruction, split=self.cfg.split, cameras=cams,
                                               metadata=meta, start_time_ns=first.t_ns)
 
     def _write(self, f: _Frame, nxt: _Frame | None) -> None:
@@ -543,7 +425,7 @@ class RecorderCore:
         else:
             action = action_between(f.T, nxt.T, nxt.gripper_next)
         t0 = time.perf_counter()
-        self._rec.add_frame(images=f.images, state=f.state, ee_pose=f.ee, action=action,
+        self._episode.add_frame(images=f.images, state=f.state, ee_pose=f.ee, action=action,
                             timestamp=(f.t_ns - self._t0_ns) * 1e-9, timestamp_ns=f.t_ns)
         self.write_seconds += time.perf_counter() - t0
         self.counters["frames_written"] += 1
@@ -563,8 +445,8 @@ class RecorderCore:
             self._write(self._pending, None)
             self._pending = None
         dur = (self._last_ns - self._t0_ns) * 1e-9 if self._last_ns and self._t0_ns else 0.0
-        idx = self._rec.finalize(success)
-        self._rec = None
+        idx = self._episode.finalize(success)
+        self._episode = None
         self._recording = False
         raw = ""
         if self._mcap is not None:
@@ -578,12 +460,12 @@ class RecorderCore:
                                  f"{self._episode_instruction!r}{raw}")
 
     def _discard_quiet(self) -> None:
-        if self._rec is not None:
-            self._rec.discard()
+        if self._episode is not None:
+            self._episode.discard()
         if self._mcap is not None:
             self._mcap.abort()
             self._mcap = None
-        self._rec = None
+        self._episode = None
         self._pending = None
         self._recording = False
 
@@ -604,3 +486,6 @@ class RecorderCore:
             self.writer.close()
             self.writer = None
         return msg
+
+
+RecorderCore = RecordingSession  # compatibility name for etc_ros/nodes/recorder_node.py (see the imports above)
