@@ -15,6 +15,23 @@ def data_dir(folder, pattern="*"):
     return (os.path.join("share", package_name, folder), files)
 
 
+ENTRY_POINTS = {
+    "console_scripts": [
+        "etc-robot = etc_ros.cli:main",
+        "camera_node = etc_ros.nodes.camera_node:main",
+        "instruction_node = etc_ros.nodes.instruction_node:main",
+        "policy_node = etc_ros.nodes.policy_node:main",
+        "safety_node = etc_ros.nodes.safety_node:main",
+        "driver_node = etc_ros.nodes.driver_node:main",
+        "sim_robot = etc_ros.nodes.sim_robot:main",
+        "teleop_node = etc_ros.nodes.teleop_node:main",
+        "recorder_node = etc_ros.nodes.recorder_node:main",
+    ],
+}
+if HAS_TRAINING:
+    ENTRY_POINTS["console_scripts"].append("etc-vla = etc_training.cli:main")
+
+
 setup(
     name=package_name,
     version="0.1.0",
@@ -34,17 +51,5 @@ setup(
     description="ETC vision-language-action policies for the WidowX 250 6DOF: training and ROS 2 deployment.",
     license="Apache-2.0",
     python_requires=">=3.10",
-    entry_points={
-        "console_scripts": [
-            "etc-robot = etc_ros.cli:main",
-            "camera_node = etc_ros.nodes.camera_node:main",
-            "instruction_node = etc_ros.nodes.instruction_node:main",
-            "policy_node = etc_ros.nodes.policy_node:main",
-            "safety_node = etc_ros.nodes.safety_node:main",
-            "driver_node = etc_ros.nodes.driver_node:main",
-            "sim_robot = etc_ros.nodes.sim_robot:main",
-            "teleop_node = etc_ros.nodes.teleop_node:main",
-            "recorder_node = etc_ros.nodes.recorder_node:main",
-        ] + (["etc-vla = etc_training.cli:main"] if HAS_TRAINING else []),
-    },
+    entry_points=ENTRY_POINTS,
 )
