@@ -6,6 +6,9 @@
         (teacher-10 / teacher-1 / SDM-1 on held-out demonstrations, closed loop, latency) and the ONNX head graphs.
     etc-vla distill report --checkpoint DIR --out DIR [--config FILE] [--heldout DIR] [key=value ...]
         re-run only the comparison for an existing OUT.
+    etc-vla distill teacher --checkpoint REGRESSION_POLICY --data DIR --out DIR [teacher.steps=...]
+        a diffusion teacher on a working regression policy (its backbone and condition frozen, a denoiser fitted
+        on cached conditions): OUT/teacher, then `etc-vla distill sdm --checkpoint OUT/teacher ...`.
 
 Settings: config/distill_sdm.yaml (etc_training/distill/config.py), then key=value overrides
 (e.g. sdm.steps=500 eval.episodes=4 consistency.enabled=true), then the flags.
@@ -35,6 +38,9 @@ def register(p: argparse.ArgumentParser) -> None:
     r = sub.add_parser("report", help="re-run the teacher / student comparison of an existing distillation")
     _common(r)
     r.set_defaults(func=_report)
+    t = sub.add_parser("teacher", help="fit a diffusion teacher on a trained regression policy's frozen condition")
+    _common(t)
+    t.set_defaults(func=_teacher)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -104,4 +110,15 @@ def _report(args) -> int:
     _quiet()
     res = run_report(cfg, progress=not args.no_progress)
     print(json.dumps(_summary(res), indent=2))
+    return 0
+
+
+def _teacher(args) -> int:
+    from etc_training.distill.teacher import run_teacher
+
+    cfg = _load(args)
+    _quiet()
+    res = run_teacher(cfg, progress=not args.no_progress)
+    print(json.dumps({k: res[k] for k in ("teacher", "frames", "fit_seconds", "loss_first", "loss_last_smooth",
+                                          "seconds")}, indent=2))
     return 0

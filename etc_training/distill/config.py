@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from etc_training.distill.sdm import DistillError, SDMConfig
+from etc_training.distill.teacher import TeacherConfig
 
 
 @dataclass
@@ -39,6 +40,8 @@ class EvalConfig:
     heldout_splits: list[str] = field(default_factory=lambda: ["train", "ood_color"])
     heldout_frames: int = 400  # per split, evenly spaced (0 = all)
     sim_splits: list[str] = field(default_factory=lambda: ["train", "ood_color"])
+    families: list[str] = field(default_factory=list)  # task families of the closed-loop scenes ([] = the sim's
+    # own draw); episode i takes families[i % len(families)] (a pick_up policy: [pick_up])
     episodes: int = 10  # closed-loop episodes per sim split and variant (0 = skip)
     seed: int = 500_000  # episode i of a split uses reset(seed=seed + i): disjoint from `sim collect` seeds
     exec_horizon: int = 5  # actions executed per predicted chunk
@@ -69,6 +72,7 @@ class DistillConfig:
     data: DistillDataConfig = field(default_factory=DistillDataConfig)
     sdm: SDMConfig = field(default_factory=SDMConfig)
     consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # `etc-vla distill teacher` only
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     run: RunConfig = field(default_factory=RunConfig)

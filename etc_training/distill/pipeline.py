@@ -210,7 +210,8 @@ def evaluate_variants(cfg: DistillConfig, policy, sdm_state: dict, cd_state: dic
     # closed loop
     if e.episodes > 0:
         res["closed_loop"] = closed_loop(policy, heads, e.sim_splits, e.episodes, e.seed, e.exec_horizon, e.max_steps,
-                                         e.reach_tolerance, progress=progress and cfg.run.progress)
+                                         e.reach_tolerance, progress=progress and cfg.run.progress,
+                                         families=e.families)
         for name, per in res["closed_loop"].items():
             log(f"[distill] closed loop {name}: " + ", ".join(
                 f"{s} {r['success']}/{r['episodes']} (reached {r['reached_rate']})" for s, r in per.items()))

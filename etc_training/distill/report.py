@@ -146,7 +146,8 @@ def _make_env(n_views: int, max_steps: int):
     return SimEnv(scfg), cams
 
 
-def run_episode(env, policy, cams: Sequence[str], seed: int, split: str, exec_horizon: int, reach_tol: float) -> dict:
+def run_episode(env, policy, cams: Sequence[str], seed: int, split: str, exec_horizon: int, reach_tol: float,
+                family: str | None = None) -> dict:
     """The project's one closed-loop episode (etc_training.recipe.evaluate.rollout) plus reach / grasp tracking."""
     from etc_training.recipe.evaluate import rollout
 
@@ -158,7 +159,7 @@ def run_episode(env, policy, cams: Sequence[str], seed: int, split: str, exec_ho
         track["min_dist"] = min(track["min_dist"], float(np.linalg.norm(e.ee_pose()[:3] - np.asarray(pos)[:3])))
         track["grasped"] = track["grasped"] or bool(e.grasped(obj))
 
-    r = rollout(env, policy, cams, seed, split, exec_horizon=exec_horizon, on_step=on_step)
+    r = rollout(env, policy, cams, seed, split, family, exec_horizon=exec_horizon, on_step=on_step)
     min_dist = track["min_dist"]
     return {"seed": int(seed), "split": split, "instruction": r["instruction"], "family": r["family"],
             "success": r["success"], "steps": r["steps"], "chunks": r["chunks"], "invalid_chunks": r["invalid_chunks"],
@@ -167,9 +168,10 @@ def run_episode(env, policy, cams: Sequence[str], seed: int, split: str, exec_ho
 
 
 def closed_loop(policy, heads: Mapping[str, DiffusionActionHead], splits: Sequence[str], episodes: int, seed: int,
-                exec_horizon: int = 5, max_steps: int = 0, reach_tol: float = 0.03, progress: bool = True) -> dict:
+                exec_horizon: int = 5, max_steps: int = 0, reach_tol: float = 0.03, progress: bool = True,
+                families: Sequence[str] = ()) -> dict:
     """Closed-loop episodes per (variant, split): episode i of split s is reset(seed=seed + 1000*k + i) with k
-    the split's index, the same scenes for every variant."""
+    the split's index (and family families[i % len(families)] when given), the same scenes for every variant."""
     env, cams = _make_env(policy.processor.config.n_views, max_steps)
     try:
         from tqdm import tqdm
@@ -188,7 +190,7 @@ def closed_loop(policy, heads: Mapping[str, DiffusionActionHead], splits: Sequen
                     head.reset_noise()
                     with use_head(policy, head):
                         eps.append(run_episode(env, policy, cams, seed + 1000 * k + i, split, exec_horizon,
-                                               reach_tol))
+                                               reach_tol, families[i % len(families)] if families else None))
                     if bar is not None:
                         bar.update(1)
                 n = len(eps)

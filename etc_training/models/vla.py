@@ -237,7 +237,7 @@ class VLAPolicy(torch.nn.Module):
                              f"the model's image_token_index {bcfg.image_token_index}")
         processor = VLAProcessor(tokenizer, pcfg, at, stats)
         hc = dict(head_config or {})
-        if p.state_embedding and head != "regression":
+        if p.state_embedding and head not in ("regression", "regression_diffusion"):
             raise ModelError(f"preset {p.name}: state_embedding needs the 'regression' head (got {head!r})")
         if p.state_embedding:
             hc.setdefault("state_dim", p.action_dim)

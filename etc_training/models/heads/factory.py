@@ -18,6 +18,7 @@ from etc_ros.core.processor import VLAProcessor
 from etc_training.models.heads.diffusion import DiffusionActionHead
 from etc_training.models.heads.hybrid import HybridActionHead
 from etc_training.models.heads.regression import RegressionActionHead
+from etc_training.models.heads.regression_diffusion import RegressionDiffusionHead
 from etc_training.models.heads.token import TokenActionHead
 
 HeadFactory = Callable[..., Any]
@@ -28,6 +29,7 @@ ACTION_HEADS: dict[str, HeadFactory] = {
     "regression": RegressionActionHead,  # one-pass L1 chunk regression
     "diffusion": DiffusionActionHead,  # continuous head
     "both": HybridActionHead,  # tokens + diffusion
+    "regression_diffusion": RegressionDiffusionHead,  # the regression head's condition + a diffusion denoiser
 }
 # Heads whose processor format is "tokens" (the action tokens are the LM target); every other head is continuous.
 TOKEN_FORMAT_HEADS = {"tokens", "both"}

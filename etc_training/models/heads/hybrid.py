@@ -51,9 +51,12 @@ class HybridActionHead(nn.Module):
 
 
 def diffusion_part(head: Any) -> DiffusionActionHead:
-    """The DiffusionActionHead of a "diffusion" or "both" head (ModelError otherwise)."""
-    if isinstance(head, DiffusionActionHead):
-        return head
+    """The diffusion sampler of a "diffusion", "regression_diffusion" or "both" head (ModelError otherwise): an
+    object with condition_from, sample, denoiser, schedule, sampler and num_inference_steps."""
+    from etc_training.models.heads.regression_diffusion import RegressionDiffusionHead
+
+    if isinstance(head, (DiffusionActionHead, RegressionDiffusionHead)):
+        return head  # type: ignore[return-value]  # same sampling interface
     if isinstance(head, HybridActionHead):
         return head.diffusion
     raise ModelError(f"the policy's action head {getattr(head, 'name', type(head).__name__)!r} is not a "
