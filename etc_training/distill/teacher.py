@@ -91,7 +91,7 @@ def fit_denoiser(head, cond: torch.Tensor, actions: torch.Tensor, cfg: TeacherCo
                 pe.lerp_(p, 1.0 - cfg.ema_decay)
         lv = float(loss.detach())
         run = lv if step == 0 else 0.98 * run + 0.02 * lv
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        if step == 0 or (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             row = {"step": step + 1, "loss": round(lv, 6), "loss_smooth": round(run, 6),
                    "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 2)}
             hist.append(row)
