@@ -161,7 +161,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     """Defaults of `cls`, then the YAML file (if given), then `key=value` overrides."""
     data = to_dict(cls())
     if path is not None:
-        data = _merge(data, read_yaml_mapping(path, ConfigError, what="config file"))
+        data = merge_dicts(data, read_yaml_mapping(path, ConfigError, what="config file"))
     data = apply_overrides(data, overrides)
     return from_dict(cls, data)
 
@@ -183,11 +183,12 @@ def read_yaml_mapping(path: str | Path, error_cls: type[Exception] = None, what:
     return loaded
 
 
-def _merge(base: dict, new: dict) -> dict:
+def merge_dicts(base: dict, new: dict) -> dict:
+    """`base` updated with `new`, nested dicts merged key by key (a new dict; neither argument is modified)."""
     out = dict(base)
     for k, v in new.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge_dicts(out[k], v)
         else:
             out[k] = v
     return out

@@ -99,18 +99,18 @@ def _check_objects(objects: list | None, cameras: list[str], where: str) -> str:
         raise DatasetError(f"{where}: annotations.objects is not JSON serialisable: {ex}") from None
 
 
-# --------------------------------------------------------------------------------------------- recorder
-class EpisodeRecorder:
+# ----------------------------------------------------------------------------------------------- writer
+class EpisodeWriter:
     """One episode being recorded. Get it from `DatasetWriter.begin_episode`; call `add_frame` per frame,
     then `finalize(success)` (atomic commit) or `discard()`.
 
-    The writer passes `commit(recorder, row, ep_stats, arrays)`, which writes the episode's meta/episodes file
+    The writer passes `commit(episode, row, ep_stats, arrays)`, which writes the episode's meta/episodes file
     (the commit point) and updates the dataset's derived files, and `release()`, called when the episode is
     discarded."""
 
     def __init__(self, root: Path, spec: DatasetSpec, png_level: int, episode_index: int, from_index: int,
                  instruction: str, task_index: int, split: str, cameras_json: str | None, metadata: dict,
-                 start_time_ns: int | None, *, commit: Callable[[EpisodeRecorder, dict, dict, dict], None],
+                 start_time_ns: int | None, *, commit: Callable[[EpisodeWriter, dict, dict, dict], None],
                  release: Callable[[], None]) -> None:
         self._commit = commit
         self._release = release
@@ -345,4 +345,4 @@ class EpisodeRecorder:
         self._release()
 
 
-__all__ = ["EpisodeRecorder", "index_arrays"]
+__all__ = ["EpisodeWriter", "index_arrays"]

@@ -16,7 +16,7 @@ overwritten by the next episode, quarantined by repair).
 
 The jobs are split: this module holds DatasetWriter (one writer per dataset: the lock, create / open, the task
 table, starting episodes, the commit point and the in-memory view of the committed episodes);
-etc_ros.data.episode the EpisodeRecorder (frame validation, streaming rows and videos, per-episode statistics,
+etc_ros.data.episode the EpisodeWriter (frame validation, streaming rows and videos, per-episode statistics,
 moving the files into place); etc_ros.data.meta the derived meta files (info.json, tasks.parquet, stats.json).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 from etc_ros.core.errors import DatasetError
 from etc_ros.core.io import atomic_write
 from etc_ros.data import codec, stats as stats_mod
-from etc_ros.data.episode import EpisodeRecorder
+from etc_ros.data.episode import EpisodeWriter
 from etc_ros.data.meta import write_info, write_stats, write_tasks
 from etc_ros.data.schema import (
     FORMAT_NAME, INFO_PATH, LOCK_NAME, SPLIT_RE, DatasetSpec, EpisodeData, cameras_to_json, check_info,
@@ -73,7 +73,7 @@ class DatasetWriter:
         self.spec = spec
         self.png_level = int(png_level)
         self._lock_fd: int | None = None
-        # weak: a dropped recorder (never finalized) must not keep the writer and its lock alive
+        # weak: a dropped EpisodeWriter (never finalized) must not keep the writer and its lock alive
         self._active_ref: weakref.ref | None = None
         self._lengths: list[int] = []
         self._splits: list[str] = []
@@ -207,7 +207,7 @@ class DatasetWriter:
 
     # ---------------------------------------------------------------------------------------- episodes
     @property
-    def _active(self) -> EpisodeRecorder | None:
+    def _active(self) -> EpisodeWriter | None:
         return None if self._active_ref is None else self._active_ref()
 
     @property
@@ -224,7 +224,7 @@ class DatasetWriter:
 
     def begin_episode(self, instruction: str, split: str = "train", cameras: Mapping[str, Any] | None = None,
                       metadata: Mapping[str, Any] | None = None, *, start_time_ns: int | None = None
-                      ) -> EpisodeRecorder:
+                      ) -> EpisodeWriter:
         """Start recording an episode. `cameras`: {name: CameraModel} calibration of the stored images
         (intrinsics at the stored size); `metadata`: free JSON (see docs/dataset.md for the documented keys);
         `start_time_ns`: absolute time of timestamp 0 (default: the first frame's timestamp_ns, else now)."""
@@ -256,11 +256,11 @@ class DatasetWriter:
         task_index = self._task_of.get(instruction)
         if task_index is None:
             task_index = (max(self._tasks) + 1) if self._tasks else 0
-        rec = EpisodeRecorder(self.root, self.spec, self.png_level, idx, self.num_frames, instruction, task_index,
-                              split, cams, meta, None if start_time_ns is None else int(start_time_ns),
-                              commit=self._commit_episode, release=self._release_episode)
-        self._active_ref = weakref.ref(rec)
-        return rec
+        episode = EpisodeWriter(self.root, self.spec, self.png_level, idx, self.num_frames, instruction, task_index,
+                                split, cams, meta, None if start_time_ns is None else int(start_time_ns),
+                                commit=self._commit_episode, release=self._release_episode)
+        self._active_ref = weakref.ref(episode)
+        return episode
 
     def write_episode(self, ep: EpisodeData) -> int:
         """Write a whole in-memory episode (validated frame by frame); returns its episode index."""
@@ -291,25 +291,25 @@ class DatasetWriter:
         objs = ep.objects
         if objs is not None and (not isinstance(objs, (list, tuple)) or len(objs) != T):
             raise DatasetError(f"{where}: objects must be a list with one list per frame ({T})")
-        rec = self.begin_episode(ep.instruction, split=ep.split, cameras=ep.cameras, metadata=ep.metadata)
+        out = self.begin_episode(ep.instruction, split=ep.split, cameras=ep.cameras, metadata=ep.metadata)
         try:
             for t in range(T):
-                rec.add_frame(images={c: v[t] for c, v in images.items()}, state=state[t], ee_pose=ee[t],
+                out.add_frame(images={c: v[t] for c, v in images.items()}, state=state[t], ee_pose=ee[t],
                               action=act[t], timestamp=ts[t], timestamp_ns=None if ns is None else ns[t],
                               objects=None if objs is None else list(objs[t]),
                               depth=None if depth is None else {c: v[t] for c, v in depth.items()})
-            return rec.finalize(ep.success)
+            return out.finalize(ep.success)
         except BaseException:
-            rec.discard()
+            out.discard()
             raise
 
-    def _commit_episode(self, rec: EpisodeRecorder, row: dict, ep_stats: dict, arrays: dict) -> None:
+    def _commit_episode(self, episode: EpisodeWriter, row: dict, ep_stats: dict, arrays: dict) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = episode_arrow_schema(self.spec, rec.episode_index, ep_stats)
+        schema = episode_arrow_schema(self.spec, episode.episode_index, ep_stats)
         table = pa.Table.from_pylist([row], schema=schema)
-        atomic_write(self.root / episodes_relpath(rec.episode_index, self.spec.chunks_size),
+        atomic_write(self.root / episodes_relpath(episode.episode_index, self.spec.chunks_size),
                      lambda p: pq.write_table(table, p, compression="NONE", write_statistics=False))
         # committed: update the in-memory view and the derived files
         self._add_committed(row, ep_stats, arrays)

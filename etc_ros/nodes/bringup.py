@@ -44,12 +44,12 @@ class BringupError(UserError):
 def load_bringup_config(config: BringupConfig | str | Path | dict | None = None,
                         overrides: Sequence[str] = ()) -> BringupConfig:
     """BringupConfig from an object, a dict or a YAML file (None = defaults), then key=value overrides."""
-    from etc_ros.core.config import _merge, apply_overrides, from_dict, to_dict
+    from etc_ros.core.config import apply_overrides, from_dict, merge_dicts, to_dict
 
     if isinstance(config, BringupConfig):
         data = to_dict(config)
     elif isinstance(config, dict):
-        data = _merge(to_dict(BringupConfig()), config)
+        data = merge_dicts(to_dict(BringupConfig()), config)
     else:
         return load_config(BringupConfig, config, overrides)
     return from_dict(BringupConfig, apply_overrides(data, overrides))

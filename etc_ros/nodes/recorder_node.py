@@ -1,9 +1,9 @@
-"""Recorder node: teleoperated episodes -> the project's dataset (etc_ros.teleop.recorder.RecorderCore does the work).
+"""Recorder node: teleoperated episodes -> the project's dataset (etc_ros.teleop.recorder.RecordingSession: the work).
 
 Subscribes /camera/<cam>/image_raw for each recorded camera, /joint_states, /policy/action_chunk (the gripper
 command the operator sent), /recorder/instruction (std_msgs/String: relabel). A timer at 4 x `fps` takes the
 newest image of the first camera once it is ~1/fps newer than the last frame, the other cameras' images and the
-joint state nearest to its stamp (within max_sync_error), and hands the sample to the core.
+joint state nearest to its stamp (within max_sync_error), and hands the sample to the recording session.
 Services (std_srvs/Trigger): ~/start, ~/stop (success), ~/stop_failed, ~/discard, ~/capture (saves the current
 image + joint state as a calibration view into `capture_dir`). Parameter `instruction` (rcl SetParameters,
 `ros2 param set`) relabels like the topic. /recorder/status (std_msgs/String JSON, transient local) after every
@@ -33,7 +33,8 @@ from etc_ros.core.camera import CameraModel
 from etc_ros.nodes import messages as M
 from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR, GraphNode, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
-from etc_ros.teleop.recorder import RecorderConfig, RecorderCore, RecorderError, StampedBuffer, check_recorder_config
+from etc_ros.teleop.recorder import RecorderConfig, RecorderError, RecordingSession, check_recorder_config
+from etc_ros.teleop.stamped_buffer import StampedBuffer
 
 RECORDER_TOPICS = {
     "instruction": "/recorder/instruction",  # std_msgs/String -> recorder (relabel)
@@ -72,7 +73,7 @@ class RecorderNode(GraphNode):
             self.declare_parameter(f.name, _param_value(getattr(base, f.name)),
                                    ParameterDescriptor(dynamic_typing=True))
         cfg = self._config_from_params()
-        self.core = RecorderCore(cfg, camera_models=camera_models, metadata=metadata)
+        self.session = RecordingSession(cfg, camera_models=camera_models, metadata=metadata)
         self.cfg = cfg
         self._lock = threading.RLock()
         self._images: dict[str, StampedBuffer] = {c: StampedBuffer(30) for c in cfg.cameras}
@@ -111,11 +112,11 @@ class RecorderNode(GraphNode):
         if dhz > 0:
             self.create_timer(1.0 / dhz, self._diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_status()
-        missing = [c for c in cfg.cameras if c not in self.core.camera_models]
+        missing = [c for c in cfg.cameras if c not in self.session.camera_models]
         if missing:
             self.get_logger().warning(f"no camera calibration for {missing}: episodes are recorded without "
                                       "(trajectory / affordance ETC needs it: etc-vla calibrate extrinsics)"
-                                      + "".join(f"; {p}" for p in self.core.calibration_problems))
+                                      + "".join(f"; {p}" for p in self.session.calibration_problems))
 
     def _config_from_params(self) -> RecorderConfig:
         kw: dict[str, Any] = {}
@@ -143,11 +144,11 @@ class RecorderNode(GraphNode):
     # ---- inputs
     def _log_raw(self, topic: str, type_name: str, data: bytes) -> None:
         """Raw subscription callback (exact CDR bytes as received): into the episode's MCAP log, if any."""
-        log = self.core.mcap
+        log = self.session.mcap
         if log is None:
             return
         with self._lock:
-            log = self.core.mcap
+            log = self.session.mcap
             if log is not None:
                 log.write(topic, type_name, data, self.get_clock().now().nanoseconds)
 
@@ -191,7 +192,7 @@ class RecorderNode(GraphNode):
     # ---- operations (also called directly by the in-process CLI)
     def relabel(self, text: Any, publish: bool = True) -> tuple[bool, str]:
         with self._lock:
-            ok, msg = self.core.relabel(text)
+            ok, msg = self.session.relabel(text)
         self._log(ok, msg)
         if publish:
             self._publish_status()
@@ -202,13 +203,13 @@ class RecorderNode(GraphNode):
         with self._lock:
             if name == "start":
                 self._last_stamp = None
-                ok, msg = self.core.start()
+                ok, msg = self.session.start()
             elif name == "stop":
-                ok, msg = self.core.stop(success=True)
+                ok, msg = self.session.stop(success=True)
             elif name == "stop_failed":
-                ok, msg = self.core.stop(success=False)
+                ok, msg = self.session.stop(success=False)
             elif name == "discard":
-                ok, msg = self.core.discard()
+                ok, msg = self.session.discard()
             elif name == "capture":
                 ok, msg = self._capture()
             else:
@@ -255,11 +256,11 @@ class RecorderNode(GraphNode):
     # ---- sampling
     def _tick(self) -> None:
         with self._lock:
-            if not self.core.recording:
+            if not self.session.recording:
                 return
             self._sample()
-            if not self.core.recording:  # stopped by itself (max_frames, low disk, bad calibration)
-                self.get_logger().warning(self.core.last_message)
+            if not self.session.recording:  # stopped by itself (max_frames, low disk, bad calibration)
+                self.get_logger().warning(self.session.last_message)
                 self._publish_status()
 
     def _sample(self) -> None:
@@ -295,14 +296,14 @@ class RecorderNode(GraphNode):
         except M.MessageError as e:
             self.get_logger().warning(f"image not recorded: {e}", throttle_duration_sec=2.0)
             return
-        if self.core.add_sample(images, q, g, int(round(stamp * 1e9)), self._gripper_cmd):
+        if self.session.add_sample(images, q, g, int(round(stamp * 1e9)), self._gripper_cmd):
             self.samples += 1
             self._last_stamp = stamp
 
     # ---- status
     def status(self) -> dict:
         with self._lock:
-            s = self.core.status()
+            s = self.session.status()
         s["skips"] = dict(self.skips)
         s["captures"] = self.captures
         return s
@@ -320,7 +321,7 @@ class RecorderNode(GraphNode):
 
     def destroy_node(self) -> None:
         with self._lock:
-            msg = self.core.close(keep=True)
+            msg = self.session.close(keep=True)
         if msg:
             self.get_logger().info(msg)
         super().destroy_node()

@@ -26,7 +26,7 @@ def load_teleop_file(path: str | Path | None = None, overrides: Sequence[str] = 
     key=value overrides (e.g. teleop.linear_speed=0.03 recorder.root=/data/ep)."""
     import yaml
 
-    from etc_ros.core.config import ConfigError, _merge, apply_overrides, from_dict, to_dict
+    from etc_ros.core.config import ConfigError, apply_overrides, from_dict, merge_dicts, to_dict
     from etc_ros.teleop.recorder import RecorderConfig, check_recorder_config
 
     data = {"teleop": to_dict(TeleopConfig()), "recorder": to_dict(RecorderConfig()),
@@ -51,7 +51,7 @@ def load_teleop_file(path: str | Path | None = None, overrides: Sequence[str] = 
             for k in ("bindings", "axes", "buttons"):
                 if k in sub:
                     data[sect][key][k] = {}
-        data = _merge(data, loaded)
+        data = merge_dicts(data, loaded)
     data = apply_overrides(data, overrides)
     tele = check_teleop_config(from_dict(TeleopConfig, data["teleop"] or {}, "teleop."))
     rec = check_recorder_config(from_dict(RecorderConfig, data["recorder"] or {}, "recorder."))

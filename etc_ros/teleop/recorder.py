@@ -11,7 +11,7 @@ etc_ros.data.DatasetWriter (atomic commit per episode).
 
 Three things "record" on this path; they are kept apart by name:
 - `RecordingSession` (here): the operator's session, idle <-> recording, many episodes, one dataset;
-- etc_ros.data.EpisodeRecorder: the DatasetWriter's handle of the one episode being written (frames, commit);
+- etc_ros.data.EpisodeWriter: the DatasetWriter's handle of the one episode being written (frames, commit);
 - `McapLog` (etc_ros.teleop.mcap_log): the optional raw MCAP log of the topics, one file per episode.
 The recorder node pairs images with joint states through etc_ros.teleop.stamped_buffer.StampedBuffer.
 
@@ -44,9 +44,6 @@ from etc_ros.core.errors import CalibrationError, RecorderError, UserError
 from etc_ros.core.image import resize_image
 from etc_ros.core.instruction import check_instruction
 from etc_ros.teleop.mcap_log import McapLog
-# Compatibility: etc_ros/nodes/recorder_node.py (owned elsewhere) imports StampedBuffer and RecorderCore from this
-# module; both go once it imports etc_ros.teleop.stamped_buffer.StampedBuffer and RecordingSession.
-from etc_ros.teleop.stamped_buffer import StampedBuffer  # noqa: F401
 
 __all__ = ["RecorderConfig", "RecorderError", "RecordingSession", "calibration_dir", "check_recorder_config",
            "find_camera_models", "free_mb"]
@@ -185,7 +182,7 @@ class RecordingSession:
         self.root = Path(self.cfg.root)
         self.instruction = self.cfg.instruction.strip()
         self.writer = None
-        self._episode = None  # the writer's EpisodeRecorder of the episode in progress (after its first frame)
+        self._episode = None  # the writer's EpisodeWriter of the episode in progress (after its first frame)
         self._recording = False
         self._episode_instruction = ""
         self._pending: _Frame | None = None
@@ -486,6 +483,3 @@ class RecordingSession:
             self.writer.close()
             self.writer = None
         return msg
-
-
-RecorderCore = RecordingSession  # compatibility name for etc_ros/nodes/recorder_node.py (see the imports above)

@@ -83,13 +83,6 @@ def _timed(timing: dict[str, float], key: str) -> Iterator[None]:
     timing[key] = round(time.perf_counter() - t0, 2)
 
 
-def _set_threads(n: int) -> None:
-    import torch
-
-    if torch.get_num_threads() != max(1, int(n)):
-        torch.set_num_threads(max(1, int(n)))
-
-
 # ---------------------------------------------------------------------------------------------- 1. data
 def _robot_data(cfg: MidtrainConfig, out: Path, progress: bool) -> tuple[str, str | None]:
     """(ETC path, episodes dir or None)."""
@@ -457,13 +450,14 @@ def run_engine(cfg: MidtrainConfig, log=print) -> dict:
     prefer_passive_openmp()
     from etc_ros.core.config import save_config
     from etc_training.midtrain.report import gap_analysis, write_report
+    from etc_training.recipe.distributed import set_threads
 
     say = log or (lambda s: None)
     prog = bool(cfg.progress)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    _set_threads(cfg.model.threads)
+    set_threads(cfg.model.threads)
     t_all = time.perf_counter()
     timing: dict[str, float] = {}
 
