@@ -50,7 +50,11 @@ class InstructionSpatialAttention(nn.Module):
         self.v = nn.Linear(hidden, heads * dim)
         self.out_dim = heads * (dim + 2)
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+    def attention(self, hidden: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weights (B, heads, L): each head's softmax over the image tokens, zero elsewhere; the image-token
+        mask (B, L); the normalized hidden states (B, L, hidden)). What forward() reads its output from; also
+        what `etc-vla analyze attention` records (etc_training/analysis/attention.py)."""
         h = self.norm(hidden.float())
         img = image_mask.to(h.dtype) * mask.to(h.dtype)
         txt = mask.to(h.dtype) * (1.0 - image_mask.to(h.dtype))
@@ -58,10 +62,14 @@ class InstructionSpatialAttention(nn.Module):
         B, L, _ = h.shape
         q = self.q(t).view(B, self.heads, self.dim)
         k = self.k(h).view(B, L, self.heads, self.dim)
-        v = self.v(h).view(B, L, self.heads, self.dim)
         logits = torch.einsum("bhd,blhd->bhl", q, k) * self.dim ** -0.5
         logits = logits.masked_fill(img.unsqueeze(1) <= 0, -1e9)
-        w = torch.softmax(logits, dim=-1)  # (B, heads, L)
+        return torch.softmax(logits, dim=-1), img, h
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        w, img, h = self.attention(hidden, mask, image_mask)  # w: (B, heads, L)
+        B, L, _ = h.shape
+        v = self.v(h).view(B, L, self.heads, self.dim)
         idx = (torch.cumsum(img, dim=1) - 1.0).clamp(min=0.0)  # image-token index 0..G*G-1 at image positions
         gx = torch.remainder(idx, float(self.grid))
         gy = torch.div(idx - gx, float(self.grid))
