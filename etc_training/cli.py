@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "etc": ("etc_training.commands.etc", "ETC data engine: build, validate, annotate"),
     "train": ("etc_training.commands.train", "three-stage ETC training recipe"),
     "eval": ("etc_training.commands.eval", "closed-loop and offline evaluation"),
+    "analyze": ("etc_training.commands.analyze", "inside a trained policy: spatial attention vs object boxes"),
     "ablate": ("etc_training.commands.ablate", "the paper's ablation at this scale"),
     "export": ("etc_training.commands.export", "export a checkpoint to a policy bundle (ONNX)"),
     "distill": ("etc_training.commands.distill", "SDM one-step distillation of the diffusion head"),

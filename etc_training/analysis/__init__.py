@@ -1,0 +1,1 @@
+"""Analyses of trained policies (`etc-vla analyze`): what a checkpoint does inside, measured in the sim world."""
