@@ -266,6 +266,11 @@ def onnx_head_latency(heads: Mapping[str, DiffusionActionHead], out_dir: Path, s
         ort_session,
     )
 
+    if any(getattr(h, "name", "") == "regression_diffusion" for h in heads.values()):
+        # its condition also takes the state and the image-token mask (spatial soft-argmax): the (hidden, mask,
+        # noise) graph does not apply; the bundle latency times the exported head graph end to end instead
+        return {"_skipped": {"reason": "regression_diffusion head: condition needs state + image mask; see "
+                                       "policy_bundle (the bundle's head graph)"}}
     info, fns = {}, {}
     for name, head in heads.items():
         p = export_head_graph(head, out_dir / f"head_{name}.onnx", opset=opset)
