@@ -109,6 +109,10 @@ def test_box_masses_on_a_hand_made_case():
     assert one["centroid_error_px"] == pytest.approx(math.sqrt(0.5))  # centroid (1.0, 1.0)
     uniform = A.attention_measures(np.full((2, 2), 0.25), [0, 0, 1, 1], [[2, 2, 3, 3]], 4, 4)["mean"]
     assert uniform["target_mass"] == pytest.approx(0.25) and uniform["distractor_mass"] == pytest.approx(0.25)
+    sw = A.swap_measures(w, np.array([[0.0, 0.0], [0.0, 1.0]]), [0, 0, 1, 1], [2, 2, 3, 3], 4, 4)
+    assert sw["target_area"] == sw["named_area"] == 0.25
+    assert sw["mean"] == pytest.approx({"target_named": 0.5, "target_other_named": 0.0, "distractor_named": 1.0,
+                                        "distractor_target_named": 0.0})
     s = A.summarize_scenes([{**m, "success": True}, {**m, "mean": uniform, "heads": [uniform], "success": False}],
                            resamples=200)
     mo = s["mean_over_heads"]
@@ -130,15 +134,18 @@ def test_the_command_writes_its_report_on_two_scenes(tmp_path, policy, monkeypat
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["grid"] == 4 and rep["heads"] == 2 and "ood_combo" in rep["skipped_splits"]
-    tr = rep["splits"]["train"]
-    assert tr["summary"]["n"] == 2 and len(tr["scenes"]) == 2
-    sc = tr["scenes"][0]
-    assert sc["seed"] == 0 and sc["target_box"] and sc["distractor_boxes"]
+    assert rep["splits"]["train"]["summary"]["n"] == 2
+    scenes = [json.loads(ln) for ln in (out / "scenes.jsonl").read_text().splitlines()]
+    assert [(x["split"], x["seed"]) for x in scenes] == [("train", 0), ("train", 1)]
+    sc = scenes[0]
+    assert sc["target_box"] and sc["distractor_boxes"]
+    sw = sc["swap"]  # the instruction-swap control: same template, a distractor named
+    assert sw["named"] in sc["distractors"] and sw["named"] in sw["instruction"] and sc["object"] in sc["instruction"]
     assert np.asarray(sc["weights"]).sum(axis=(1, 2)) == pytest.approx([1.0, 1.0], abs=1e-4)
     assert 0 <= sc["mean"]["target_mass"] <= 1 and 0 < sc["target_area"] < 1
     assert rep["overlays"] == ["overlays/train_000.png"] and (out / "overlays" / "train_000.png").stat().st_size > 0
     md = (out / "report.md").read_text()
-    assert "| train | 2 |" in md and "ood_combo" in md
+    assert "| train | 2 |" in md and "ood_combo" in md and "Instruction-swap" in md
     pol0 = _policy(spatial_heads=0)
     pol0.save(tmp_path / "nospatial")
     assert cli.main(["analyze", "attention", "--checkpoint", str(tmp_path / "nospatial"), "--out",

@@ -21,11 +21,16 @@ Per observation (mean over heads, and each head):
 - target_area / distractor_area: the region's share of the image = the mass of a uniform attention (the baseline);
 - target_ceiling: the largest share of one patch the target box covers, i.e. the most mass attention at patch
   resolution can put on the box (a box smaller than a patch can never get 1.0);
+- peak_weight: the largest patch weight (uniform attention: 1 / G^2);
 - peak_in_target: whether the most attended patch overlaps the target box;
 - centroid_error_px: distance from the attention's expected patch centre (what the soft-argmax gives the action MLP)
   to the target's point.
 Over the scenes of a split: the means, ratio = sum(mass) / sum(area) (how many times the uniform baseline),
 selectivity = target ratio / distractor ratio, with 95 % percentile-bootstrap intervals (scenes resampled).
+
+Instruction-swap control (`swap_measures`): the same frame and state with the instruction's template naming one
+distractor instead of the task object. Attention that follows the instruction moves to the named distractor's box
+and leaves the target's; attention drawn by what the objects look like does not move.
 """
 from __future__ import annotations
 
@@ -180,7 +185,8 @@ def attention_measures(weights: Any, target_box: Sequence[float], distractor_box
             cu, cv = attention_centroid(grid_w, width, height)
             err = float(math.hypot(cu - float(target_point[0]), cv - float(target_point[1])))
         return {"target_mass": tm, "distractor_mass": dm, "other_mass": float(px.sum()) - tm - dm,
-                "peak_in_target": bool(cover[peak] > 0), "centroid_error_px": err}
+                "peak_weight": float(grid_w.max()), "peak_in_target": bool(cover[peak] > 0),
+                "centroid_error_px": err}
 
     return {"target_area": float(t_mask.mean()), "distractor_area": float(d_mask.mean()),
             "target_ceiling": float(cover.max()), "mean": one(w.mean(0), maps.mean(0)),
@@ -220,7 +226,8 @@ def _block(recs: Sequence[dict], get: Callable[[dict], dict], idx: np.ndarray) -
     da = np.array([r["distractor_area"] for r in recs])
     out = {"target_mass": mean_ci(tm, idx), "target_ratio": ratio_ci(tm, ta, idx),
            "distractor_mass": mean_ci(dm, idx), "distractor_ratio": ratio_ci(dm, da, idx),
-           "peak_in_target": float(np.mean([get(r)["peak_in_target"] for r in recs]))}
+           "peak_in_target": float(np.mean([get(r)["peak_in_target"] for r in recs])),
+           "peak_weight": float(np.mean([get(r)["peak_weight"] for r in recs]))}
     with np.errstate(divide="ignore", invalid="ignore"):
         per_scene = tm / ta
     out["target_ratio"]["median_per_scene"] = float(np.median(per_scene[np.isfinite(per_scene)]))
@@ -260,7 +267,22 @@ def summarize_scenes(records: Sequence[dict], resamples: int = 2000, seed: int =
                 by[name] = {"n": len(sub), "target_mass": mean_ci(tm, sidx), "target_ratio": ratio_ci(tm, ta, sidx),
                             "peak_in_target": float(np.mean([r["mean"]["peak_in_target"] for r in sub]))}
         out["by_outcome"] = by
+    swaps = [r["swap"] for r in recs if r.get("swap")]
+    if swaps:
+        sidx = bootstrap_indices(len(swaps), resamples, seed + 2)
+        out["swap"] = {"n": len(swaps), "mean_over_heads": _swap_block(swaps, lambda w: w["mean"], sidx),
+                       "heads": [_swap_block(swaps, lambda w, h=h: w["heads"][h], sidx) for h in range(heads)]}
     return out
+
+
+def _swap_block(swaps: Sequence[dict], get: Callable[[dict], dict], idx: np.ndarray) -> dict:
+    ta = np.array([w["target_area"] for w in swaps])
+    da = np.array([w["named_area"] for w in swaps])
+    col = {k: np.array([get(w)[k] for w in swaps]) for k in get(swaps[0])}
+    return {"target_ratio_named": ratio_ci(col["target_named"], ta, idx),
+            "target_ratio_other_named": ratio_ci(col["target_other_named"], ta, idx),
+            "distractor_ratio_named": ratio_ci(col["distractor_named"], da, idx),
+            "distractor_ratio_target_named": ratio_ci(col["distractor_target_named"], da, idx)}
 
 
 def load_outcomes(paths: Sequence[str | Path]) -> dict[tuple[str, int], bool]:
@@ -361,6 +383,38 @@ def scene_boxes(annotations: Sequence[Mapping[str, Any]], camera: str) -> dict:
     return {"target": target, "distractors": distractors}
 
 
+def swapped_instruction(env: Any, name: str) -> str | None:
+    """The episode's instruction with the same template naming `name` instead of the task object (None when the
+    template does not reproduce the instruction)."""
+    from etc_training.sim.language import render_instruction
+
+    task = env.task
+    fam, _, tid = str(task.template_id).rpartition("/")
+    kind = env.spec(task.target).kind if task.target else None
+    try:
+        if render_instruction(fam or task.family, tid, task.object, task.target, kind) != task.instruction:
+            return None
+        return render_instruction(fam or task.family, tid, name, task.target, kind)
+    except KeyError:
+        return None
+
+
+def swap_measures(w_task: np.ndarray, w_swap: np.ndarray, target_box: Sequence[float], named_box: Sequence[float],
+                  width: int, height: int) -> dict:
+    """The instruction-swap control of one scene: attention on the target's box and on one distractor's box (its
+    pixels outside the target box) when the instruction names the target (w_task) and when it names that distractor
+    (w_swap), both (heads, G, G)."""
+    a = attention_measures(w_task, target_box, [named_box], width, height)
+    b = attention_measures(w_swap, target_box, [named_box], width, height)
+
+    def one(x: dict, y: dict) -> dict:
+        return {"target_named": x["target_mass"], "target_other_named": y["target_mass"],
+                "distractor_named": y["distractor_mass"], "distractor_target_named": x["distractor_mass"]}
+
+    return {"target_area": a["target_area"], "named_area": a["distractor_area"], "mean": one(a["mean"], b["mean"]),
+            "heads": [one(x, y) for x, y in zip(a["heads"], b["heads"])]}
+
+
 def _r(x: Any, nd: int = 5):
     if isinstance(x, float):
         return round(x, nd)
@@ -373,11 +427,15 @@ def _r(x: Any, nd: int = 5):
 
 def analyze_attention(checkpoint: str | Path, out: str | Path, splits: Sequence[str], scenes: int = 50,
                       seed: int = 0, overlays: int = 8, family: str = "pick_up", camera: str = "primary",
-                      outcomes: Sequence[str | Path] = (), resamples: int = 2000, progress: bool = True) -> dict:
+                      outcomes: Sequence[str | Path] = (), resamples: int = 2000, swap: bool = True,
+                      progress: bool = True) -> dict:
     """The first observation of `scenes` seeded scenes per split (scene i: reset(seed=seed * 100000 + i, split,
     family), as `etc-vla eval` numbers them), the policy's spatial attention on it against the target and
-    distractor boxes; OUT/report.json, OUT/report.md and OUT/overlays/<split>_<i>.png (first `overlays` scenes).
-    A split the family cannot make (ood_combo without a place target) is listed under "skipped_splits"."""
+    distractor boxes; OUT/report.json (summaries), OUT/scenes.jsonl (one record per scene, the weights included),
+    OUT/report.md and OUT/overlays/<split>_<i>.png (first `overlays` scenes). swap: also the instruction-swap control
+    (the same frame, the instruction naming one distractor; `swap_measures`). A split the family cannot make
+    (ood_combo without a place target) is listed under "skipped_splits".
+    """
     from etc_ros.core.io import atomic_write_json, atomic_write_text
     from etc_training.models.vla import VLAPolicy
     from etc_training.sim import SimConfig, SimEnv
@@ -410,6 +468,7 @@ def analyze_attention(checkpoint: str | Path, out: str | Path, splits: Sequence[
     per_split: dict[str, dict] = {}
     skipped_splits: dict[str, str] = {}
     overlay_files: list[str] = []
+    scene_lines: list[str] = []
     try:
         for split in splits:
             recs, skipped = [], []
@@ -444,6 +503,16 @@ def analyze_attention(checkpoint: str | Path, out: str | Path, splits: Sequence[
                        **m, "weights": weights[0].tolist()}
                 if known:
                     rec["success"] = known.get((split, s))
+                if swap:
+                    names = [d["name"] for d in boxes["distractors"]]
+                    named = next((d for d in boxes["distractors"] if d["box"] is not None
+                                  and names.count(d["name"]) == 1 and d["name"] != tgt["name"]), None)
+                    alt = swapped_instruction(env, named["name"]) if named is not None else None
+                    if alt is not None:
+                        w_alt, _ = capture_attention(policy, [{"images": img, "state": obs["state"],
+                                                               "instruction": alt}])
+                        rec["swap"] = {"instruction": alt, "named": named["name"], "named_box": named["box"],
+                                       **swap_measures(weights[0], w_alt[0], tgt["box"], named["box"], W, H)}
                 recs.append(rec)
                 if i < overlays:
                     mt = m["mean"]
@@ -462,7 +531,8 @@ def analyze_attention(checkpoint: str | Path, out: str | Path, splits: Sequence[
                 continue
             summary = summarize_scenes(recs, resamples, seed)
             summary.update(skipped_scenes=skipped, seconds=round(time.perf_counter() - ts, 2))
-            per_split[split] = {"summary": summary, "scenes": recs}
+            per_split[split] = {"summary": summary}
+            scene_lines += [json.dumps(_r({"split": split, **r}), separators=(",", ":")) for r in recs]
     finally:
         env.close()
         if bar is not None:
@@ -475,6 +545,7 @@ def analyze_attention(checkpoint: str | Path, out: str | Path, splits: Sequence[
               "overlays": overlay_files, "seconds": round(time.perf_counter() - t0, 2)}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", _r(report))
+    atomic_write_text(out / "scenes.jsonl", "\n".join(scene_lines) + ("\n" if scene_lines else ""))
     atomic_write_text(out / "report.md", render_markdown(report))
     return report
 
@@ -497,31 +568,46 @@ def render_markdown(report: Mapping[str, Any]) -> str:
          f"ratio = sum(mass) / sum(area) over scenes; selectivity = target ratio / distractor ratio; 95 % "
          f"bootstrap intervals over scenes ({report['bootstrap_resamples']} resamples). Run time "
          f"{report['seconds']:.0f} s.", "",
-         "## Mean over heads", "",
+         "## Mean over heads", "", "centroid error: median over scenes, pixels of the camera image.", "",
          "| split | scenes | target mass | target area | target ratio | distractor mass | distractor area | "
-         "distractor ratio | selectivity | peak patch on target | centroid error (px, median) | ceiling |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "distractor ratio | selectivity | peak patch on target | peak weight | centroid error, px | ceiling |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for split, v in report["splits"].items():
         s = v["summary"]
         if not s.get("n"):
-            L.append(f"| {split} | 0 | - | - | - | - | - | - | - | - | - | - |")
+            L.append(f"| {split} | 0 | - | - | - | - | - | - | - | - | - | - | - |")
             continue
         m = s["mean_over_heads"]
         ce = m["centroid_error_px"]
         L.append(f"| {split} | {s['n']} | {_fmt(m['target_mass'])} | {s['target_area']:.3f} | "
                  f"{_fmt(m['target_ratio'], 'value', 2)} | {_fmt(m['distractor_mass'])} | "
                  f"{s['distractor_area']:.3f} | {_fmt(m['distractor_ratio'], 'value', 2)} | "
-                 f"{_fmt(m['selectivity'], 'value', 2)} | {m['peak_in_target']:.0%} | "
+                 f"{_fmt(m['selectivity'], 'value', 2)} | {m['peak_in_target']:.0%} | {m['peak_weight']:.3f} | "
                  f"{'-' if ce is None else format(ce['median'], '.1f')} | {s['target_ceiling']:.2f} |")
-    L += ["", "ceiling: mean over scenes of the largest share of one patch that the target box covers (the most "
-          "mass attention at patch resolution could put on the box).", "", "## Per head", "",
+    g2 = 1.0 / report["grid"] ** 2
+    L += ["", f"peak weight: mean over scenes of the largest patch weight (uniform: {g2:.3f}). ceiling: mean over "
+          "scenes of the largest share of one patch that the target box covers (the most mass attention at patch "
+          "resolution could put on the box).", "", "## Per head", "",
           "| split | head | target mass | target ratio | distractor mass | distractor ratio | selectivity | "
-          "peak patch on target |", "|---|---|---|---|---|---|---|---|"]
+          "peak patch on target | peak weight |", "|---|---|---|---|---|---|---|---|---|"]
     for split, v in report["splits"].items():
         for h, m in enumerate(v["summary"].get("heads", [])):
             L.append(f"| {split} | {h} | {_fmt(m['target_mass'])} | {_fmt(m['target_ratio'], 'value', 2)} | "
                      f"{_fmt(m['distractor_mass'])} | {_fmt(m['distractor_ratio'], 'value', 2)} | "
-                     f"{_fmt(m['selectivity'], 'value', 2)} | {m['peak_in_target']:.0%} |")
+                     f"{_fmt(m['selectivity'], 'value', 2)} | {m['peak_in_target']:.0%} | {m['peak_weight']:.3f} |")
+    swaps = [(split, v["summary"]["swap"]) for split, v in report["splits"].items() if v["summary"].get("swap")]
+    if swaps:
+        L += ["", "## Instruction-swap control", "",
+              "The same frame with the instruction naming one distractor instead of the task object (same template). "
+              "Ratios to each box's area (uniform = 1).", "",
+              "| split | heads | scenes | target, target named | target, distractor named | distractor, distractor "
+              "named | distractor, target named |", "|---|---|---|---|---|---|---|"]
+        for split, sw in swaps:
+            for label, b in [("mean", sw["mean_over_heads"])] + [(str(h), x) for h, x in enumerate(sw["heads"])]:
+                L.append(f"| {split} | {label} | {sw['n']} | {_fmt(b['target_ratio_named'], 'value', 2)} | "
+                         f"{_fmt(b['target_ratio_other_named'], 'value', 2)} | "
+                         f"{_fmt(b['distractor_ratio_named'], 'value', 2)} | "
+                         f"{_fmt(b['distractor_ratio_target_named'], 'value', 2)} |")
     outcomes = [(split, v["summary"]["by_outcome"]) for split, v in report["splits"].items()
                 if v["summary"].get("by_outcome")]
     if outcomes:

@@ -1,11 +1,12 @@
 """`etc-vla analyze`: what a trained policy does inside, measured in the MuJoCo world.
 
     etc-vla analyze attention --checkpoint DIR --out DIR [--splits train,ood_color,...] [--scenes 50] [--seed S]
-                              [--overlays 8] [--family pick_up] [--outcomes EVAL_JSON,...]
+                              [--overlays 8] [--family pick_up] [--outcomes EVAL_JSON,...] [--no-swap]
         The regression head's instruction-conditioned spatial attention over the image patches (the attention of
         the action prediction, ETC paper Fig. 4b) on the first observation of N seeded scenes per split: its mass
         on the target object's box and on the distractors' boxes against the boxes' area (uniform attention), with
-        bootstrap intervals; OUT/report.json, OUT/report.md, OUT/overlays/*.png (etc_training/analysis/attention.py).
+        bootstrap intervals, and the instruction-swap control (the same frame, the instruction naming a distractor);
+        OUT/report.json, OUT/report.md, OUT/scenes.jsonl, OUT/overlays/*.png (etc_training/analysis/attention.py).
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def register(p: argparse.ArgumentParser) -> None:
     a.add_argument("--camera", default="primary", help="camera view the policy reads")
     a.add_argument("--outcomes", default="", help="comma-separated `etc-vla eval` reports (eval.json) of the same "
                    "checkpoint and --seed: split the figures by closed-loop success")
+    a.add_argument("--no-swap", action="store_true", help="skip the instruction-swap control (the same frame with "
+                   "the instruction naming a distractor)")
     a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95 %% intervals")
     a.add_argument("--threads", type=int, default=1, help="torch threads")
     a.add_argument("--no-progress", action="store_true")
@@ -54,7 +57,8 @@ def _attention(args) -> int:
         splits = list(SPLITS)
     rep = analyze_attention(args.checkpoint, args.out, splits, scenes=args.scenes, seed=args.seed,
                             overlays=args.overlays, family=args.family, camera=args.camera,
-                            outcomes=_csv(args.outcomes), resamples=args.bootstrap, progress=not args.no_progress)
+                            outcomes=_csv(args.outcomes), resamples=args.bootstrap, swap=not args.no_swap,
+                            progress=not args.no_progress)
     brief = {"out": args.out, "seconds": rep["seconds"], "skipped_splits": rep["skipped_splits"]}
     for split, v in rep["splits"].items():
         m = v["summary"].get("mean_over_heads")
