@@ -165,3 +165,38 @@ def test_distill_teacher_pipeline_on_tiny_data(tmp_path):
     with pytest.raises(DistillError, match="regression"):
         run_teacher(cfg, progress=False, log=None)
     assert VLAPolicy.load(tmp_path / "out" / "teacher").meta["distill_teacher"]["frames"] == 12
+
+
+def test_summary_pools_seeds_pairs_scenes_and_states_the_verdict(tmp_path):
+    import json
+
+    from etc_training.distill.summary import paired_bootstrap, write_summary
+
+    def report(seed_rates: dict, speed: float) -> dict:
+        cl = {v: {"train": {"per_episode": [{"seed": 500000 + i, "success": i < round(50 * r)} for i in range(50)]}}
+              for v, r in seed_rates.items()}
+        return {"closed_loop": cl, "latency": {"_speedups": {"head_torch": speed}}}
+
+    runs = []
+    for k, (t, s) in enumerate([(0.6, 0.58), (0.5, 0.5), (0.7, 0.66)]):
+        d = tmp_path / f"seed{k}"
+        d.mkdir()
+        (d / "report.json").write_text(json.dumps(report({"teacher-10": t, "sdm-1": s, "teacher-1": 0.1}, 8.0)))
+        runs.append(d)
+    s = write_summary(runs, tmp_path / "sum")
+    tr = s["success"]["train"]
+    assert tr["teacher-10"]["successes"] == 30 + 25 + 35 and tr["teacher-10"]["episodes"] == 150
+    assert tr["sdm-1"]["per_seed"] == [0.58, 0.5, 0.66]
+    d = s["difference_points"]["train"]["sdm-1"]
+    assert d["points"] == pytest.approx(-2.0, abs=0.01) and d["pairs"] == 150  # (-1 - 0 - 2) / 150 scenes
+    assert d["ci95_points"][0] <= -2.0 <= d["ci95_points"][1]
+    assert s["verdict"]["train"]["verdict"] == "reproduced"
+    assert s["difference_points"]["train"]["teacher-1"]["points"] < -40
+    assert "reproduced" in (tmp_path / "sum" / "summary.md").read_text()
+    # the interval of a sure difference excludes 0; an empty comparison is nan
+    lo, hi = paired_bootstrap(np.ones(100), np.zeros(100))
+    assert lo == hi == 1.0
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "report.json").write_text(json.dumps(report({"teacher-10": 0.6, "sdm-1": 0.6}, 2.0)))
+    assert write_summary([slow], tmp_path / "s2")["verdict"]["train"]["verdict"] == "not reproduced"

@@ -9,6 +9,8 @@
     etc-vla distill teacher --checkpoint REGRESSION_POLICY --data DIR --out DIR [teacher.steps=...]
         a diffusion teacher on a working regression policy (its backbone and condition frozen, a denoiser fitted
         on cached conditions): OUT/teacher, then `etc-vla distill sdm --checkpoint OUT/teacher ...`.
+    etc-vla distill summary --runs DIR [DIR ...] --out DIR
+        several seeds' reports in one table: pooled success per variant, paired differences to teacher-10, speed-ups.
 
 Settings: config/distill_sdm.yaml (etc_training/distill/config.py), then key=value overrides
 (e.g. sdm.steps=500 eval.episodes=4 consistency.enabled=true), then the flags.
@@ -41,6 +43,10 @@ def register(p: argparse.ArgumentParser) -> None:
     t = sub.add_parser("teacher", help="fit a diffusion teacher on a trained regression policy's frozen condition")
     _common(t)
     t.set_defaults(func=_teacher)
+    m = sub.add_parser("summary", help="several seeds' distill reports in one table (paired, pooled, verdict)")
+    m.add_argument("--runs", nargs="+", required=True, help="distill output directories (each with report.json)")
+    m.add_argument("--out", required=True, help="writes summary.json and summary.md here")
+    m.set_defaults(func=_summary_cmd)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -121,4 +127,12 @@ def _teacher(args) -> int:
     res = run_teacher(cfg, progress=not args.no_progress)
     print(json.dumps({k: res[k] for k in ("teacher", "frames", "fit_seconds", "loss_first", "loss_last_smooth",
                                           "seconds")}, indent=2))
+    return 0
+
+
+def _summary_cmd(args) -> int:
+    from etc_training.distill.summary import write_summary
+
+    s = write_summary(args.runs, args.out)
+    print(json.dumps(s.get("verdict", {}), indent=2))
     return 0
