@@ -41,7 +41,7 @@ def _print_section(name: str, lines: list[str]) -> None:
 
 
 def stage_robot(ctx: DemoContext) -> tuple[dict, list[str]]:
-    from etc_ros.core import spec
+    from etc_ros.core import spec as robot_spec
     from etc_ros.core.kinematics import WidowXKinematics
     from etc_ros.core.paths import urdf_path
 
@@ -53,13 +53,13 @@ def stage_robot(ctx: DemoContext) -> tuple[dict, list[str]]:
     for q in qs:
         T = kin.fk(q)
         t0 = time.perf_counter()
-        res = kin.ik(T, q_seed=spec.READY_POSE)
+        res = kin.ik(T, q_seed=robot_spec.READY_POSE)
         t_ik.append(time.perf_counter() - t0)
         if res.success:
             ok += 1
             pos_errs.append(float(np.linalg.norm(kin.fk(res.q)[:3, 3] - T[:3, 3])))
     zero = kin.fk(np.zeros(6))[:3, 3]
-    ready = kin.fk(spec.READY_POSE)[:3, 3]
+    ready = kin.fk(robot_spec.READY_POSE)[:3, 3]
     r = {
         "urdf": str(urdf_path()),
         "joints": list(kin.joint_names),

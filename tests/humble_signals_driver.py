@@ -189,10 +189,10 @@ def install_interbotix():
 
             def on_states(msg):  # upstream: the whole message replaces core.joint_states
                 idx = {n: i for i, n in enumerate(msg.name)}
-                from etc_ros.core import spec
+                from etc_ros.core import spec as robot_spec
 
-                q = [msg.position[idx[n]] for n in spec.JOINT_NAMES]
-                v = [msg.velocity[idx[n]] for n in spec.JOINT_NAMES]
+                q = [msg.position[idx[n]] for n in robot_spec.JOINT_NAMES]
+                v = [msg.velocity[idx[n]] for n in robot_spec.JOINT_NAMES]
                 core.xs_publish(q, v, msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
 
             node.create_subscription(JointState, XS_JOINT_STATES, on_states, QoSProfile(depth=10))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 
 XS_HORN_RADIUS, XS_ARM_LENGTH = 0.014, 0.024  # interbotix_xsarm_control config/wx250s.yaml, grippers.gripper
 
@@ -80,12 +80,12 @@ def install_interbotix_stub(monkeypatch, calls: list, inits: list):
         def __init__(self):
             import threading
 
-            names = list(spec.JOINT_NAMES) + ["gripper", "left_finger", "right_finger"]
+            names = list(robot_spec.JOINT_NAMES) + ["gripper", "left_finger", "right_finger"]
             self.js_index_map = {n: i for i, n in enumerate(names)}
             self.js_mutex = threading.Lock()
             self.joint_states = None
             self.gripper_angle = 0.0  # rad, the servo horn; the fingers follow it through the linkage
-            self.xs_publish(spec.SLEEP_POSE, np.zeros(6), 1000.0)
+            self.xs_publish(robot_spec.SLEEP_POSE, np.zeros(6), 1000.0)
             # what xs_sdk loads from modes.yaml at startup (time-based profile, ms; gripper in PWM mode)
             self.registers = {"Profile_Velocity": 2000, "Profile_Acceleration": 300}
             self.modes = {"arm": "position", "gripper": "pwm"}

@@ -15,7 +15,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 
 from etc_ros.camera.sources import FakeCameraSource  # noqa: E402
-from etc_ros.core import spec  # noqa: E402
+from etc_ros.core import spec as robot_spec  # noqa: E402
 from etc_ros.robot.fake import FakeBackend  # noqa: E402
 from etc_ros.policy.scripted import ScriptedRuntime, circle_fn  # noqa: E402
 from etc_ros.nodes.bringup import wait_until  # noqa: E402,F401  (shared with the tests)
@@ -26,7 +26,7 @@ class RecordingBackend(FakeBackend):
     """Fake arm that logs every command that reached it (after the driver's guard)."""
 
     def __init__(self, **kw: Any):
-        super().__init__(q0=spec.READY_POSE, **kw)
+        super().__init__(q0=robot_spec.READY_POSE, **kw)
         self.log: list[tuple[float, np.ndarray, float]] = []
         self._lk = threading.Lock()
 
@@ -57,11 +57,11 @@ def alternating_fn(bad_every: int = 2):
 
     def fn(obs, k):
         if k % bad_every == 1:
-            c = np.zeros((spec.CHUNK_HORIZON, 7))
-            c[k % spec.CHUNK_HORIZON, k % 7] = np.nan if (k // bad_every) % 2 else np.inf
+            c = np.zeros((robot_spec.CHUNK_HORIZON, 7))
+            c[k % robot_spec.CHUNK_HORIZON, k % 7] = np.nan if (k // bad_every) % 2 else np.inf
             return c
         if k % bad_every == 2 % bad_every and bad_every > 2:
-            return np.full((spec.CHUNK_HORIZON, 7), 1e6 * (-1) ** k)
+            return np.full((robot_spec.CHUNK_HORIZON, 7), 1e6 * (-1) ** k)
         return good(obs, k)
 
     return fn

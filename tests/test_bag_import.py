@@ -10,7 +10,7 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer  # pinned in requirements.txt: a missing one fails loudly
 from rosbags.typesys import Stores, get_typestore
 
-from etc_ros.core import kinematics as kin
+from etc_ros.core import kinematics
 from etc_ros.core.spec import JOINT_NAMES, gripper_from_finger
 from etc_ros.core.transforms3d import pose_to_xyzrpy
 from etc_ros.data import DatasetError, DatasetReader, validate_dataset
@@ -104,12 +104,12 @@ def test_import_bag_round_trip(tmp_path, storage):
     g = np.array([float(gripper_from_finger(finger(k * 0.2))) for k in range(n)])
     np.testing.assert_allclose(ep.state[:, 6], g, atol=1e-6)
     # EE poses = FK; actions = Bridge deltas between consecutive EE poses, gripper = next opening
-    model = kin.WidowXKinematics.from_urdf()
+    model = kinematics.WidowXKinematics.from_urdf()
     Tq = model.fk(q)
     np.testing.assert_allclose(ep.ee_pose, pose_to_xyzrpy(Tq), atol=1e-5)
-    want = kin.action_between(Tq[:-1], Tq[1:], g[1:])
+    want = kinematics.action_between(Tq[:-1], Tq[1:], g[1:])
     np.testing.assert_allclose(ep.action[:-1], want, atol=1e-5)
-    np.testing.assert_allclose(kin.apply_action(Tq[:-1], ep.action[:-1].astype(float))[:, :3, 3], Tq[1:, :3, 3],
+    np.testing.assert_allclose(kinematics.apply_action(Tq[:-1], ep.action[:-1].astype(float))[:, :3, 3], Tq[1:, :3, 3],
                                atol=1e-5)
     np.testing.assert_allclose(ep.action[-1], [0, 0, 0, 0, 0, 0, g[-1]], atol=1e-7)
     m = ep.metadata

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from etc_ros.core.errors import CalibrationError, UserError
-from etc_training.etc import coords as C
+from etc_training.etc import coords
 from etc_training.etc.builder import build_etc
 from etc_training.etc.store import load_samples
 from etc_training.etc.config import ALL_SUBTYPES, EtcConfig
@@ -91,7 +91,7 @@ def test_images_are_referenced_not_copied(built, dataset):
     assert Path(ref["dataset"]) == dataset.resolve()
     frame = r.episode_frame(ref["episode"], ref["frame"])["observation.images." + ref["camera"]]
     # the referenced pixel is the drawn object's colour in the synthetic images
-    u, v = C.loc_to_point(C.parse_answer("point", s["answer"]), 160, 120)
+    u, v = coords.loc_to_point(coords.parse_answer("point", s["answer"]), 160, 120)
     assert tuple(frame[int(round(v)), int(round(u))]) != (200, 200, 200)
 
 
@@ -118,7 +118,7 @@ def test_trajectory_is_fk_projected_through_the_calibration(built, dataset):
         g = 1 if ep.state[f, 6] >= 0.5 else 0
         want.append([int(np.floor((u + 0.5) / K.width * 1023 + 0.5)), int(np.floor((v + 0.5) / K.height * 1023 + 0.5)),
                      g])
-    assert C.parse_answer("trajectory", s["answer"]) == want
+    assert coords.parse_answer("trajectory", s["answer"]) == want
     assert s["target"]["frames"][0] == t  # starts at the gripper's current position
 
 
@@ -183,7 +183,7 @@ def _rewrite(out: Path, fn) -> None:
 
 @pytest.mark.parametrize("subtype,corrupt,check", [
     ("point", lambda r: {**r, "answer": "[1, 2, 3]"}, "parse"),
-    ("box", lambda r: {**r, "answer": C.fmt_box([0, 0, 5, 5])}, "parse"),
+    ("box", lambda r: {**r, "answer": coords.fmt_box([0, 0, 5, 5])}, "parse"),
     ("trajectory", "shift", "trajectory_projection"),
     ("point", "off_object", "on_object"),
     ("plan", "move_grasp", "plan_events"),
@@ -208,30 +208,30 @@ def test_validator_catches_corrupted_records(built, tmp_path, subtype, corrupt, 
         tg = r["target"]
         if corrupt == "shift":
             tg["loc"] = [[min(1023, a + 40), b] for a, b in tg["loc"]]
-            tg["pixel"] = [[C.from_loc(a, 160), C.from_loc(b, 120)] for a, b in tg["loc"]]
-            r["answer"] = C.fmt_trajectory([[a, b, g] for (a, b), g in zip(tg["loc"], tg["gripper"])])
+            tg["pixel"] = [[coords.from_loc(a, 160), coords.from_loc(b, 120)] for a, b in tg["loc"]]
+            r["answer"] = coords.fmt_trajectory([[a, b, g] for (a, b), g in zip(tg["loc"], tg["gripper"])])
         elif corrupt == "off_object":
             tg["pixel"] = [0.0, 0.0]
-            tg["loc"] = C.point_to_loc(tg["pixel"], 160, 120)
+            tg["loc"] = coords.point_to_loc(tg["pixel"], 160, 120)
             tg["box_pixel"] = None
-            r["answer"] = C.fmt_point(tg["loc"])
+            r["answer"] = coords.fmt_point(tg["loc"])
         elif corrupt == "move_grasp":
             steps = tg["steps"]
             k = next(i for i, s in enumerate(steps) if s["phase"] == "grasp")
             steps[k - 1]["end"] = steps[k]["start"] = steps[k]["start"] - 6
         elif corrupt == "flip":
             tg["done"] = not tg["done"]
-            r["answer"] = C.fmt_done(tg["done"])
+            r["answer"] = coords.fmt_done(tg["done"])
         elif corrupt == "swap":
             rel = {"left_of": "right_of", "right_of": "left_of"}
             tg["relations"] = [rel.get(x, x) for x in tg["relations"]]
             if tg["relations"] == r["target"]["relations"] and "left_of" not in tg["relations"] and \
                     "right_of" not in tg["relations"]:
                 tg["relations"] = ["left_of"] if tg["du_px"] > 0 else ["right_of"]
-            r["answer"] = C.fmt_relation(tg["relations"])
+            r["answer"] = coords.fmt_relation(tg["relations"])
         elif corrupt == "drop":
             tg["names"], tg["loc"] = tg["names"][:-1], tg["loc"][:-1]
-            r["answer"] = C.fmt_list(tg["names"])
+            r["answer"] = coords.fmt_list(tg["names"])
         elif corrupt == "event":
             tg["event_frame"] = max(0, tg["event_frame"] - 8)
         return r
@@ -259,7 +259,7 @@ def test_subtype_selection_caps_and_bad_config(dataset, tmp_path):
     s = build_etc(dataset, tmp_path / "e", cfg, progress=False, write_extras=False)
     assert set(s["by_subtype"]) == {"trajectory", "plan"} and s["by_subtype"]["plan"] == 5
     traj = load_samples(tmp_path / "e", categories=["action_planning"])
-    assert all(len(C.parse_answer("trajectory", x["answer"])) == 3 for x in traj)
+    assert all(len(coords.parse_answer("trajectory", x["answer"])) == 3 for x in traj)
     for bad, match in ((dict(stride=0), "stride"), (dict(subtypes=["dance"]), "unknown subtypes"),
                        (dict(waypoints=5, horizon=2), "horizon"), (dict(cameras=["wrist"]), "wrist")):
         with pytest.raises(UserError, match=match):

@@ -87,13 +87,13 @@ class XsSdk:
         from std_msgs.msg import Bool, Float64MultiArray
         from std_srvs.srv import Trigger
 
-        import humble_signals_driver as W
-        from etc_ros.core import spec
-        from etc_ros.nodes import messages as M
+        from humble_signals_driver import XS_GROUP_COMMAND, XS_JOINT_STATES, XS_ROBOT_INFO
+        from etc_ros.core import spec as robot_spec
+        from etc_ros.nodes import messages
         from etc_ros.nodes.common import LATCHED, SENSOR
 
-        self.spec = spec
-        self.q = np.array(spec.SLEEP_POSE, dtype=float)
+        self.robot_spec = robot_spec
+        self.q = np.array(robot_spec.SLEEP_POSE, dtype=float)
         self.goal = self.q.copy()
         self.commands: list[tuple[float, np.ndarray]] = []  # (monotonic time, goal) received
         self.driver_states: list[tuple[float, np.ndarray]] = []  # /joint_states from the driver
@@ -103,11 +103,11 @@ class XsSdk:
         rclpy.init(args=[], context=self.ctx)
         self.node = n = Node("xs_sdk_and_observer", context=self.ctx)
         self._JointState = JointState
-        n.create_service(Trigger, W.XS_ROBOT_INFO, lambda req, res: res)
-        n.create_subscription(Float64MultiArray, W.XS_GROUP_COMMAND, self._on_group, QoSProfile(depth=10))
-        self.pub = n.create_publisher(JointState, W.XS_JOINT_STATES, QoSProfile(depth=10))
+        n.create_service(Trigger, XS_ROBOT_INFO, lambda req, res: res)
+        n.create_subscription(Float64MultiArray, XS_GROUP_COMMAND, self._on_group, QoSProfile(depth=10))
+        self.pub = n.create_publisher(JointState, XS_JOINT_STATES, QoSProfile(depth=10))
         n.create_subscription(JointState, "/joint_states",
-                              lambda m: self.driver_states.append((time.monotonic(), M.parse_joint_state(m)[0])),
+                              lambda m: self.driver_states.append((time.monotonic(), messages.parse_joint_state(m)[0])),
                               SENSOR)
         n.create_subscription(Bool, "/driver/ready", lambda m: self.ready.append(bool(m.data)), LATCHED)
         self.tau, self.dt = tau, 1.0 / hz
@@ -135,7 +135,7 @@ class XsSdk:
             q, v = self.q.copy(), (self.q - q0) / self.dt
         m = self._JointState()
         m.header.stamp = self.node.get_clock().now().to_msg()
-        m.name = list(self.spec.JOINT_NAMES)
+        m.name = list(self.robot_spec.JOINT_NAMES)
         m.position = [float(x) for x in q]
         m.velocity = [float(x) for x in v]
         m.effort = [0.0] * len(q)
@@ -166,7 +166,7 @@ def test_ctrl_c_parks_the_arm_under_humble_signal_semantics(tmp_path):
     assert argv[1:3] == ["-m", "etc_ros.nodes.driver_node"]
     argv = [argv[0], str(WRAPPER), *argv[3:]]  # the same main(), with the Humble emulation and the stub installed
     xs = XsSdk()
-    spec = xs.spec
+    robot_spec = xs.robot_spec
     log_path = tmp_path / "driver_node.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -175,10 +175,10 @@ def test_ctrl_c_parks_the_arm_under_humble_signal_semantics(tmp_path):
         return log_path.read_text()
 
     try:
-        ok = wait_until(lambda: xs.ready and xs.ready[-1] and np.allclose(xs.pose(), spec.READY_POSE, atol=0.01),
+        ok = wait_until(lambda: xs.ready and xs.ready[-1] and np.allclose(xs.pose(), robot_spec.READY_POSE, atol=0.01),
                         30.0)
         assert ok, f"driver not ready at the ready pose (xs_sdk at {xs.pose()}):\n{text()[-3000:]}"
-        assert np.max(np.abs(xs.pose() - spec.SLEEP_POSE)) > 0.5  # the park has somewhere to go
+        assert np.max(np.abs(xs.pose() - robot_spec.SLEEP_POSE)) > 0.5  # the park has somewhere to go
         n_cmd = len(xs.commands)
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert wait_until(lambda: "parking: moving to the sleep pose" in text(), 10.0), text()[-3000:]
@@ -193,10 +193,10 @@ def test_ctrl_c_parks_the_arm_under_humble_signal_semantics(tmp_path):
         assert "parked" in out.split("parking: moving", 1)[1], out[-3000:]
         # the commands of the park reached xs_sdk, and the arm it drives is at the sleep pose
         assert len(xs.commands) > n_cmd + 10
-        assert np.allclose(xs.commands[-1][1], spec.SLEEP_POSE, atol=1e-3), xs.commands[-1][1]
-        assert wait_until(lambda: np.allclose(xs.pose(), spec.SLEEP_POSE, atol=0.01), 2.0), xs.pose()
+        assert np.allclose(xs.commands[-1][1], robot_spec.SLEEP_POSE, atol=1e-3), xs.commands[-1][1]
+        assert wait_until(lambda: np.allclose(xs.pose(), robot_spec.SLEEP_POSE, atol=0.01), 2.0), xs.pose()
         # and the driver published it on /joint_states until the end
-        assert np.allclose(xs.driver_states[-1][1], spec.SLEEP_POSE, atol=0.02), xs.driver_states[-1][1]
+        assert np.allclose(xs.driver_states[-1][1], robot_spec.SLEEP_POSE, atol=0.02), xs.driver_states[-1][1]
     finally:
         if proc.poll() is None:
             proc.kill()

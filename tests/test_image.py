@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.image import resize_image
 
 T0 = 1_700_000_000_000_000_000
@@ -30,7 +30,7 @@ def _recorded(tmp_path, frame: np.ndarray, h: int, w: int) -> np.ndarray:
                                            stop_free_mb=0.0, instruction="pick the cube"), camera_models={})
     assert core.start()[0]
     for k in range(2):
-        assert core.add_sample({"primary": frame}, spec.READY_POSE, 1.0, T0 + k * STEP_NS)
+        assert core.add_sample({"primary": frame}, robot_spec.READY_POSE, 1.0, T0 + k * STEP_NS)
     assert core.stop(success=True)[0]
     core.close()
     return DatasetReader(root).load_episode(0).images["primary"]
@@ -47,7 +47,7 @@ def _imported(tmp_path, frame: np.ndarray, h: int, w: int) -> np.ndarray:
     ts = get_typestore(Stores.ROS2_HUMBLE)
     Image, JointState = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/JointState"]
     Header, Time = ts.types["std_msgs/msg/Header"], ts.types["builtin_interfaces/msg/Time"]
-    names = list(spec.JOINT_NAMES) + [spec.GRIPPER_JOINT]
+    names = list(robot_spec.JOINT_NAMES) + [robot_spec.GRIPPER_JOINT]
     bag = tmp_path / f"bag_{h}x{w}"
     with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as wr:
         ci = wr.add_connection("/camera/color/image_raw", Image.__msgtype__, typestore=ts)
@@ -58,7 +58,7 @@ def _imported(tmp_path, frame: np.ndarray, h: int, w: int) -> np.ndarray:
             img = Image(header=hdr, height=frame.shape[0], width=frame.shape[1], encoding="rgb8", is_bigendian=0,
                         step=frame.shape[1] * 3, data=np.ascontiguousarray(frame).reshape(-1))
             wr.write(ci, t, ts.serialize_cdr(img, Image.__msgtype__))
-            js = JointState(header=hdr, name=names, position=np.array(list(spec.READY_POSE) + [0.03]),
+            js = JointState(header=hdr, name=names, position=np.array(list(robot_spec.READY_POSE) + [0.03]),
                             velocity=np.zeros(0), effort=np.zeros(0))
             wr.write(cj, t, ts.serialize_cdr(js, JointState.__msgtype__))
     out = tmp_path / f"bag_ds_{h}x{w}"

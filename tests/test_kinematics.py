@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core import transforms3d as tf
 from etc_ros.core.errors import KinematicsError, UserError
 from etc_ros.core.kinematics import IKResult, WidowXKinematics, action_between, apply_action
@@ -134,11 +134,11 @@ WIDOWX_SCREWS = np.array([  # /work/shared/facts/widowx.md
 
 
 def test_model_attributes_from_urdf(kin):
-    assert kin.joint_names == spec.JOINT_NAMES
+    assert kin.joint_names == robot_spec.JOINT_NAMES
     np.testing.assert_allclose(kin.lower, [-3.1415827, -1.8849556, -2.1467550, -3.1415827, -1.7453293, -3.1415827])
     np.testing.assert_allclose(kin.upper, [3.1415827, 1.9896753, 1.6057029, 3.1415827, 2.1467550, 3.1415827])
     np.testing.assert_allclose(kin.velocity_limits, math.pi, atol=1e-6)
-    assert kin.finger_limits == pytest.approx((spec.FINGER_CLOSED, spec.FINGER_OPEN))
+    assert kin.finger_limits == pytest.approx((robot_spec.FINGER_CLOSED, robot_spec.FINGER_OPEN))
 
 
 def test_zero_pose_and_screw_axes_match_facts(kin):
@@ -186,7 +186,7 @@ def test_fk_link_and_fk_all(kin):
     np.testing.assert_allclose(left, [0, 0.03, 0], atol=1e-12)
     np.testing.assert_allclose(right, [0, -0.03, 0], atol=1e-12)
     # default finger value is clipped into the limits (closed)
-    assert kin.joint_values(q)["left_finger"] == pytest.approx(spec.FINGER_CLOSED)
+    assert kin.joint_values(q)["left_finger"] == pytest.approx(robot_spec.FINGER_CLOSED)
     with pytest.raises(KinematicsError, match="unknown link 'hand'"):
         kin.fk_link(q, "hand")
     with pytest.raises(KinematicsError, match="unknown joint"):
@@ -300,10 +300,10 @@ def test_ik_never_reports_success_for_a_wrong_pose(kin, x, y, z, rpy):
 
 
 def test_ik_position_orientation_matches_ik(kin):
-    q = np.array(spec.READY_POSE) + 0.1
+    q = np.array(robot_spec.READY_POSE) + 0.1
     T = kin.fk(q)
     xyzrpy = tf.pose_to_xyzrpy(T)
-    res = kin.ik_position_orientation(xyzrpy[:3], xyzrpy[3:], q_seed=spec.READY_POSE)
+    res = kin.ik_position_orientation(xyzrpy[:3], xyzrpy[3:], q_seed=robot_spec.READY_POSE)
     assert res.success
     assert _pose_errors(kin.fk(res.q), T)[0] <= 1e-3
     with pytest.raises(KinematicsError):
@@ -313,12 +313,12 @@ def test_ik_position_orientation_matches_ik(kin):
 # ---------------------------------------------------------------------------------------------------------------
 # READY_POSE
 def test_ready_pose(kin):
-    T = kin.fk(spec.READY_POSE)
+    T = kin.fk(robot_spec.READY_POSE)
     p = T[:3, 3]
     assert 0.25 <= p[0] <= 0.30 and abs(p[1]) < 1e-6 and 0.12 <= p[2] <= 0.20
     np.testing.assert_allclose(T[:3, 0], [0, 0, -1], atol=1e-3)  # gripper points straight down
-    assert spec.WorkspaceBox().contains(p)
-    assert kin.within_limits(spec.READY_POSE, margin=spec.SafetyLimits().joint_margin)
+    assert robot_spec.WorkspaceBox().contains(p)
+    assert kin.within_limits(robot_spec.READY_POSE, margin=robot_spec.SafetyLimits().joint_margin)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def test_action_between_batched_and_exact_inverse():
 
 
 def test_action_to_joint_targets_reproduces_the_commanded_delta(kin):
-    q0 = np.array(spec.READY_POSE)
+    q0 = np.array(robot_spec.READY_POSE)
     T0 = kin.fk(q0)
     for a in ([0.02, -0.03, 0.01, 0.1, -0.05, 0.2, 0.3], [0.0, 0.0, -0.04, 0.0, 0.0, 0.0, 1.0],
               [-0.05, 0.05, 0.0, -0.2, 0.2, -0.25, 0.0]):
@@ -375,11 +375,11 @@ def test_action_to_joint_targets_reproduces_the_commanded_delta(kin):
     # clipping to the Bridge limits
     q1, g, res = kin.action_to_joint_targets(q0, [0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 1.7])
     assert res.success and g == 1.0
-    assert kin.fk(q1)[0, 3] - T0[0, 3] == pytest.approx(spec.MAX_DELTA_XYZ, abs=1e-3)
+    assert kin.fk(q1)[0, 3] - T0[0, 3] == pytest.approx(robot_spec.MAX_DELTA_XYZ, abs=1e-3)
     q1, g, res = kin.action_to_joint_targets(q0, [0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], clip=False)
     assert res.success and kin.fk(q1)[0, 3] - T0[0, 3] == pytest.approx(0.1, abs=1e-3)
     # workspace clip: z is held at the box floor
-    box = spec.WorkspaceBox()
+    box = robot_spec.WorkspaceBox()
     q_low = kin.ik_position_orientation([0.3, 0.0, box.low[2] + 0.01], [0, math.pi / 2, 0], q_seed=q0).q
     q1, _, res = kin.action_to_joint_targets(q_low, [0, 0, -0.05, 0, 0, 0, 1], workspace=box)
     assert res.success and kin.fk(q1)[2, 3] == pytest.approx(box.low[2], abs=1e-3)
@@ -389,7 +389,7 @@ def test_action_to_joint_targets_reproduces_the_commanded_delta(kin):
 
 def test_action_to_joint_targets_holds_on_failure(kin):
     # an unclipped 1 m step is out of reach -> hold the current joints, report why
-    q = np.array(spec.READY_POSE)
+    q = np.array(robot_spec.READY_POSE)
     q_t, _, res = kin.action_to_joint_targets(q, [1.0, 0, 0, 0, 0, 0, 1], clip=False)
     assert not res.success and "reach" in res.message
     np.testing.assert_array_equal(q_t, q)

@@ -12,7 +12,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from etc_training.recipe import evaluate as ev  # noqa: E402
+from etc_training.recipe import evaluate  # noqa: E402
 from etc_training.recipe.config import RecipeError, load_train_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,34 +22,35 @@ TINY = str(ROOT / "config/train_tiny.yaml")
 # ---------------------------------------------------------------- answer scoring
 def test_point_box_trajectory_plan_scores():
     # 1023-grid locs on a 1024 x 512 image: loc 0 -> -0.5 px, loc 1023 -> 1023.5 px
-    s = ev.score_answer("point", "[0, 0]", "[1023, 0]", 1024, 512)
+    s = evaluate.score_answer("point", "[0, 0]", "[1023, 0]", 1024, 512)
     assert s["parsed"] and s["point_error_px"] == pytest.approx(1024.0)
-    s = ev.score_answer("affordance_grasp", "[10, 20]", "[10, 20]", 640, 480)
+    s = evaluate.score_answer("affordance_grasp", "[10, 20]", "[10, 20]", 640, 480)
     assert s["point_error_px"] == 0.0
-    s = ev.score_answer("box", "[0, 0, 511, 1023]", "[0, 0, 1023, 1023]", 1023, 1023)
+    s = evaluate.score_answer("box", "[0, 0, 511, 1023]", "[0, 0, 1023, 1023]", 1023, 1023)
     assert s["box_iou"] == pytest.approx(0.5, abs=1e-3)
-    s = ev.score_answer("trajectory", "[[0, 0, 1], [1023, 0, 0]]", "[[0, 0, 1], [0, 0, 1]]", 1023, 100)
+    s = evaluate.score_answer("trajectory", "[[0, 0, 1], [1023, 0, 0]]", "[[0, 0, 1], [0, 0, 1]]", 1023, 100)
     assert s["trajectory_ade_px"] == pytest.approx(1023 / 2, rel=1e-6)
     assert s["trajectory_fde_px"] == pytest.approx(1023.0, rel=1e-6) and s["trajectory_gripper_acc"] == 0.5
-    s = ev.score_answer("plan", "1. reach the cube; 2. grasp it", "1. Reach the cube; 2. grasp it; 3. lift", 10, 10)
+    s = evaluate.score_answer("plan", "1. reach the cube; 2. grasp it", "1. Reach the cube; 2. grasp it; 3. lift",
+                              10, 10)
     assert s["plan_exact"] is False and s["plan_step_acc"] == pytest.approx(2 / 3)
-    assert ev.score_answer("done", "yes.", "yes", 10, 10)["correct"] is True
-    assert ev.score_answer("relation", "left of", "right of", 10, 10)["correct"] is False
-    bad = ev.score_answer("point", "somewhere", "[1, 2]", 10, 10)
+    assert evaluate.score_answer("done", "yes.", "yes", 10, 10)["correct"] is True
+    assert evaluate.score_answer("relation", "left of", "right of", 10, 10)["correct"] is False
+    bad = evaluate.score_answer("point", "somewhere", "[1, 2]", 10, 10)
     assert bad["parsed"] is False and "point_error_px" not in bad
 
 
 def test_summary_and_record_picking():
     recs = [{"subtype": st, "id": f"{st}{i}"} for st in ("point", "plan", "goal") for i in range(5)]
-    picked = ev.pick_records(recs, 6, seed=0)
+    picked = evaluate.pick_records(recs, 6, seed=0)
     assert sorted(r["subtype"] for r in picked) == ["goal", "goal", "plan", "plan", "point", "point"]
-    assert ev.pick_records(recs, 6, seed=0) == picked
-    summ = ev.summarize_etc([ev.score_answer("point", "[1, 1]", "[1, 1]", 100, 100),
-                             ev.score_answer("point", "??", "[1, 1]", 100, 100)])
+    assert evaluate.pick_records(recs, 6, seed=0) == picked
+    summ = evaluate.summarize_etc([evaluate.score_answer("point", "[1, 1]", "[1, 1]", 100, 100),
+                                   evaluate.score_answer("point", "??", "[1, 1]", 100, 100)])
     assert summ["parse_rate"] == 0.5 and summ["point_error_px"] == 0.0
-    lo, hi = ev.wilson_interval(0, 2)
+    lo, hi = evaluate.wilson_interval(0, 2)
     assert lo == 0.0 and hi == pytest.approx(0.658, abs=1e-3)
-    assert ev.wilson_interval(10, 10)[1] == 1.0
+    assert evaluate.wilson_interval(10, 10)[1] == 1.0
 
 
 # ---------------------------------------------------------------- closed loop (stub policy, real sim)
@@ -70,18 +71,18 @@ class StubPolicy:
 
 def test_closed_loop_runs_episodes_and_writes_videos(tmp_path, monkeypatch):
     _fake_init(monkeypatch)
-    cfg = ev.EvalConfig(checkpoint="unused", out=str(tmp_path), splits=["train", "ood_color"], episodes=1,
-                        max_steps=4, exec_horizon=5, videos=1)
-    res = ev.closed_loop(cfg, progress=False)
+    cfg = evaluate.EvalConfig(checkpoint="unused", out=str(tmp_path), splits=["train", "ood_color"], episodes=1,
+                              max_steps=4, exec_horizon=5, videos=1)
+    res = evaluate.closed_loop(cfg, progress=False)
     eps = res["episodes"]
     assert [e["split"] for e in eps] == ["train", "ood_color"]
     assert all(e["steps"] == 4 and e["chunks"] == 1 and e["invalid_chunks"] == 1 for e in eps)
     assert all(Path(e["video"]).is_file() and Path(e["video"]).stat().st_size > 1000 for e in eps)
     assert res["per_split"]["train"]["episodes"] == 1 and res["per_split"]["train"]["invalid_chunk_rate"] == 1.0
-    md = ev.eval_markdown({"checkpoint": "x", "closed_loop": res})
+    md = evaluate.eval_markdown({"checkpoint": "x", "closed_loop": res})
     assert "| ood_color | 1 |" in md
     with pytest.raises(RecipeError, match="unknown sim split"):
-        ev.closed_loop(ev.EvalConfig(splits=["mars"]), progress=False)
+        evaluate.closed_loop(evaluate.EvalConfig(splits=["mars"]), progress=False)
 
 
 # ---------------------------------------------------------------- the command on a real tiny checkpoint
@@ -164,24 +165,24 @@ def _fake_init(monkeypatch, policy=None):
 
         scfg = SimConfig()
         scfg.max_steps = max_steps
-        ev._WORKER.update(policy=policy or StubPolicy(), env=SimEnv(scfg), cameras=list(cameras))
+        evaluate._WORKER.update(policy=policy or StubPolicy(), env=SimEnv(scfg), cameras=list(cameras))
 
-    monkeypatch.setattr(ev, "_worker_init", fake_init)
+    monkeypatch.setattr(evaluate, "_worker_init", fake_init)
 
 
 def test_family_filter_assigns_families_round_robin(tmp_path, monkeypatch):
     _fake_init(monkeypatch)
-    cfg = ev.EvalConfig(checkpoint="unused", out=str(tmp_path), splits=["train"], episodes=4, max_steps=2,
-                        videos=0, families=["push", "stack"])
-    res = ev.closed_loop(cfg, progress=False)
+    cfg = evaluate.EvalConfig(checkpoint="unused", out=str(tmp_path), splits=["train"], episodes=4, max_steps=2,
+                              videos=0, families=["push", "stack"])
+    res = evaluate.closed_loop(cfg, progress=False)
     assert [e["family"] for e in res["episodes"]] == ["push", "stack", "push", "stack"]
     pf = res["per_split"]["train"]["per_family"]
     assert set(pf) == {"push", "stack"} and all(v["episodes"] == 2 for v in pf.values())
-    one = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=3, max_steps=2, videos=0,
-                                       families=["pick_up"]), progress=False)
+    one = evaluate.closed_loop(evaluate.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=3, max_steps=2,
+                                                   videos=0, families=["pick_up"]), progress=False)
     assert {e["family"] for e in one["episodes"]} == {"pick_up"}
     with pytest.raises(RecipeError, match="unknown task family"):
-        ev.episode_tasks(ev.EvalConfig(families=["juggle"]))
+        evaluate.episode_tasks(evaluate.EvalConfig(families=["juggle"]))
 
 
 def test_seeds_from_replays_the_scenes_of_a_dataset(tmp_path, monkeypatch):
@@ -195,12 +196,13 @@ def test_seeds_from_replays_the_scenes_of_a_dataset(tmp_path, monkeypatch):
     collect(scfg, tmp_path / "ds", progress=False)
     r = DatasetReader(tmp_path / "ds")
     metas = [r.episode_meta(e)["metadata"] for e in r.episodes()]
-    tasks = ev.episode_tasks(ev.EvalConfig(seeds_from=str(tmp_path / "ds"), episodes=5, out=str(tmp_path)))
+    tasks = evaluate.episode_tasks(evaluate.EvalConfig(seeds_from=str(tmp_path / "ds"), episodes=5, out=str(tmp_path)))
     assert [t["seed"] for t in tasks] == [m["seed"] for m in metas]
     assert [t["family"] for t in tasks] == [m["task"]["family"] for m in metas]
     _fake_init(monkeypatch)
-    res = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), seeds_from=str(tmp_path / "ds"),
-                                       episodes=2, max_steps=2, videos=0), progress=False)
+    res = evaluate.closed_loop(evaluate.EvalConfig(checkpoint="unused", out=str(tmp_path),
+                                                   seeds_from=str(tmp_path / "ds"), episodes=2, max_steps=2, videos=0),
+                               progress=False)
     from etc_training.sim import SimEnv
 
     env = SimEnv(SimConfig(), render=False)
@@ -215,7 +217,7 @@ def test_miss_summary_reads_the_first_close():
            {"success": True, "first_close": {"step": 5, "horizontal_miss": 0.004}},
            {"success": False, "first_close": {"step": 4, "horizontal_miss": 0.06}},
            {"success": False, "first_close": None}]
-    s = ev.miss_summary(eps)
+    s = evaluate.miss_summary(eps)
     assert s["median_horizontal_miss_m"] == pytest.approx(0.06) and s["never_closed"] == 1
     assert s["median_miss_failures_m"] == pytest.approx(0.07) and s["median_miss_successes_m"] == 0.004
     assert s["median_first_close_step"] == 4.0
@@ -231,8 +233,8 @@ class CloseAtOnce:
 
 def test_rollout_records_the_miss_at_the_first_close(tmp_path, monkeypatch):
     _fake_init(monkeypatch, CloseAtOnce())
-    res = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=2, max_steps=2, videos=0,
-                                       families=["pick_up"]), progress=False)
+    res = evaluate.closed_loop(evaluate.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=2, max_steps=2,
+                                                   videos=0, families=["pick_up"]), progress=False)
     for e in res["episodes"]:
         fc = e["first_close"]
         assert fc["step"] == 0 and fc["horizontal_miss"] > 0.02  # the home pose is far from any object
@@ -267,12 +269,12 @@ def test_executor_rollout_runs_the_robot_path_in_sim_time(tmp_path, monkeypatch)
     for rollout in ("direct", "executor"):
         pol = DownPolicy()
         _fake_init(monkeypatch, pol)
-        res = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=1, max_steps=4,
-                                           videos=0, families=["pick_up"], rollout=rollout, latency_s=0.06,
-                                           exec_horizon=1), progress=False)
+        res = evaluate.closed_loop(evaluate.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=1,
+                                                       max_steps=4, videos=0, families=["pick_up"], rollout=rollout,
+                                                       latency_s=0.06, exec_horizon=1), progress=False)
         e = res["episodes"][0]
         assert e["steps"] == 4 and e["chunks"] == 4 and e["invalid_chunks"] == 0
-        env = ev._WORKER["env"]
+        env = evaluate._WORKER["env"]
         z[rollout] = float(env.ee_pose()[2])
         assert env.servo_profile == (0.25, 0.10)
         if rollout == "executor":
@@ -280,11 +282,11 @@ def test_executor_rollout_runs_the_robot_path_in_sim_time(tmp_path, monkeypatch)
     # both went down 4 x 1.5 cm from the same start (the executor ramps each step over its period)
     assert abs(z["direct"] - z["executor"]) < 0.012 and z["direct"] < z0 - 0.045, (z, z0)
     _fake_init(monkeypatch, StubPolicy())  # a NaN in every chunk: rejected whole, the arm never moves
-    res = ev.closed_loop(ev.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=1, max_steps=3, videos=0,
-                                       families=["pick_up"], rollout="executor"), progress=False)
+    res = evaluate.closed_loop(evaluate.EvalConfig(checkpoint="unused", out=str(tmp_path), episodes=1, max_steps=3,
+                                                   videos=0, families=["pick_up"], rollout="executor"), progress=False)
     e = res["episodes"][0]
     assert e["executor"]["rejections"] == {"nonfinite": 3} and e["invalid_chunks"] == 3
     with pytest.raises(RecipeError, match="rollout"):
-        ev.episode_tasks(ev.EvalConfig(rollout="async"))
+        evaluate.episode_tasks(evaluate.EvalConfig(rollout="async"))
     with pytest.raises(RecipeError, match="latency_s"):
-        ev.episode_tasks(ev.EvalConfig(latency_s=-1.0))
+        evaluate.episode_tasks(evaluate.EvalConfig(latency_s=-1.0))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
 from etc_ros.core.kinematics import WidowXKinematics, action_between
 from etc_ros.data import DatasetReader, validate_dataset
@@ -39,7 +39,7 @@ def _image(k: int, h: int = 120, w: int = 160) -> np.ndarray:
 
 
 def _feed(core: RecordingSession, n: int, t0_ns: int = T0, q0=None, dq=None, grip=None, cmd=None, step_ns=200_000_000):
-    q0 = spec.READY_POSE if q0 is None else q0
+    q0 = robot_spec.READY_POSE if q0 is None else q0
     dq = np.array([0.01, 0.005, -0.004, 0.0, 0.003, 0.002]) if dq is None else dq
     qs = []
     for k in range(n):
@@ -125,11 +125,11 @@ def test_relabel_discard_min_frames_and_indices(tmp_path):
 def test_rejected_samples_and_automatic_stops(tmp_path):
     core = RecordingSession(_cfg(tmp_path, max_frames=6), camera_models={})
     core.start("go")
-    assert not core.add_sample({"wrist": _image(0)}, spec.READY_POSE, 1.0, T0)  # wrong camera
+    assert not core.add_sample({"wrist": _image(0)}, robot_spec.READY_POSE, 1.0, T0)  # wrong camera
     assert not core.add_sample({"primary": _image(0)}, np.zeros(5), 1.0, T0)  # wrong joint count
-    assert not core.add_sample({"primary": np.zeros((4, 4), np.uint8)}, spec.READY_POSE, 1.0, T0)
-    assert core.add_sample({"primary": _image(0)}, spec.READY_POSE, 1.0, T0)
-    assert not core.add_sample({"primary": _image(1)}, spec.READY_POSE, 1.0, T0)  # not newer
+    assert not core.add_sample({"primary": np.zeros((4, 4), np.uint8)}, robot_spec.READY_POSE, 1.0, T0)
+    assert core.add_sample({"primary": _image(0)}, robot_spec.READY_POSE, 1.0, T0)
+    assert not core.add_sample({"primary": _image(1)}, robot_spec.READY_POSE, 1.0, T0)  # not newer
     assert core.counters["samples_rejected"] == 4
     _feed(core, 5, t0_ns=T0 + 10**9)
     assert not core.recording and "max_frames 6" in core.last_message  # stopped and kept by itself
@@ -156,7 +156,7 @@ def test_refusals_disk_calibration_and_spec(tmp_path):
     core = RecordingSession(_cfg(tmp_path, root=str(tmp_path / "wide2"), require_calibration=True),
                             camera_models={"primary": wide})
     core.start("go")
-    assert not core.add_sample({"primary": _image(0)}, spec.READY_POSE, 1.0, T0)
+    assert not core.add_sample({"primary": _image(0)}, robot_spec.READY_POSE, 1.0, T0)
     assert not core.recording and "aspect ratio" in core.last_message
     core.close()
     # a dataset recorded with another image size is not appended to
@@ -211,7 +211,7 @@ def test_stamped_buffer_nearest():
 
 _KILL_SCRIPT = textwrap.dedent("""
     import sys, time, numpy as np
-    from etc_ros.core import spec
+    from etc_ros.core import spec as robot_spec
     from etc_ros.teleop.recorder import RecorderConfig, RecordingSession
     core = RecordingSession(RecorderConfig(root=sys.argv[1], min_free_mb=1.0, image_height=48, image_width=64),
                             camera_models={})
@@ -221,7 +221,7 @@ _KILL_SCRIPT = textwrap.dedent("""
         core.start(f"task {ep}")
         for k in range(12):
             t += 200_000_000
-            core.add_sample({"primary": img}, spec.READY_POSE + 0.01 * k, 1.0, t)
+            core.add_sample({"primary": img}, robot_spec.READY_POSE + 0.01 * k, 1.0, t)
         if ep < 2:
             print(core.stop()[1], flush=True)
     print("RECORDING", flush=True)
@@ -309,7 +309,7 @@ def test_recording_throughput(tmp_path):
     t = time.perf_counter()
     for k in range(n):
         img = np.clip(base.astype(int) + rng.integers(-8, 8, base.shape), 0, 255).astype(np.uint8)  # sensor noise
-        core.add_sample({"primary": img}, spec.READY_POSE + 0.002 * k, 1.0, T0 + k * 200_000_000)
+        core.add_sample({"primary": img}, robot_spec.READY_POSE + 0.002 * k, 1.0, T0 + k * 200_000_000)
     core.stop()
     fps = n / (time.perf_counter() - t)
     print(f"\nrecorder core: {fps:.1f} frames/s end to end (writer alone {core.status()['write_fps']} frames/s), "

@@ -17,7 +17,7 @@ from ros_graph_helpers import wait_until  # noqa: I100 (sets ROS_DOMAIN_ID for t
 
 from etc_ros.camera.sources import (HOST_CLOCK_DOMAINS, MAX_CAPTURE_AGE, Frame, RealSenseSource, frame_stamp,
                                     timestamp_domain_name)
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.robot.base import DriverError
 from etc_ros.robot.core import DriverCore, make_backend
 from etc_ros.robot.fake import FakeBackend
@@ -210,7 +210,7 @@ def test_camera_timeout_in_the_docs_is_the_configured_one():
     docs = (ROOT / "docs/ros.md").read_text()
     said = re.findall(r"`camera_timeout` \(([\d.]+) s in\s+config/safety\.yaml", docs)
     assert said and all(float(x) == float(cfg) for x in said), (said, cfg)
-    assert float(cfg) == spec.SafetyLimits().camera_timeout
+    assert float(cfg) == robot_spec.SafetyLimits().camera_timeout
 
 
 # ---------------------------------------------------------------------------------------------------- joints
@@ -218,12 +218,12 @@ def test_interbotix_measurement_carries_the_xs_sdk_stamp_and_velocity(monkeypatc
     calls, inits = [], []
     install_interbotix_stub(monkeypatch, calls, inits)
     b = make_backend("interbotix", service_probe=lambda name, t: True)
-    core = DriverCore(b, JointCommandGuard(spec.SafetyLimits()), start_pose="none")
+    core = DriverCore(b, JointCommandGuard(robot_spec.SafetyLimits()), start_pose="none")
     core.start(2000.0)  # starts the backend
     v = np.array([0.1, -0.2, 0.3, -0.4, 0.5, -0.6])
-    b.bot.core.xs_publish(spec.READY_POSE, v, 1234.5678)
+    b.bot.core.xs_publish(robot_spec.READY_POSE, v, 1234.5678)
     m = b.measure()
-    assert np.allclose(m.q, spec.READY_POSE) and np.allclose(m.velocity, v) and abs(m.stamp - 1234.5678) < 1e-6
+    assert np.allclose(m.q, robot_spec.READY_POSE) and np.allclose(m.velocity, v) and abs(m.stamp - 1234.5678) < 1e-6
     # DriverCore keeps the whole measurement of its last update for the node
     core.update(2000.01)
     assert core.measurement.stamp == m.stamp and np.allclose(core.measurement.velocity, v)
@@ -234,14 +234,14 @@ def test_interbotix_measurement_carries_the_xs_sdk_stamp_and_velocity(monkeypatc
 
 def test_binary_gripper_mode_on_the_fake_backend():
     f = make_backend("fake", fake_tau=0.01, gripper_mode="binary")
-    f.command(spec.SLEEP_POSE, 0.6)
+    f.command(robot_spec.SLEEP_POSE, 0.6)
     f.update(1.0)
     assert abs(f.read()[1] - 1.0) < 1e-6
-    f.command(spec.SLEEP_POSE, 0.4)
+    f.command(robot_spec.SLEEP_POSE, 0.4)
     f.update(1.0)
     assert abs(f.read()[1]) < 1e-6
     p = make_backend("fake", fake_tau=0.01)  # position: the opening as commanded
-    p.command(spec.SLEEP_POSE, 0.4)
+    p.command(robot_spec.SLEEP_POSE, 0.4)
     p.update(1.0)
     assert abs(p.read()[1] - 0.4) < 1e-6
 
@@ -249,7 +249,7 @@ def test_binary_gripper_mode_on_the_fake_backend():
 # ---------------------------------------------------------------------------------------------------- gripper
 def test_interbotix_stub_linkage_matches_the_spec_finger_range():
     # the stub's xs_sdk geometry round-trips, and the spec's finger travel lies inside the linkage's reach
-    for f in (spec.FINGER_CLOSED, 0.026, spec.FINGER_OPEN):
+    for f in (robot_spec.FINGER_CLOSED, 0.026, robot_spec.FINGER_OPEN):
         assert abs(xs_finger_from_angle(xs_angle_from_separation(2 * f)) - f) < 1e-9
 
 
@@ -272,17 +272,17 @@ def test_interbotix_gripper_position_mode_streams_the_opening_as_a_set_point(mon
     assert ("modes", "single", "gripper", "linear_position", "velocity") in calls
     assert core.modes["gripper"] == "linear_position"
     for g in (1.0, 0.45, 0.45 + 1e-4, 0.0, 0.7):
-        b.command(spec.READY_POSE, g)
+        b.command(robot_spec.READY_POSE, g)
     singles = [c for c in calls if c[0] == "single"]
     assert [c[1] for c in singles] == ["gripper"] * 4  # 0.45 + 1e-4 is within the deadband: not rewritten
-    assert [round(c[2], 6) for c in singles] == [round(2 * float(spec.finger_from_gripper(g)), 6)
+    assert [round(c[2], 6) for c in singles] == [round(2 * float(robot_spec.finger_from_gripper(g)), 6)
                                                  for g in (1.0, 0.45, 0.0, 0.7)]
     assert not any(c[0] in ("grasp", "release") for c in calls)
     # xs_sdk moves the servo to its last goal: the measured opening is the commanded one
     mode, angle = core.gripper_goals[-1]
     assert mode == "linear_position"
     core.gripper_angle = angle
-    core.xs_publish(spec.READY_POSE, np.zeros(6), 1001.0)
+    core.xs_publish(robot_spec.READY_POSE, np.zeros(6), 1001.0)
     assert abs(b.read()[1] - 0.7) < 1e-6
     with pytest.raises(DriverError, match="gripper_mode 'pwm' is not one of"):
         make_backend("interbotix", gripper_mode="pwm")
@@ -309,13 +309,13 @@ def test_driver_node_republishes_xs_sdk_measurements_with_their_stamp_and_veloci
         xs = b.bot.core
         now = drv.now_s()
         v = np.array([0.3, -0.1, 0.2, 0.0, -0.4, 0.05])
-        xs.xs_publish(spec.READY_POSE, v, now - 0.004)  # xs_sdk read the servos 4 ms ago
+        xs.xs_publish(robot_spec.READY_POSE, v, now - 0.004)  # xs_sdk read the servos 4 ms ago
         drv._tick()
         assert len(got) == 1 and abs(_stamp(got[0]) - (now - 0.004)) < 1e-6
         assert np.allclose(got[0].velocity, list(v) + [0.0, 0.0])  # measured, not differenced
         drv._tick()  # no new measurement: nothing republished (it would repeat an old reading as new)
         assert len(got) == 1 and drv.repeated_measurements == 1
-        q2 = spec.READY_POSE + 0.01
+        q2 = robot_spec.READY_POSE + 0.01
         xs.xs_publish(q2, 0.5 * v, drv.now_s() - 0.001)
         drv._tick()
         assert len(got) == 2 and np.allclose(got[1].position[:6], q2) and np.allclose(got[1].velocity[:6], 0.5 * v)
@@ -336,7 +336,7 @@ def test_driver_node_republishes_xs_sdk_measurements_with_their_stamp_and_veloci
 def test_driver_node_without_hardware_stamps_keeps_tick_time_and_finite_difference(ros_context):
     from etc_ros.nodes.driver_node import DriverNode
 
-    f = FakeBackend(q0=spec.READY_POSE, tau=0.01)
+    f = FakeBackend(q0=robot_spec.READY_POSE, tau=0.01)
     drv = DriverNode(params={"start_pose": "none", "stop_pose": "none", "backend": "fake"}, backend=f,
                      context=ros_context)
     got = []

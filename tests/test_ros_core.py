@@ -10,7 +10,7 @@ import pytest
 
 from etc_ros.camera.sources import (CameraError, FakeCameraSource, ReconnectingCamera, SimCameraSource,
                                     make_source)
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.robot.base import DriverError, plan_joint_move
 from etc_ros.robot.core import DriverCore, make_backend, refusal_kind
 from etc_ros.robot.fake import FakeBackend
@@ -151,7 +151,7 @@ class FakeWorld:
     """Stands in for the MuJoCo world: first-order joints, a rendered gradient, success when the EE moved."""
 
     def __init__(self, q0=None):
-        self.q = np.array(spec.READY_POSE if q0 is None else q0, dtype=float)
+        self.q = np.array(robot_spec.READY_POSE if q0 is None else q0, dtype=float)
         self.g = 1.0
         self.target = self.q.copy()
         self.gt = 1.0
@@ -161,7 +161,7 @@ class FakeWorld:
 
     def reset(self, seed=0, split="train"):
         self.threads.add(threading.get_ident())
-        self.q = np.array(spec.READY_POSE, dtype=float)
+        self.q = np.array(robot_spec.READY_POSE, dtype=float)
         self.target = self.q.copy()
         self.resets += 1
         self.instruction = f"episode {seed}: touch the blue pad"
@@ -183,7 +183,7 @@ class FakeWorld:
         return np.full((24, 32, 3), int(100 * abs(self.q[0])) % 256, np.uint8)
 
     def is_success(self):
-        return bool(np.max(np.abs(self.q - spec.READY_POSE)) > 0.02)
+        return bool(np.max(np.abs(self.q - robot_spec.READY_POSE)) > 0.02)
 
 
 def test_thread_bound_env_runs_every_call_on_one_thread():
@@ -216,7 +216,7 @@ def test_thread_bound_env_runs_every_call_on_one_thread():
 
 # ------------------------------------------------------------------------------------------------ driver
 def test_joint_move_respects_velocity_and_acceleration_limits():
-    q0, q1 = spec.SLEEP_POSE, spec.READY_POSE
+    q0, q1 = robot_spec.SLEEP_POSE, robot_spec.READY_POSE
     vmax, amax = 0.9, 1.5
     m = plan_joint_move(q0, q1, vmax, amax, 0.0, 1.0, gripper_rate=2.0)
     ts = np.linspace(0, m.duration, 2001)
@@ -238,7 +238,7 @@ def test_joint_move_respects_velocity_and_acceleration_limits():
 
 
 def _ready_core(**kw):
-    core = DriverCore(FakeBackend(q0=spec.SLEEP_POSE), JointCommandGuard(), speed_fraction=1.0, **kw)
+    core = DriverCore(FakeBackend(q0=robot_spec.SLEEP_POSE), JointCommandGuard(), speed_fraction=1.0, **kw)
     t = 0.0
     core.start(t)
     assert core.state == "starting"
@@ -251,7 +251,7 @@ def _ready_core(**kw):
 
 def test_driver_starts_at_ready_pose_and_parks_at_sleep():
     core, t = _ready_core()
-    assert np.allclose(core.backend.read()[0], spec.READY_POSE, atol=6e-3)
+    assert np.allclose(core.backend.read()[0], robot_spec.READY_POSE, atol=6e-3)
     assert core.command(core.q_target, 1.0, t + 0.02, 0.02) == (True, "ok")
     clock = [t]
 
@@ -261,8 +261,8 @@ def test_driver_starts_at_ready_pose_and_parks_at_sleep():
 
     core.run_stop(now_fn=now, dt=0.0, sleep=lambda s: None)
     assert core.state == "stopped"
-    assert np.allclose(core.backend.read()[0], spec.SLEEP_POSE, atol=5e-3)
-    assert core.command(spec.READY_POSE, 1.0, clock[0] + 1, 0.02)[0] is False
+    assert np.allclose(core.backend.read()[0], robot_spec.SLEEP_POSE, atol=5e-3)
+    assert core.command(robot_spec.READY_POSE, 1.0, clock[0] + 1, 0.02)[0] is False
 
 
 def test_driver_refuses_out_of_limit_commands_and_counts_them():
@@ -275,7 +275,7 @@ def test_driver_refuses_out_of_limit_commands_and_counts_them():
         "velocity": (q + 0.2, 1.0),  # 10 rad/s over one 20 ms period
         "nonfinite": (np.full(6, np.nan), 1.0),
         "position_limits": (q + np.array([0, 0, 0, 0, 5.0, 0]), 1.0),
-        "workspace": (spec.HOME_POSE, 1.0),
+        "workspace": (robot_spec.HOME_POSE, 1.0),
         "gripper": (q, 1.5),
     }
     for i, (kind, (qc, g)) in enumerate(bad.items()):
@@ -434,10 +434,10 @@ def test_policy_worker_needs_instruction_image_and_state():
     assert w.step_once() == "no_image"
     w.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
     assert w.step_once() == "no_state"
-    w.set_state(np.r_[spec.READY_POSE, 1.0])
+    w.set_state(np.r_[robot_spec.READY_POSE, 1.0])
     assert w.step_once() == "published" and len(published) == 1
     a, stamp = published[0]
-    assert a.shape == (spec.CHUNK_HORIZON, 7) and stamp == 99.9
+    assert a.shape == (robot_spec.CHUNK_HORIZON, 7) and stamp == 99.9
     assert rt.last_observation["instruction"] == "pick up the cube"
     assert rt.last_observation["state"].shape == (7,)
     assert w.step_once() == "no_new_observation"  # same frame: no second inference
@@ -454,7 +454,7 @@ def test_policy_worker_survives_failures_and_bad_shapes():
     rt = ScriptedRuntime(raise_on_call=0)
     w, now = _worker(rt, published)
     w.set_instruction("x")
-    w.set_state(np.r_[spec.READY_POSE, 1.0])
+    w.set_state(np.r_[robot_spec.READY_POSE, 1.0])
     w.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
     assert w.step_once() == "runtime_error" and "scripted failure" in w.last_error
     w.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.95)
@@ -462,13 +462,13 @@ def test_policy_worker_survives_failures_and_bad_shapes():
     bad = ScriptedRuntime(chunk=np.zeros((4, 6)))
     w2, _ = _worker(bad, published)
     w2.set_instruction("x")
-    w2.set_state(np.r_[spec.READY_POSE, 1.0])
+    w2.set_state(np.r_[robot_spec.READY_POSE, 1.0])
     w2.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
     assert w2.step_once() == "bad_shape" and len(published) == 1
     nan = make_test_runtime("nan")
     w3, _ = _worker(nan, published)
     w3.set_instruction("x")
-    w3.set_state(np.r_[spec.READY_POSE, 1.0])
+    w3.set_state(np.r_[robot_spec.READY_POSE, 1.0])
     w3.set_image("primary", np.zeros((8, 8, 3), np.uint8), 99.9)
     assert w3.step_once() == "published" and w3.nonfinite_chunks == 1  # the safety layer is the gate
 
@@ -478,7 +478,7 @@ def test_policy_worker_thread_does_not_block_callers():
     rt = make_test_runtime("slow", latency_s=0.3)
     w = PolicyWorker(rt, ("primary",), lambda a, s: published.append(s), max_rate_hz=100.0, clock=time.time)
     w.set_instruction("x")
-    w.set_state(np.r_[spec.READY_POSE, 1.0])
+    w.set_state(np.r_[robot_spec.READY_POSE, 1.0])
     w.start()
     try:
         t0 = time.perf_counter()
@@ -487,7 +487,7 @@ def test_policy_worker_thread_does_not_block_callers():
         t1 = time.perf_counter()
         for _ in range(50):  # callbacks during inference return at once
             w.set_image("primary", np.zeros((8, 8, 3), np.uint8), time.time())
-            w.set_state(np.r_[spec.READY_POSE, 1.0])
+            w.set_state(np.r_[robot_spec.READY_POSE, 1.0])
         assert time.perf_counter() - t1 < 0.1
         assert wait(lambda: len(published) >= 2, 3.0)
         assert time.perf_counter() - t0 >= 0.55
@@ -663,17 +663,18 @@ def test_interbotix_backend_against_a_stub_of_its_api(monkeypatch):
     # binary: the gripper explicitly in PWM mode (xs_sdk keeps the mode an earlier run left)
     assert calls[2] == ("modes", "single", "gripper", "pwm", "velocity")
     q, g = b.read()
-    assert np.allclose(q, spec.SLEEP_POSE) and abs(g - spec.gripper_from_finger(xs_finger_from_angle(0.0))) < 1e-9
-    b.command(spec.READY_POSE, 1.0)
-    b.command(spec.READY_POSE, 0.9)  # still open: no second gripper call
-    b.command(spec.READY_POSE, 0.1)
+    assert np.allclose(q, robot_spec.SLEEP_POSE)
+    assert abs(g - robot_spec.gripper_from_finger(xs_finger_from_angle(0.0))) < 1e-9
+    b.command(robot_spec.READY_POSE, 1.0)
+    b.command(robot_spec.READY_POSE, 0.9)  # still open: no second gripper call
+    b.command(robot_spec.READY_POSE, 0.1)
     assert b.bot.core.registers == {"Profile_Velocity": 40, "Profile_Acceleration": 20}
     kinds = [c[0] for c in calls]
     assert kinds == ["init", "modes", "modes", "arm", "release", "arm", "arm", "grasp"]
     assert b.bot.core.gripper_goals == [("pwm", 250.0), ("pwm", -250.0)]  # efforts, read as efforts
-    assert calls[3][4] is False and np.allclose(calls[3][1], spec.READY_POSE)  # streamed, non-blocking
+    assert calls[3][4] is False and np.allclose(calls[3][1], robot_spec.READY_POSE)  # streamed, non-blocking
     b.command(np.array([4.0, 0, 0, 0, 0, 0]), 0.1)  # refused by the API itself: counted, not remembered
-    assert b.api_refusals == 1 and np.allclose(b._q_cmd, spec.READY_POSE)
+    assert b.api_refusals == 1 and np.allclose(b._q_cmd, robot_spec.READY_POSE)
     b.stop()
     assert calls[-1] == ("destroy_node",) and ("rclpy.shutdown",) not in calls  # never the shared context
 
@@ -687,13 +688,14 @@ def test_policy_spec_contract():
     from etc_ros.policy.interface import PolicySpec, PolicySpecError
 
     s = PolicySpec(cameras=("primary", "wrist"), policy_hz=10.0)
-    assert s.cameras == ("primary", "wrist") and s.policy_hz == 10.0 and s.horizon == spec.CHUNK_HORIZON
-    assert s.action_names == spec.ACTION_NAMES and s.action_dim == spec.ACTION_DIM and s.state_dim == spec.STATE_DIM
-    assert s.image_size == (spec.IMAGE_SIZE, spec.IMAGE_SIZE) and s.providers == ()
+    assert s.cameras == ("primary", "wrist") and s.policy_hz == 10.0 and s.horizon == robot_spec.CHUNK_HORIZON
+    assert s.action_names == robot_spec.ACTION_NAMES and s.action_dim == robot_spec.ACTION_DIM
+    assert s.state_dim == robot_spec.STATE_DIM
+    assert s.image_size == (robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE) and s.providers == ()
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.policy_hz = 1.0  # type: ignore[misc]
     m = PolicySpec.from_mapping({"cameras": {"primary": {}}})  # a {name: ...} mapping of cameras, no rate
-    assert m.cameras == ("primary",) and m.policy_hz == spec.POLICY_HZ
+    assert m.cameras == ("primary",) and m.policy_hz == robot_spec.POLICY_HZ
     for bad in ({"control_hz": 0}, {"control_hz": float("nan")}, {"control_hz": "fast"}, {"cameras": []},
                 {"cameras": ["a", "a"]}, {"horizon": 0}, {"image_size": [224]}, {"action_names": ["x"], "action_dim": 7}):
         with pytest.raises(PolicySpecError):

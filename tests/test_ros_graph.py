@@ -10,8 +10,8 @@ import pytest
 from ros_graph_helpers import (Recorder, alternating_fn, start_fake_graph,  # noqa: I100 (sets ROS_DOMAIN_ID)
                                wait_until)
 
-from etc_ros.core import spec
-from etc_ros.nodes import messages as M
+from etc_ros.core import spec as robot_spec
+from etc_ros.nodes import messages
 from etc_ros.policy.scripted import ScriptedRuntime, circle_fn
 
 
@@ -70,24 +70,24 @@ def test_graph_moves_the_arm_only_with_an_accepted_instruction():
         # layouts (docs/ros.md)
         with rec.lock:
             chunks = [m for _, m in rec.chunks]
-            cam_stamps = {M.from_time(m.header.stamp) for _, m in rec.camera_stamps}
+            cam_stamps = {messages.from_time(m.header.stamp) for _, m in rec.camera_stamps}
             cmds = [m for _, m in rec.commands]
             js = [(t, m) for t, m in rec.joint_states]
         c = chunks[-1]
-        assert list(c.joint_names) == list(spec.ACTION_NAMES) and len(c.points) == spec.CHUNK_HORIZON
-        assert [M.from_duration(p.time_from_start) for p in c.points] == pytest.approx(
-            [i / spec.POLICY_HZ for i in range(spec.CHUNK_HORIZON)])
-        assert all(M.from_time(ch.header.stamp) in cam_stamps for ch in chunks[-3:]), \
+        assert list(c.joint_names) == list(robot_spec.ACTION_NAMES) and len(c.points) == robot_spec.CHUNK_HORIZON
+        assert [messages.from_duration(p.time_from_start) for p in c.points] == pytest.approx(
+            [i / robot_spec.POLICY_HZ for i in range(robot_spec.CHUNK_HORIZON)])
+        assert all(messages.from_time(ch.header.stamp) in cam_stamps for ch in chunks[-3:]), \
             "chunks must be stamped with the camera frame they were computed from"
-        a, stamp, hz = M.msg_to_chunk(c)
-        assert a.shape == (spec.CHUNK_HORIZON, 7) and hz == pytest.approx(spec.POLICY_HZ)
+        a, stamp, hz = messages.msg_to_chunk(c)
+        assert a.shape == (robot_spec.CHUNK_HORIZON, 7) and hz == pytest.approx(robot_spec.POLICY_HZ)
         cm = cmds[-1]
-        assert list(cm.joint_names) == list(spec.JOINT_NAMES) + ["gripper"] and len(cm.points) == 1
-        q, grip, st, dt, qd = M.msg_to_command(cm)
+        assert list(cm.joint_names) == list(robot_spec.JOINT_NAMES) + ["gripper"] and len(cm.points) == 1
+        q, grip, st, dt, qd = messages.msg_to_command(cm)
         assert 0 < dt <= 0.02 + 1e-9 and 0.0 <= grip <= 1.0
         assert qd is not None and qd.shape == (6,)  # the driver tells a step from a gap with it
         names = list(js[-1][1].name)
-        assert names == list(spec.JOINT_NAMES) + ["left_finger", "right_finger"]
+        assert names == list(robot_spec.JOINT_NAMES) + ["left_finger", "right_finger"]
         # joint states at >= 50 Hz (the driver's timer runs at 100 Hz; best-effort subscribers may drop some)
         drv = g.node("driver_node")
         n0, t_a = drv.states_published, time.monotonic()
@@ -148,10 +148,10 @@ def test_camera_stop_makes_the_arm_hold_and_replug_recovers():
             for _, m in list(rec.diagnostics):
                 for st in m.status:
                     if st.name == "etc_ros/camera/primary":
-                        yield st, M.diagnostics_to_dict(st)
+                        yield st, messages.diagnostics_to_dict(st)
 
         # the outage is reported on /diagnostics at level ERROR (1 Hz)
-        assert wait_until(lambda: any(st.level == M.LEVELS["error"] and dd["state"] == "reconnecting"
+        assert wait_until(lambda: any(st.level == messages.LEVELS["error"] and dd["state"] == "reconnecting"
                                       for st, dd in cam_diag()), 3.0)
         # replug: reconnect with backoff, frames and motion resume, diagnostics report it
         camera.plug()
@@ -175,7 +175,7 @@ def test_nan_and_huge_chunks_never_reach_the_driver():
         time.sleep(0.3)
         guard = g.node("driver_node").core.guard
         with rec.lock:
-            cmds = [M.msg_to_command(m) for _, m in rec.commands]
+            cmds = [messages.msg_to_command(m) for _, m in rec.commands]
         assert len(cmds) > 50
         for q, grip, st, dt, _ in cmds:  # every command the driver received
             assert np.all(np.isfinite(q)) and np.isfinite(grip) and 0.0 <= grip <= 1.0

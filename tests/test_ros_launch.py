@@ -195,7 +195,7 @@ def test_nodes_declare_exactly_the_documented_parameters():
     from rclpy.context import Context
 
     from etc_ros.camera.sources import FakeCameraSource
-    from etc_ros.core import spec
+    from etc_ros.core import spec as robot_spec
     from etc_ros.robot.fake import FakeBackend
     from etc_ros.nodes.camera_node import CameraNode
     from etc_ros.nodes.driver_node import DriverNode
@@ -212,7 +212,7 @@ def test_nodes_declare_exactly_the_documented_parameters():
     try:
         made = {
             "camera_node": CameraNode(source=FakeCameraSource(), autostart=False, context=ctx),
-            "driver_node": DriverNode(backend=FakeBackend(q0=spec.READY_POSE), context=ctx),
+            "driver_node": DriverNode(backend=FakeBackend(q0=robot_spec.READY_POSE), context=ctx),
             "instruction_node": InstructionNode(context=ctx),
             "policy_node": PolicyNode(runtime=ScriptedRuntime(), context=ctx),
             "safety_node": SafetyNode(context=ctx),
@@ -261,8 +261,8 @@ def test_launch_plan_as_separate_processes_moves_parks_and_takes_say(tmp_path):
     from rclpy.node import Node
     from sensor_msgs.msg import JointState
 
-    from etc_ros.core import spec
-    from etc_ros.nodes import messages as M
+    from etc_ros.core import spec as robot_spec
+    from etc_ros.nodes import messages
     from etc_ros.nodes.common import SENSOR
     from etc_ros.nodes.bringup import process_commands
     from etc_ros.nodes.graph import plan_graph
@@ -283,7 +283,8 @@ def test_launch_plan_as_separate_processes_moves_parks_and_takes_say(tmp_path):
     rclpy.init(args=[], context=ctx)
     node = Node("test_observer", context=ctx)
     states = []
-    node.create_subscription(JointState, "/joint_states", lambda m: states.append(M.parse_joint_state(m)), SENSOR)
+    node.create_subscription(JointState, "/joint_states", lambda m: states.append(messages.parse_joint_state(m)),
+                             SENSOR)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     import threading
@@ -292,7 +293,7 @@ def test_launch_plan_as_separate_processes_moves_parks_and_takes_say(tmp_path):
     t.start()
     try:
         assert wait_until(lambda: len(states) > 10, 40.0), "no joint states from the driver process"
-        assert wait_until(lambda: np.allclose(states[-1][0], spec.READY_POSE, atol=0.02), 20.0)
+        assert wait_until(lambda: np.allclose(states[-1][0], robot_spec.READY_POSE, atol=0.02), 20.0)
         r = subprocess.run([sys.executable, "-m", "etc_training.cli", "ros", "say", "draw a circle"], cwd=ROOT,
                            env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and r.stdout.strip() == "accepted: draw a circle", r.stdout + r.stderr
@@ -300,14 +301,14 @@ def test_launch_plan_as_separate_processes_moves_parks_and_takes_say(tmp_path):
                            env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 1 and r.stdout.strip() == "rejected: empty instruction", r.stdout + r.stderr
         n0 = len(states)
-        assert wait_until(lambda: len(states) > n0 and np.max(np.abs(states[-1][0] - spec.READY_POSE)) > 0.02, 30.0), \
-            "the arm did not move"
+        assert wait_until(lambda: len(states) > n0 and np.max(np.abs(states[-1][0] - robot_spec.READY_POSE)) > 0.02,
+                          30.0), "the arm did not move"
         # Ctrl-C (what ros2 launch sends): every process exits, the driver parks the arm first
         for _, p in procs:
             p.send_signal(signal.SIGINT)
         for name, p in procs:
             assert p.wait(timeout=30) == 0, (name, (tmp_path / f"{name}.log").read_text()[-2000:])
-        assert np.allclose(states[-1][0], spec.SLEEP_POSE, atol=0.02), states[-1][0]
+        assert np.allclose(states[-1][0], robot_spec.SLEEP_POSE, atol=0.02), states[-1][0]
         assert "parked" in (tmp_path / "driver_node.log").read_text()
     finally:
         for _, p in procs:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ros_graph_helpers import Recorder, wait_until  # noqa: I100 (sets ROS_DOMAIN_ID)
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.policy.scripted import ScriptedRuntime, circle_fn
 from test_ros_core import FakeWorld
 
@@ -26,7 +26,7 @@ def test_sim_graph_moves_the_mujoco_arm_and_resets_episodes():
         # the episode's own instruction is announced and accepted
         assert world.instruction and wait_until(lambda: instr.current == world.instruction, 10.0)
         q0 = world.env.joint_state()[0]
-        assert np.allclose(q0, spec.READY_POSE, atol=0.05)
+        assert np.allclose(q0, robot_spec.READY_POSE, atol=0.05)
         assert wait_until(lambda: np.max(np.abs(world.env.joint_state()[0] - q0)) > 0.02, 15.0), \
             "the simulated arm did not move"
         cam = g.node("camera_node")

@@ -9,7 +9,7 @@ import torch
 
 from etc_training.distill.consistency import CDConfig, ConsistencyDistiller
 from etc_training.distill.sdm import DistillError, SDMConfig, SDMDistiller, train_denoiser
-from etc_training.models.heads import diffusion as dh
+from etc_training.models.heads import diffusion
 from etc_training.models.heads.diffusion import Denoiser, NoiseSchedule, ddim_sample
 
 MODES = torch.tensor([[0.5, 0.5], [-0.5, -0.5]])
@@ -161,7 +161,7 @@ def test_one_step_policy_calls_the_generator_exactly_once_per_chunk(vla, monkeyp
     def trap(*a, **k):
         raise AssertionError("the DDIM loop was entered by a one-step policy")
 
-    monkeypatch.setattr(dh, "ddim_sample", trap)
+    monkeypatch.setattr(diffusion, "ddim_sample", trap)
     try:
         chunk = loaded.predict_chunk(**{"images": _obs(ds, 0)["images"], "state": _obs(ds, 0)["state"],
                                         "instruction": _obs(ds, 0)["instruction"]})

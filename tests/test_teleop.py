@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.config import ConfigError
 from etc_ros.teleop.config import load_teleop_file
 from etc_ros.teleop.devices import SpaceMouseSource, parse_keys
@@ -93,8 +93,8 @@ def test_action_is_clipped_to_the_bridge_limits():
     for k in "wrijo":
         m.key_down(k, 0.0)
     a = m.action(0.1)
-    assert np.all(a <= spec.ACTION_HIGH + 1e-12) and np.all(a >= spec.ACTION_LOW - 1e-12)
-    assert a[0] == spec.MAX_DELTA_XYZ and a[4] == spec.MAX_DELTA_RPY
+    assert np.all(a <= robot_spec.ACTION_HIGH + 1e-12) and np.all(a >= robot_spec.ACTION_LOW - 1e-12)
+    assert a[0] == robot_spec.MAX_DELTA_XYZ and a[4] == robot_spec.MAX_DELTA_RPY
     c = m.chunk(0.1)
     assert c.shape == (cfg.chunk_length, 7) and np.all(c == a)
 
@@ -194,7 +194,7 @@ def test_missing_script_file(tmp_path):
 
 def test_config_file_defaults_overrides_and_errors(tmp_path):
     tele, rec, robot = load_teleop_file(None)  # the package's config/teleop.yaml
-    assert tele.rate_hz == spec.POLICY_HZ and rec.split == "target" and robot.bringup == "sim"
+    assert tele.rate_hz == robot_spec.POLICY_HZ and rec.split == "target" and robot.bringup == "sim"
     assert set(tele.keyboard.bindings.values()) <= set(MOTIONS) | set(COMMANDS)
     tele2, rec2, _ = load_teleop_file(None, ["teleop.linear_speed=0.02", "recorder.root=/tmp/x"])
     assert tele2.linear_speed == 0.02 and rec2.root == "/tmp/x"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
 from etc_ros.core.kinematics import WidowXKinematics
 from etc_ros.teleop.recorder import RecorderConfig, RecordingSession
@@ -25,7 +25,7 @@ def _pick_place_joints(offset: float) -> tuple[np.ndarray, np.ndarray]:
            ((0.30, 0.05 + offset, 0.12), 0), ((0.25, -0.08, 0.12), 0), ((0.25, -0.08, 0.06), 0),
            ((0.25, -0.08, 0.06), 1), ((0.25, -0.08, 0.14), 1)]
     qs, gs = [], []
-    q = spec.READY_POSE.copy()
+    q = robot_spec.READY_POSE.copy()
     for (p0, g0), (p1, g1) in zip(way[:-1], way[1:]):
         for s in np.linspace(0, 1, 6)[1:]:
             res = KIN.ik_position_orientation(np.array(p0) + s * (np.array(p1) - np.array(p0)), DOWN, q)

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import ModelError
 
 ACTION_TOKENIZER_FILE = "action_tokenizer.json"
@@ -108,8 +108,8 @@ class BinningActionTokenizer(ActionTokenizer):
 
     kind = "bin"
 
-    def __init__(self, n_bins: int = 256, action_dim: int = spec.ACTION_DIM,
-                 horizon: int = spec.CHUNK_HORIZON):
+    def __init__(self, n_bins: int = 256, action_dim: int = robot_spec.ACTION_DIM,
+                 horizon: int = robot_spec.CHUNK_HORIZON):
         if int(n_bins) < 2:
             raise ModelError(f"n_bins must be >= 2, got {n_bins}")
         if int(action_dim) < 1 or int(horizon) < 1:
@@ -177,8 +177,8 @@ class FastActionTokenizer(ActionTokenizer):
 
     def __init__(
         self,
-        action_dim: int = spec.ACTION_DIM,
-        horizon: int = spec.CHUNK_HORIZON,
+        action_dim: int = robot_spec.ACTION_DIM,
+        horizon: int = robot_spec.CHUNK_HORIZON,
         scale: float = 10.0,
         max_vocab_size: int = 1024,
         min_frequency: int = 2,
@@ -361,7 +361,7 @@ def load_action_tokenizer(path: str | Path) -> ActionTokenizer:
     return action_tokenizer_from_dict(d)
 
 
-def make_action_tokenizer(kind: str, action_dim: int = spec.ACTION_DIM, horizon: int = spec.CHUNK_HORIZON,
+def make_action_tokenizer(kind: str, action_dim: int = robot_spec.ACTION_DIM, horizon: int = robot_spec.CHUNK_HORIZON,
                           **kwargs: Any) -> ActionTokenizer:
     """'bin' or 'fast' (unfitted) with the given shape."""
     if kind not in _KINDS:
@@ -369,7 +369,7 @@ def make_action_tokenizer(kind: str, action_dim: int = spec.ACTION_DIM, horizon:
     return _KINDS[kind](action_dim=action_dim, horizon=horizon, **kwargs)
 
 
-def synthetic_smooth_chunks(n: int, horizon: int = spec.CHUNK_HORIZON, action_dim: int = spec.ACTION_DIM,
+def synthetic_smooth_chunks(n: int, horizon: int = robot_spec.CHUNK_HORIZON, action_dim: int = robot_spec.ACTION_DIM,
                             seed: int = 0) -> np.ndarray:
     """Smooth normalized chunks (N, H, D) in [-1, 1] for tests and benchmarks: random low-frequency motion on
     the arm dimensions and a piecewise-constant +-1 gripper."""

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import KinematicsError, UrdfError
 from etc_ros.core.transforms3d import (
     euler_to_matrix, matrix_to_euler, so3_log, xyzrpy_to_pose,
@@ -134,8 +134,8 @@ def _skew(a: np.ndarray) -> np.ndarray:
 class WidowXKinematics:
     """Kinematics of the arm chain base -> tip of a URDF (defaults: wx250s, base_link -> ee_gripper_link)."""
 
-    def __init__(self, model: UrdfModel, base: str = spec.BASE_FRAME, tip: str = spec.EE_FRAME,
-                 joint_names: Sequence[str] = spec.JOINT_NAMES):
+    def __init__(self, model: UrdfModel, base: str = robot_spec.BASE_FRAME, tip: str = robot_spec.EE_FRAME,
+                 joint_names: Sequence[str] = robot_spec.JOINT_NAMES):
         self.model = model
         self.base, self.tip = base, tip
         try:
@@ -184,7 +184,7 @@ class WidowXKinematics:
         # joints whose range spans (almost) a full turn: values are wrapped to [-pi, pi) during IK
         self._wrap = self._revolute & ((self.upper - self.lower) >= _TWO_PI - 1e-3)
         self._any_wrap = bool(np.any(self._wrap))
-        gj = model.joints.get(spec.GRIPPER_JOINT)
+        gj = model.joints.get(robot_spec.GRIPPER_JOINT)
         self.finger_limits: tuple[float, float] | None = (
             (gj.limit.lower, gj.limit.upper) if gj is not None and gj.limit is not None else None)
         # PoE description derived from the chain at q = 0
@@ -394,7 +394,8 @@ class WidowXKinematics:
         seeds = []
         if T_target is not None:
             x, y = T_target[0, 3], T_target[1, 3]
-            aimed = np.array(spec.READY_POSE, dtype=float) if len(spec.READY_POSE) == self.n else np.zeros(self.n)
+            ready = robot_spec.READY_POSE
+            aimed = np.array(ready, dtype=float) if len(ready) == self.n else np.zeros(self.n)
             if math.hypot(x, y) > 1e-6:
                 aimed[0] = math.atan2(y, x)
             seeds.append(self.clip_to_limits(aimed))
@@ -519,7 +520,7 @@ class WidowXKinematics:
     action_between = staticmethod(action_between)
 
     def action_to_joint_targets(self, q_current, action, clip: bool = True, *,
-                                workspace: spec.WorkspaceBox | None = None, fallback_seeds: bool = False,
+                                workspace: robot_spec.WorkspaceBox | None = None, fallback_seeds: bool = False,
                                 **ik_kwargs) -> tuple[np.ndarray, float, IKResult]:
         """Joint targets realising a Bridge action from joint state q_current.
 
@@ -534,7 +535,7 @@ class WidowXKinematics:
         if a.shape != (7,):
             raise KinematicsError(f"action must have 7 entries, got {a.shape}")
         if clip:
-            a = np.clip(a, spec.ACTION_LOW, spec.ACTION_HIGH)
+            a = np.clip(a, robot_spec.ACTION_LOW, robot_spec.ACTION_HIGH)
         T1 = _apply_action(self._chain1(q_current)[2], a)
         if workspace is not None:
             T1[:3, 3] = workspace.clip(T1[:3, 3])

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.action_tokenizer import (
     ACTION_TOKENIZER_FILE,
     ActionTokenizer,
@@ -48,7 +48,7 @@ IGNORE_INDEX = -100
 
 @dataclass
 class ProcessorConfig:
-    image_size: int = spec.IMAGE_SIZE
+    image_size: int = robot_spec.IMAGE_SIZE
     image_tokens_per_view: int = 49
     n_views: int = 1
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)

@@ -105,7 +105,7 @@ def import_bag(bag_path: str | Path, out_root: str | Path, *, image_topic: str, 
         from rosbags.typesys import Stores, get_typestore
     except ImportError:  # pragma: no cover - rosbags is a dev/offline dependency
         raise DatasetError("importing bags needs the `rosbags` package (pip install rosbags)") from None
-    from etc_ros.core import kinematics as kin
+    from etc_ros.core import kinematics
     from etc_ros.core.transforms3d import pose_to_xyzrpy
     from etc_ros.data.schema import DatasetSpec, EpisodeData
     from etc_ros.data.writer import DatasetWriter, _is_our_dataset
@@ -199,11 +199,11 @@ def import_bag(bag_path: str | Path, out_root: str | Path, *, image_topic: str, 
     state = np.stack([qs[oj[k]] for k in kj]).astype(np.float64)
 
     # ---- EE poses and Bridge actions
-    model = kin.WidowXKinematics.from_urdf()
+    model = kinematics.WidowXKinematics.from_urdf()
     T = model.fk(state[:, :6])
     ee = pose_to_xyzrpy(T)
     action = np.zeros((n, 7))
-    between = getattr(kin, "action_between", None) or model.action_between
+    between = getattr(kinematics, "action_between", None) or model.action_between
     if n > 1:
         action[:-1] = between(T[:-1], T[1:], state[1:, 6])
     action[-1, 6] = state[-1, 6]

@@ -301,7 +301,7 @@ def observe_process_graph(launch_args: dict[str, Any], params: dict[str, dict[st
     from sensor_msgs.msg import JointState
     from trajectory_msgs.msg import JointTrajectory
 
-    from etc_ros.nodes import messages as M
+    from etc_ros.nodes import messages
     from etc_ros.nodes.common import RELIABLE, SENSOR
     from etc_ros.nodes.graph import TOPICS
 
@@ -324,7 +324,7 @@ def observe_process_graph(launch_args: dict[str, Any], params: dict[str, dict[st
         with lock:
             rec["seen"] += 1
             if measuring.is_set():
-                rec["cmd"].append(M.from_time(m.header.stamp))
+                rec["cmd"].append(messages.from_time(m.header.stamp))
 
     def on_js(m: JointState) -> None:
         if measuring.is_set():

@@ -21,7 +21,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from etc_ros.camera.calibration_files import load_intrinsics
 from etc_ros.camera.sources import CameraSource, Frame, ReconnectingCamera, frame_stamp, make_source
 from etc_ros.core.camera import CameraIntrinsics
-from etc_ros.nodes import messages as M
+from etc_ros.nodes import messages
 from etc_ros.nodes.common import GraphNode, SENSOR, run_nodes
 from etc_ros.nodes.graph import camera_info_topic, depth_topic, image_topic
 
@@ -127,11 +127,11 @@ class CameraNode(GraphNode):
     def publish_frame(self, image: np.ndarray, depth: np.ndarray | None = None, stamp: float | None = None) -> float:
         stamp = self.now_s() if stamp is None else stamp
         h, w = image.shape[:2]
-        self.pub_img.publish(M.image_to_msg(image, stamp, self.frame_id, "rgb8"))
-        self.pub_info.publish(M.camera_info_msg(self.intrinsics(w, h), stamp, self.frame_id))
+        self.pub_img.publish(messages.image_to_msg(image, stamp, self.frame_id, "rgb8"))
+        self.pub_info.publish(messages.camera_info_msg(self.intrinsics(w, h), stamp, self.frame_id))
         if depth is not None and self.pub_depth is not None:
             mm = np.clip(np.nan_to_num(depth * 1000.0), 0, 65535).astype(np.uint16)
-            self.pub_depth.publish(M.image_to_msg(mm, stamp, self.frame_id, "16UC1"))
+            self.pub_depth.publish(messages.image_to_msg(mm, stamp, self.frame_id, "16UC1"))
         self.published += 1
         self.last_stamp = stamp
         return stamp

@@ -11,7 +11,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from diagnostic_msgs.msg import DiagnosticArray
-from etc_ros.nodes import messages as M
+from etc_ros.nodes import messages
 from etc_ros.nodes.graph import NODE_PARAMS, TOPICS, check_renamed
 
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -74,8 +74,8 @@ class GraphNode(Node):
         """One DiagnosticStatus (named etc_ros/<node> unless `name`) on /diagnostics; nothing without a publisher."""
         if self._diag_pub is None:
             return
-        st = M.diagnostic_status(name or f"etc_ros/{self.get_name()}", level, message, values)
-        self._diag_pub.publish(M.diagnostic_array(self.now_s(), [st]))
+        st = messages.diagnostic_status(name or f"etc_ros/{self.get_name()}", level, message, values)
+        self._diag_pub.publish(messages.diagnostic_array(self.now_s(), [st]))
 
 
 GIL_SWITCH_INTERVAL_S = 0.001  # Python's default is 5 ms

@@ -18,10 +18,10 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.robot.base import DriverBackend
 from etc_ros.robot.core import DriverCore, make_backend
-from etc_ros.nodes import messages as M
+from etc_ros.nodes import messages
 from etc_ros.nodes.common import (GraphNode, JOINT_STATES_QOS, LATCHED, RELIABLE,
                                   init_default_context_without_signal_handlers, run_nodes)
 from etc_ros.nodes.graph import TOPICS, load_safety_limits
@@ -81,9 +81,9 @@ class DriverNode(GraphNode):
         self.core.start(self.now_s())
         self._publish_ready()
         hz = float(self.p("publish_hz"))
-        if hz < spec.SERVO_HZ:
-            self.get_logger().warning(f"publish_hz {hz} < {spec.SERVO_HZ:g}: the safety layer expects joint states at "
-                                      f">= its {spec.SERVO_HZ:g} Hz tick")
+        if hz < robot_spec.SERVO_HZ:
+            self.get_logger().warning(f"publish_hz {hz} < {robot_spec.SERVO_HZ:g}: the safety layer expects joint "
+                                      f"states at >= its {robot_spec.SERVO_HZ:g} Hz tick")
         self.timer = self.create_timer(1.0 / hz, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
         dhz = float(self.p("diagnostics_hz"))
         if dhz > 0:
@@ -128,7 +128,7 @@ class DriverNode(GraphNode):
         if vel is None and self._last_q is not None and self._last_t is not None and stamp > self._last_t:
             vel = (q - self._last_q) / (stamp - self._last_t)
         self._last_q, self._last_t = q, stamp
-        return M.joint_state_msg(q, g, stamp, vel)
+        return messages.joint_state_msg(q, g, stamp, vel)
 
     def _tick(self) -> None:
         if self._stopped:
@@ -144,8 +144,8 @@ class DriverNode(GraphNode):
 
     def _on_command(self, msg: JointTrajectory) -> None:
         try:
-            q, g, stamp, dt, velocity = M.msg_to_command(msg)
-        except M.MessageError as e:
+            q, g, stamp, dt, velocity = messages.msg_to_command(msg)
+        except messages.MessageError as e:
             self.bad_messages += 1
             self.get_logger().warning(f"malformed joint command refused: {e}", throttle_duration_sec=1.0)
             return

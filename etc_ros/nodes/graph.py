@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
 
 
@@ -54,8 +54,8 @@ SERVICES = {
                          "clear": "std_srvs/Trigger"},
     "sim_world": {"reset": "std_srvs/Trigger"},
 }
-COMMAND_JOINT_NAMES: tuple[str, ...] = spec.JOINT_NAMES + ("gripper",)  # joint_command layout
-JOINT_STATE_NAMES: tuple[str, ...] = spec.JOINT_NAMES + ("left_finger", "right_finger")
+COMMAND_JOINT_NAMES: tuple[str, ...] = robot_spec.JOINT_NAMES + ("gripper",)  # joint_command layout
+JOINT_STATE_NAMES: tuple[str, ...] = robot_spec.JOINT_NAMES + ("left_finger", "right_finger")
 
 # ------------------------------------------------------------------------------------------------ parameters
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Param:
 # from it: `etc-vla ros params --write` regenerates the files and a test fails when a file is not exactly what
 # param_file_text() produces. Python is the source rather than the YAML because the nodes, the launch file and
 # the tests import these defaults on every machine (pip install, ament install, tests) without locating config/,
-# and defaults can name the shared spec constants (spec.POLICY_HZ, spec.SERVO_HZ, ...) instead of copies.
+# and defaults can name the shared spec constants (robot_spec.POLICY_HZ, robot_spec.SERVO_HZ, ...) instead of copies.
 # To change a value on one robot, do not edit the package's files: pass a directory of your own with
 # params_dir:=DIR, or single values with `params:` in config/ros_bringup.yaml.
 PARAMS: dict[str, dict[str, Param]] = {
@@ -104,14 +104,14 @@ PARAMS: dict[str, dict[str, Param]] = {
                                "(launch arg providers:=...); the node refuses to start when one is missing (no "
                                "CPU fallback)"),
         "cameras": Param("", 'comma-separated camera names; "" = the bundle\'s cameras'),
-        "max_rate_hz": Param(spec.POLICY_HZ, "at most one inference per new observation, at most this often"),
-        "max_observation_age": Param(spec.MAX_OBSERVATION_AGE, "s; older observations are not sent to the model"),
+        "max_rate_hz": Param(robot_spec.POLICY_HZ, "at most one inference per new observation, at most this often"),
+        "max_observation_age": Param(robot_spec.MAX_OBSERVATION_AGE, "s; older observations are not sent to the model"),
         "diagnostics_hz": Param(1.0),
     },
     "safety_node": {
-        "servo_hz": Param(spec.SERVO_HZ, "control ticks per second: joint commands to the driver (named "
+        "servo_hz": Param(robot_spec.SERVO_HZ, "control ticks per second: joint commands to the driver (named "
                                          "control_hz before; a bundle's control_hz is the policy rate)"),
-        "policy_hz": Param(spec.POLICY_HZ, "rate of the policy's actions (chunks at another rate are rejected)"),
+        "policy_hz": Param(robot_spec.POLICY_HZ, "rate of the policy's actions (chunks at another rate are rejected)"),
         "mode": Param("receding", "receding (the first 5 actions of a chunk, then the newest chunk) | ensemble "
                                   "(ACT). Measured, shipped pick_up policy, 50 scenes, executor in sim time, 0.1 s "
                                   "latency: receding 24/50, ensemble 19/50 (direct rollout 28/50): the policy was "
@@ -126,7 +126,7 @@ PARAMS: dict[str, dict[str, Param]] = {
     },
     "driver_node": {
         "backend": Param("interbotix", "interbotix | sim | fake (launch args use_sim / driver_backend override)"),
-        "robot_model": Param(spec.ROBOT_MODEL),
+        "robot_model": Param(robot_spec.ROBOT_MODEL),
         "publish_hz": Param(100.0, "/joint_states rate (>= servo_hz)"),
         "start_pose": Param("ready", "ready | home | sleep | none: smooth move there before accepting commands"),
         "stop_pose": Param("sleep", "on shutdown"),
@@ -254,7 +254,7 @@ EXECUTABLES = {  # executable -> nodes it hosts (console_scripts in setup.py)
 }
 PARK_GRACE_S = 15.0  # s a driver process gets after the first stop signal to park the arm (a 4-6 s move)
 LAUNCH_ARGS: dict[str, str] = {  # launch argument -> default (strings, as launch passes them)
-    "robot_model": spec.ROBOT_MODEL,
+    "robot_model": robot_spec.ROBOT_MODEL,
     "use_sim": "false",
     "policy_bundle": "",
     "camera_type": "realsense",
@@ -305,9 +305,9 @@ def plan_graph(args: dict[str, Any]) -> list[NodePlan]:
     a = {**LAUNCH_ARGS, **{k: v for k, v in args.items() if v is not None}}
     use_sim = _as_bool(a["use_sim"], "use_sim")
     dry_run = _as_bool(a["dry_run"], "dry_run")
-    if a["robot_model"] != spec.ROBOT_MODEL:
+    if a["robot_model"] != robot_spec.ROBOT_MODEL:
         raise GraphConfigError(f"robot_model {a['robot_model']!r} is not supported; this stack is for "
-                               f"{spec.ROBOT_MODEL!r}")
+                               f"{robot_spec.ROBOT_MODEL!r}")
     from etc_ros.camera.sources import CAMERA_TYPES
     from etc_ros.robot.base import BACKENDS
 
@@ -485,7 +485,7 @@ def resolve_factory(spec_str: str):
 class BringupConfig:
     """`etc-vla ros bringup --config FILE`: the launch arguments plus in-process extras."""
 
-    robot_model: str = spec.ROBOT_MODEL
+    robot_model: str = robot_spec.ROBOT_MODEL
     use_sim: bool = True
     policy_bundle: str = "fake:circle"  # bundle directory or fake:<name>
     camera_type: str = "sim"

@@ -19,7 +19,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from etc_ros.core.instruction import check_instruction
-from etc_ros.nodes import messages as M
+from etc_ros.nodes import messages
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, run_nodes
 from etc_ros.nodes.graph import TOPICS
 
@@ -71,8 +71,8 @@ class InstructionNode(GraphNode):
 
     def _on_topic(self, raw: bytes) -> None:
         try:
-            data = M.string_bytes_from_cdr(raw)
-        except M.MessageError as e:
+            data = messages.string_bytes_from_cdr(raw)
+        except messages.MessageError as e:
             self._reject(f"rejected: {e}")
             return
         k = data.find(b"\0")

@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.camera import CameraIntrinsics
 from etc_ros.core.errors import UserError
 from etc_ros.nodes.graph import COMMAND_JOINT_NAMES, JOINT_STATE_NAMES
@@ -101,7 +101,7 @@ def camera_info_msg(intr: CameraIntrinsics, stamp: float, frame_id: str) -> Came
 # ---------------------------------------------------------------------------------------------------- joints
 def joint_state_msg(q: np.ndarray, gripper: float, stamp: float, velocity: np.ndarray | None = None) -> JointState:
     """6 arm joints + left_finger / right_finger [m] (right mirrors left), Interbotix names."""
-    f = float(spec.finger_from_gripper(gripper))
+    f = float(robot_spec.finger_from_gripper(gripper))
     m = JointState()
     m.header.stamp = to_time(stamp)
     m.name = list(JOINT_STATE_NAMES)
@@ -115,10 +115,11 @@ def parse_joint_state(msg: JointState) -> tuple[np.ndarray, float, float] | None
     """-> (q (6,), gripper opening in [0, 1], stamp), or None when the arm joints are not all present.
     Extra joints (e.g. Interbotix's 'gripper' servo horn) are ignored."""
     idx = {n: i for i, n in enumerate(msg.name)}
-    if any(n not in idx for n in spec.JOINT_NAMES) or len(msg.position) < len(msg.name):
+    if any(n not in idx for n in robot_spec.JOINT_NAMES) or len(msg.position) < len(msg.name):
         return None
-    q = np.array([msg.position[idx[n]] for n in spec.JOINT_NAMES], dtype=float)
-    g = float(spec.gripper_from_finger(msg.position[idx[spec.GRIPPER_JOINT]])) if spec.GRIPPER_JOINT in idx else 1.0
+    q = np.array([msg.position[idx[n]] for n in robot_spec.JOINT_NAMES], dtype=float)
+    g = (float(robot_spec.gripper_from_finger(msg.position[idx[robot_spec.GRIPPER_JOINT]]))
+         if robot_spec.GRIPPER_JOINT in idx else 1.0)
     return q, g, from_time(msg.header.stamp)
 
 
@@ -127,14 +128,14 @@ def chunk_to_msg(actions: np.ndarray, obs_stamp: float, policy_hz: float) -> Joi
     """(H, 7) chunk -> JointTrajectory: header.stamp = observation stamp, joint_names = ACTION_NAMES,
     point i: positions = actions[i], time_from_start = i / policy_hz."""
     a = np.asarray(actions, dtype=float)
-    if a.ndim != 2 or a.shape[1] != spec.ACTION_DIM:
-        raise MessageError(f"action chunk must be (H, {spec.ACTION_DIM}), got {a.shape}")
+    if a.ndim != 2 or a.shape[1] != robot_spec.ACTION_DIM:
+        raise MessageError(f"action chunk must be (H, {robot_spec.ACTION_DIM}), got {a.shape}")
     if not (policy_hz > 0 and math.isfinite(policy_hz)):
         raise MessageError(f"policy_hz must be > 0, got {policy_hz}")
     m = JointTrajectory()
     m.header.stamp = to_time(obs_stamp)
-    m.header.frame_id = spec.BASE_FRAME
-    m.joint_names = list(spec.ACTION_NAMES)
+    m.header.frame_id = robot_spec.BASE_FRAME
+    m.joint_names = list(robot_spec.ACTION_NAMES)
     for i, row in enumerate(a):
         p = JointTrajectoryPoint()
         p.positions = [float(x) for x in row]
@@ -146,11 +147,11 @@ def chunk_to_msg(actions: np.ndarray, obs_stamp: float, policy_hz: float) -> Joi
 def msg_to_chunk(msg: JointTrajectory) -> tuple[np.ndarray, float, float | None]:
     """-> (actions (H, 7) in ACTION_NAMES order, observation stamp, policy_hz from time_from_start or None)."""
     names = list(msg.joint_names)
-    if sorted(names) != sorted(spec.ACTION_NAMES):
-        raise MessageError(f"action chunk joint_names {names} must be {list(spec.ACTION_NAMES)}")
+    if sorted(names) != sorted(robot_spec.ACTION_NAMES):
+        raise MessageError(f"action chunk joint_names {names} must be {list(robot_spec.ACTION_NAMES)}")
     if not msg.points:
         raise MessageError("action chunk has no points")
-    order = [names.index(n) for n in spec.ACTION_NAMES]
+    order = [names.index(n) for n in robot_spec.ACTION_NAMES]
     rows = []
     for i, p in enumerate(msg.points):
         if len(p.positions) != len(names):
@@ -191,7 +192,7 @@ def command_to_msg(q: np.ndarray, gripper: float, stamp: float, dt: float = 0.0,
     at the measured joints, or unknown); velocities = the commanded joint velocities (+ 0 for the gripper) when given."""
     m = JointTrajectory()
     m.header.stamp = to_time(stamp)
-    m.header.frame_id = spec.BASE_FRAME
+    m.header.frame_id = robot_spec.BASE_FRAME
     m.joint_names = list(COMMAND_JOINT_NAMES)
     p = JointTrajectoryPoint()
     p.positions = [float(x) for x in np.asarray(q, dtype=float).reshape(6)] + [float(gripper)]
@@ -213,14 +214,14 @@ def msg_to_command(msg: JointTrajectory) -> tuple[np.ndarray, float, float, floa
     if len(pos) != len(names):
         raise MessageError(f"joint command has {len(pos)} values for {len(names)} names")
     v = {n: pos[i] for i, n in enumerate(names)}
-    q = np.array([v[n] for n in spec.JOINT_NAMES], dtype=float)
+    q = np.array([v[n] for n in robot_spec.JOINT_NAMES], dtype=float)
     vel = list(msg.points[0].velocities)
     qd = None
     if vel:
         if len(vel) != len(names):
             raise MessageError(f"joint command has {len(vel)} velocities for {len(names)} names")
         vd = {n: vel[i] for i, n in enumerate(names)}
-        qd = np.array([vd[n] for n in spec.JOINT_NAMES], dtype=float)
+        qd = np.array([vd[n] for n in robot_spec.JOINT_NAMES], dtype=float)
     return q, float(v["gripper"]), from_time(msg.header.stamp), from_duration(msg.points[0].time_from_start), qd
 
 

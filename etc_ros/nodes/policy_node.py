@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from etc_ros.nodes import messages as M
+from etc_ros.nodes import messages
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
 from etc_ros.policy.worker import PolicyWorker, load_runtime
@@ -64,8 +64,8 @@ class PolicyNode(GraphNode):
 
     def _on_image(self, cam: str, msg: Image) -> None:
         try:
-            img = M.msg_to_image(msg)
-        except M.MessageError as e:
+            img = messages.msg_to_image(msg)
+        except messages.MessageError as e:
             self.bad_messages += 1
             self.get_logger().warning(f"camera {cam}: {e}", throttle_duration_sec=2.0)
             return
@@ -73,10 +73,10 @@ class PolicyNode(GraphNode):
             self.bad_messages += 1
             return
         self.images_received += 1
-        self.worker.set_image(cam, img, M.from_time(msg.header.stamp))
+        self.worker.set_image(cam, img, messages.from_time(msg.header.stamp))
 
     def _on_joints(self, msg: JointState) -> None:
-        parsed = M.parse_joint_state(msg)
+        parsed = messages.parse_joint_state(msg)
         if parsed is None:
             self.bad_messages += 1
             return
@@ -87,7 +87,7 @@ class PolicyNode(GraphNode):
         self.worker.set_instruction(msg.data or None)
 
     def _publish_chunk(self, actions: np.ndarray, obs_stamp: float) -> None:
-        self.pub_chunk.publish(M.chunk_to_msg(actions, obs_stamp, self.policy_hz))
+        self.pub_chunk.publish(messages.chunk_to_msg(actions, obs_stamp, self.policy_hz))
 
     def _diagnostics(self) -> None:
         s = self.worker.stats()

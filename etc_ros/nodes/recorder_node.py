@@ -30,7 +30,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.core.camera import CameraModel
-from etc_ros.nodes import messages as M
+from etc_ros.nodes import messages
 from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR, GraphNode, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
 from etc_ros.teleop.recorder import RecorderConfig, RecorderError, RecordingSession, check_recorder_config
@@ -153,12 +153,12 @@ class RecorderNode(GraphNode):
                 log.write(topic, type_name, data, self.get_clock().now().nanoseconds)
 
     def _on_image(self, cam: str, msg: Image) -> None:
-        stamp = M.from_time(msg.header.stamp)
+        stamp = messages.from_time(msg.header.stamp)
         with self._lock:
             self._images[cam].add(stamp, msg)
 
     def _on_joints(self, msg: JointState) -> None:
-        parsed = M.parse_joint_state(msg)
+        parsed = messages.parse_joint_state(msg)
         if parsed is None:
             return
         q, g, stamp = parsed
@@ -167,8 +167,8 @@ class RecorderNode(GraphNode):
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
         try:
-            actions, stamp, _ = M.msg_to_chunk(msg)
-        except M.MessageError:
+            actions, stamp, _ = messages.msg_to_chunk(msg)
+        except messages.MessageError:
             return
         with self._lock:
             self._gripper_cmd = float(actions[0, 6])
@@ -248,7 +248,7 @@ class RecorderNode(GraphNode):
         stamp, msg, js = best
         d = Path(str(self.p("capture_dir")))
         start = len(list(d.glob("view_*.png"))) if d.is_dir() else 0
-        img = M.msg_to_image(msg)
+        img = messages.msg_to_image(msg)
         save_views(d, [img], [js[1][0]], [js[1][1]], start=start)
         self.captures += 1
         return True, f"calibration view {start} saved in {d} ({img.shape[1]}x{img.shape[0]})"
@@ -292,8 +292,8 @@ class RecorderNode(GraphNode):
             return
         q, g = js[1]
         try:
-            images = {c: M.msg_to_image(m) for c, m in msgs.items()}
-        except M.MessageError as e:
+            images = {c: messages.msg_to_image(m) for c, m in msgs.items()}
+        except messages.MessageError as e:
             self.get_logger().warning(f"image not recorded: {e}", throttle_duration_sec=2.0)
             return
         if self.session.add_sample(images, q, g, int(round(stamp * 1e9)), self._gripper_cmd):

@@ -18,8 +18,8 @@ from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from etc_ros.core import spec
-from etc_ros.nodes import messages as M
+from etc_ros.core import spec as robot_spec
+from etc_ros.nodes import messages
 from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
 from etc_ros.nodes.graph import TOPICS, camera_info_topic, load_safety_limits
 from etc_ros.policy.worker import percentile
@@ -41,7 +41,7 @@ class SafetyNode(GraphNode):
                  name: str = "safety_node", **kwargs: Any):
         super().__init__(name, params, **kwargs)
         self.servo_hz = float(self.p("servo_hz"))
-        self.policy_hz = float(self.p("policy_hz")) or spec.POLICY_HZ
+        self.policy_hz = float(self.p("policy_hz")) or robot_spec.POLICY_HZ
         if executor is None:
             from etc_ros.safety import SafetyExecutor
 
@@ -90,7 +90,7 @@ class SafetyNode(GraphNode):
 
     # ---- inputs
     def _on_joints(self, msg: JointState) -> None:
-        parsed = M.parse_joint_state(msg)
+        parsed = messages.parse_joint_state(msg)
         if parsed is None:
             self.bad_messages += 1
             return
@@ -101,7 +101,7 @@ class SafetyNode(GraphNode):
 
     def _on_camera(self, msg: CameraInfo) -> None:
         with self._lock:
-            self._camera_stamp = M.from_time(msg.header.stamp)
+            self._camera_stamp = messages.from_time(msg.header.stamp)
 
     def _on_ready(self, msg: Bool) -> None:
         with self._lock:
@@ -122,8 +122,8 @@ class SafetyNode(GraphNode):
     def _on_chunk(self, msg: JointTrajectory) -> None:
         now = self.now_s()
         try:
-            actions, obs_stamp, hz = M.msg_to_chunk(msg)
-        except M.MessageError as e:
+            actions, obs_stamp, hz = messages.msg_to_chunk(msg)
+        except messages.MessageError as e:
             self.bad_messages += 1
             self.last_rejection = str(e)
             return
@@ -159,8 +159,8 @@ class SafetyNode(GraphNode):
                 return
             # a re-anchor (the command jumped to the measured joints) goes out with dt = 0: the driver accepts it
             # at the joints it measures instead of checking a velocity against the abandoned command
-            msg = M.command_to_msg(cmd.q, cmd.gripper, cmd.stamp, dt=0.0 if cmd.reanchored else cmd.dt,
-                                   velocity=cmd.velocity)
+            msg = messages.command_to_msg(cmd.q, cmd.gripper, cmd.stamp, dt=0.0 if cmd.reanchored else cmd.dt,
+                                          velocity=cmd.velocity)
             if self._pending_obs is not None and not cmd.holding:
                 self.latencies.append(now - self._pending_obs)
                 self._pending_obs = None

@@ -34,7 +34,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from etc_ros.nodes import messages as M
+from etc_ros.nodes import messages
 from etc_ros.nodes.common import RELIABLE, SENSOR, GraphNode, isolate_ros_env, run_nodes
 from etc_ros.nodes.graph import TOPICS
 from etc_ros.nodes.recorder_node import RECORDER_SERVICES, RECORDER_TOPICS, RecorderNode
@@ -135,7 +135,7 @@ class TeleopNode(GraphNode):
 
     # ---- inputs
     def _on_joints(self, msg: JointState) -> None:
-        parsed = M.parse_joint_state(msg)
+        parsed = messages.parse_joint_state(msg)
         if parsed is None:
             return
         with self._lock:
@@ -268,7 +268,7 @@ class TeleopNode(GraphNode):
             if not self.publish_idle and not self.mapper.active:
                 return
             chunk = self.mapper.chunk(now)
-        self.pub_chunk.publish(M.chunk_to_msg(chunk, now, self.policy_hz))
+        self.pub_chunk.publish(messages.chunk_to_msg(chunk, now, self.policy_hz))
         self.chunks_published += 1
 
     @property

@@ -104,14 +104,14 @@ def build_spec(processor: Any, *, cameras: list[str], control_hz: float, camera_
                | None = None, head_type: str = "tokens", extra: Mapping[str, Any] | None = None) -> dict:
     """The observation / action spec of a policy, derived from its processor (the values the model was trained
     with) plus what the checkpoint does not know (camera names, control rate)."""
-    from etc_ros.core import spec as rspec
+    from etc_ros.core import spec as robot_spec
 
     c = processor.config
     at = processor.action_tokenizer
-    horizon = int(at.horizon) if at is not None else int((extra or {}).get("horizon", rspec.CHUNK_HORIZON))
-    action_dim = int(at.action_dim) if at is not None else int((extra or {}).get("action_dim", rspec.ACTION_DIM))
+    horizon = int(at.horizon) if at is not None else int((extra or {}).get("horizon", robot_spec.CHUNK_HORIZON))
+    action_dim = int(at.action_dim) if at is not None else int((extra or {}).get("action_dim", robot_spec.ACTION_DIM))
     st = processor.norm_stats.get("state")
-    state_dim = int(st.dim) if st is not None else rspec.STATE_DIM
+    state_dim = int(st.dim) if st is not None else robot_spec.STATE_DIM
     cams = [str(x) for x in cameras]
     if len(cams) != int(c.n_views):
         raise BundleError(f"the model takes {c.n_views} camera view(s) but {len(cams)} camera name(s) were given: "
@@ -122,7 +122,7 @@ def build_spec(processor: Any, *, cameras: list[str], control_hz: float, camera_
         raise BundleError(f"control_hz must be a positive number, got {control_hz!r}")
     out = {
         "spec_version": SPEC_VERSION,
-        "robot": rspec.ROBOT_MODEL,
+        "robot": robot_spec.ROBOT_MODEL,
         "control_hz": float(control_hz),
         "horizon": horizon,
         "chunk_horizon": horizon,
@@ -131,11 +131,13 @@ def build_spec(processor: Any, *, cameras: list[str], control_hz: float, camera_
         "image_format": "uint8 HxWx3 RGB (any size; resized by the processor)",
         "camera_resolution": {k: list(v) for k, v in (camera_resolution or {}).items()},
         "state_dim": state_dim,
-        "state_names": list(rspec.STATE_NAMES) if state_dim == rspec.STATE_DIM else [f"s{i}" for i in range(state_dim)],
+        "state_names": (list(robot_spec.STATE_NAMES) if state_dim == robot_spec.STATE_DIM
+                        else [f"s{i}" for i in range(state_dim)]),
         "state_layout": "6 arm joint positions [rad] (waist..wrist_rotate) + gripper opening in [0, 1] (1 = open)",
         "uses_state": bool(c.use_state or c.state_embedding),
         "action_dim": action_dim,
-        "action_names": list(rspec.ACTION_NAMES) if action_dim == rspec.ACTION_DIM else [f"a{i}" for i in range(action_dim)],
+        "action_names": (list(robot_spec.ACTION_NAMES) if action_dim == robot_spec.ACTION_DIM
+                         else [f"a{i}" for i in range(action_dim)]),
         "action_space": "Bridge: delta EE xyz [m] + delta roll/pitch/yaw [rad] in base_link + absolute gripper [0, 1]",
         "instruction": "free text (one task per episode)",
         "head": head_type,

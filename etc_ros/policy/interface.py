@@ -19,7 +19,7 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
 
 Observation = Mapping[str, Any]  # {"images": {camera: HxWx3 uint8}, "state": (7,), "instruction": str}
@@ -47,11 +47,11 @@ class PolicySpec:
     (robot, head, normalization, backend, variant, bundle, ...) read-only."""
 
     cameras: tuple[str, ...] = ("primary",)  # camera names, in the order the model takes its views
-    image_size: tuple[int, int] = (spec.IMAGE_SIZE, spec.IMAGE_SIZE)  # (height, width) of the model input
-    horizon: int = spec.CHUNK_HORIZON  # actions per chunk
-    policy_hz: float = spec.POLICY_HZ  # chunk steps per second (spec.json: control_hz)
-    action_names: tuple[str, ...] = spec.ACTION_NAMES
-    state_names: tuple[str, ...] = spec.STATE_NAMES
+    image_size: tuple[int, int] = (robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE)  # (height, width) of the model input
+    horizon: int = robot_spec.CHUNK_HORIZON  # actions per chunk
+    policy_hz: float = robot_spec.POLICY_HZ  # chunk steps per second (spec.json: control_hz)
+    action_names: tuple[str, ...] = robot_spec.ACTION_NAMES
+    state_names: tuple[str, ...] = robot_spec.STATE_NAMES
     uses_state: bool = True  # the observation must carry the joint state
     providers: tuple[str, ...] = ()  # execution providers the runtime opened (empty: scripted / torch)
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -105,16 +105,17 @@ class PolicySpec:
         cams = m.get("cameras", ("primary",))
         if isinstance(cams, str):
             cams = (cams,)
-        size = m.get("image_size", spec.IMAGE_SIZE)
+        size = m.get("image_size", robot_spec.IMAGE_SIZE)
         if isinstance(size, (int, float)) and not isinstance(size, bool):
             size = (int(size), int(size))
         return cls(
             cameras=tuple(cams),
             image_size=size,
-            horizon=m.get("horizon", m.get("chunk_horizon", spec.CHUNK_HORIZON)),
-            policy_hz=m.get("control_hz", spec.POLICY_HZ),
-            action_names=_names(m.get("action_names"), m.get("action_dim"), spec.ACTION_NAMES, "a", "action_names"),
-            state_names=_names(m.get("state_names"), m.get("state_dim"), spec.STATE_NAMES, "s", "state_names"),
+            horizon=m.get("horizon", m.get("chunk_horizon", robot_spec.CHUNK_HORIZON)),
+            policy_hz=m.get("control_hz", robot_spec.POLICY_HZ),
+            action_names=_names(m.get("action_names"), m.get("action_dim"), robot_spec.ACTION_NAMES, "a",
+                                "action_names"),
+            state_names=_names(m.get("state_names"), m.get("state_dim"), robot_spec.STATE_NAMES, "s", "state_names"),
             uses_state=bool(m.get("uses_state", True)),
             providers=tuple(m.get("providers") or ()),
             extra={k: v for k, v in m.items() if k not in cls._KEYS},

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
 from etc_ros.policy.interface import Observation, PolicySpec
 
@@ -33,11 +33,11 @@ class ScriptedRuntime:
     """Returns `fn(observation, call_index)` (an (H, 7) array) or a fixed `chunk`; optional latency."""
 
     def __init__(self, chunk: np.ndarray | None = None, fn: Callable[[Observation, int], np.ndarray] | None = None,
-                 horizon: int = spec.CHUNK_HORIZON, control_hz: float = spec.POLICY_HZ,
+                 horizon: int = robot_spec.CHUNK_HORIZON, control_hz: float = robot_spec.POLICY_HZ,
                  cameras: tuple[str, ...] = ("primary",), latency_s: float = 0.0, busy: bool = False,
                  raise_on_call: int | None = None):
         if chunk is None and fn is None:
-            chunk = np.zeros((horizon, spec.ACTION_DIM))
+            chunk = np.zeros((horizon, robot_spec.ACTION_DIM))
             chunk[:, 6] = 1.0
         self.chunk = None if chunk is None else np.asarray(chunk, dtype=float)
         self.fn = fn
@@ -72,15 +72,15 @@ class ScriptedRuntime:
         return np.array(out, dtype=float, copy=True)
 
 
-def circle_fn(radius: float = 0.03, period_s: float = 4.0, horizon: int = spec.CHUNK_HORIZON,
-              control_hz: float = spec.POLICY_HZ) -> Callable[[Observation, int], np.ndarray]:
+def circle_fn(radius: float = 0.03, period_s: float = 4.0, horizon: int = robot_spec.CHUNK_HORIZON,
+              control_hz: float = robot_spec.POLICY_HZ) -> Callable[[Observation, int], np.ndarray]:
     """Chunks of deltas along a circle, phase from the wall clock so consecutive chunks agree."""
     w = 2 * math.pi / period_s
     dt = 1.0 / control_hz
 
     def fn(obs: Observation, k: int) -> np.ndarray:
         t0 = time.time()
-        out = np.zeros((horizon, spec.ACTION_DIM))
+        out = np.zeros((horizon, robot_spec.ACTION_DIM))
         for i in range(horizon):
             t = t0 + i * dt
             out[i, 0] = -radius * w * dt * math.sin(w * t)
@@ -91,8 +91,8 @@ def circle_fn(radius: float = 0.03, period_s: float = 4.0, horizon: int = spec.C
     return fn
 
 
-def make_fake_runtime(name: str, cameras: tuple[str, ...] = ("primary",), horizon: int = spec.CHUNK_HORIZON,
-                      control_hz: float = spec.POLICY_HZ, latency_s: float | None = None) -> ScriptedRuntime:
+def make_fake_runtime(name: str, cameras: tuple[str, ...] = ("primary",), horizon: int = robot_spec.CHUNK_HORIZON,
+                      control_hz: float = robot_spec.POLICY_HZ, latency_s: float | None = None) -> ScriptedRuntime:
     name = name.strip().lower()
     kw: dict[str, Any] = dict(horizon=horizon, control_hz=control_hz, cameras=tuple(cameras))
     if name == "hold":

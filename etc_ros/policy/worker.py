@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
 
 if TYPE_CHECKING:  # typing only: importing the contract costs nothing, but keep the worker's imports minimal
@@ -108,7 +108,7 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 
 class PolicyWorker:
     def __init__(self, runtime: Policy, cameras: tuple[str, ...], publish: Callable[[np.ndarray, float], None], *,
-                 max_rate_hz: float = spec.POLICY_HZ, max_observation_age: float = spec.MAX_OBSERVATION_AGE,
+                 max_rate_hz: float = robot_spec.POLICY_HZ, max_observation_age: float = robot_spec.MAX_OBSERVATION_AGE,
                  clock: Callable[[], float] = time.time, on_error: Callable[[str], object] | None = None):
         if not callable(getattr(runtime, "step", None)):
             raise PolicyConfigError(f"runtime {type(runtime).__name__} has no step(observation) method")
@@ -150,7 +150,7 @@ class PolicyWorker:
 
     def set_state(self, state: np.ndarray) -> None:
         s = np.asarray(state, dtype=float).reshape(-1)
-        if s.shape != (spec.STATE_DIM,):
+        if s.shape != (robot_spec.STATE_DIM,):
             return
         with self._lock:
             self._state = s
@@ -223,7 +223,7 @@ class PolicyWorker:
             a = np.asarray(actions, dtype=float)
         except (TypeError, ValueError):
             return self._skip("bad_shape")
-        if a.ndim != 2 or a.shape[1] != spec.ACTION_DIM or a.shape[0] < 1:
+        if a.ndim != 2 or a.shape[1] != robot_spec.ACTION_DIM or a.shape[0] < 1:
             return self._skip("bad_shape")
         if not np.all(np.isfinite(a)):
             self.nonfinite_chunks += 1

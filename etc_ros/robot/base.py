@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
 
 
 BACKENDS = ("fake", "sim", "interbotix")
 GRIPPER_MODES = ("position", "binary")  # position: continuous opening set point; binary: open/close at 0.5
-POSES = {"home": spec.HOME_POSE, "ready": spec.READY_POSE, "sleep": spec.SLEEP_POSE}
-N = len(spec.JOINT_NAMES)
+POSES = {"home": robot_spec.HOME_POSE, "ready": robot_spec.READY_POSE, "sleep": robot_spec.SLEEP_POSE}
+N = len(robot_spec.JOINT_NAMES)
 
 
 class DriverError(UserError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.robot.base import (BACKENDS, POSES, DriverBackend, DriverError, JointMeasurement, JointMove, N,
                                 check_gripper_mode, plan_joint_move)
 from etc_ros.robot.fake import FakeBackend
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from etc_ros.safety.guard import JointCommandGuard
 
 
-def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: str = spec.ROBOT_MODEL,
+def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: str = robot_spec.ROBOT_MODEL,
                  fake_tau: float = 0.05, moving_time: float = 0.2, accel_time: float = 0.1,
                  service_probe: Callable[[str, float], bool] | None = None,
                  prepare_ros: Callable[[], None] | None = None, gripper_mode: str = "position") -> DriverBackend:
@@ -40,8 +40,9 @@ def make_backend(name: str, *, env: Any = None, lock: Any = None, robot_model: s
             raise DriverError("backend 'sim' runs inside the sim_robot node (use_sim:=true), which owns the world")
         return SimBackend(env, lock, moving_time=moving_time, accel_time=accel_time, gripper_mode=gripper_mode)
     if name == "interbotix":
-        if robot_model != spec.ROBOT_MODEL:
-            raise DriverError(f"robot_model {robot_model!r} is not supported; this stack is for {spec.ROBOT_MODEL!r}")
+        if robot_model != robot_spec.ROBOT_MODEL:
+            raise DriverError(f"robot_model {robot_model!r} is not supported; this stack is for "
+                              f"{robot_spec.ROBOT_MODEL!r}")
         return InterbotixBackend(robot_model, moving_time, accel_time, service_probe=service_probe,
                                  prepare_ros=prepare_ros, gripper_mode=gripper_mode)
     raise DriverError(f"unknown driver backend {name!r}; expected one of {list(BACKENDS)}")

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.robot.base import DriverBackend, DriverError, _vec6, binary_gripper, check_gripper_mode
 
 
@@ -19,7 +19,7 @@ class FakeBackend(DriverBackend):
         if not tau > 0:
             raise DriverError(f"fake backend tau must be > 0, got {tau}")
         self.gripper_mode = check_gripper_mode(gripper_mode)
-        self.q = _vec6(spec.SLEEP_POSE if q0 is None else q0, "fake backend start pose").copy()
+        self.q = _vec6(robot_spec.SLEEP_POSE if q0 is None else q0, "fake backend start pose").copy()
         self.g = float(gripper0)
         self.q_target = self.q.copy()
         self.g_target = self.g

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.robot.base import DriverBackend, DriverError, JointMeasurement, check_gripper_mode
 
 
@@ -26,7 +26,7 @@ class InterbotixBackend(DriverBackend):
     GRIPPER = "gripper"  # the gripper servo's name in xs_sdk's motor config (and its JointSingleCommand name)
     GRIPPER_DEADBAND = 1e-3  # opening change [0, 1] below which the gripper set point is not rewritten
 
-    def __init__(self, robot_model: str = spec.ROBOT_MODEL, moving_time: float = 0.2, accel_time: float = 0.1,
+    def __init__(self, robot_model: str = robot_spec.ROBOT_MODEL, moving_time: float = 0.2, accel_time: float = 0.1,
                  service_probe: Callable[[str, float], bool] | None = None, detect_timeout: float = 10.0,
                  prepare_ros: Callable[[], None] | None = None, gripper_mode: str = "position"):
         """service_probe(name, timeout) -> whether the ROS service `name` appeared within timeout s (the driver
@@ -146,13 +146,13 @@ class InterbotixBackend(DriverBackend):
             js = getattr(core, "joint_states", None)
         if js is not None and idx:
             pos = list(js.position)
-            q = np.array([pos[idx[n]] for n in spec.JOINT_NAMES], dtype=float)
-            g = float(spec.gripper_from_finger(pos[idx[spec.GRIPPER_JOINT]])) if spec.GRIPPER_JOINT in idx \
-                else self._g_cmd
+            q = np.array([pos[idx[n]] for n in robot_spec.JOINT_NAMES], dtype=float)
+            g = (float(robot_spec.gripper_from_finger(pos[idx[robot_spec.GRIPPER_JOINT]]))
+                 if robot_spec.GRIPPER_JOINT in idx else self._g_cmd)
             vel = list(getattr(js, "velocity", None) or ())
             v = None
-            if all(idx[n] < len(vel) for n in spec.JOINT_NAMES):
-                v = np.array([vel[idx[n]] for n in spec.JOINT_NAMES], dtype=float)
+            if all(idx[n] < len(vel) for n in robot_spec.JOINT_NAMES):
+                v = np.array([vel[idx[n]] for n in robot_spec.JOINT_NAMES], dtype=float)
                 if not np.all(np.isfinite(v)):
                     v = None
             st = getattr(getattr(js, "header", None), "stamp", None)
@@ -177,7 +177,7 @@ class InterbotixBackend(DriverBackend):
             g = min(1.0, max(0.0, float(gripper)))
             if self._g_written is None or abs(g - self._g_written) > self.GRIPPER_DEADBAND:
                 # linear_position: distance between the fingers = 2 x left_finger (right_finger = -left_finger)
-                self.bot.core.robot_write_joint_command(self.GRIPPER, 2.0 * float(spec.finger_from_gripper(g)))
+                self.bot.core.robot_write_joint_command(self.GRIPPER, 2.0 * float(robot_spec.finger_from_gripper(g)))
                 self._g_written = g
                 self.gripper_writes += 1
             return

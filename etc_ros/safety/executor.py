@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import SafetyError
 from etc_ros.core.spec import SafetyLimits
 from etc_ros.safety.chunking import MODES, ChunkScheduler
@@ -73,7 +73,8 @@ def _locked(method):
 
 class SafetyExecutor:
     def __init__(self, kin=None, limits: SafetyLimits | None = None, mode: str = "ensemble",
-                 servo_hz: float = spec.SERVO_HZ, policy_hz: float = spec.POLICY_HZ, dry_run: bool = False, *,
+                 servo_hz: float = robot_spec.SERVO_HZ, policy_hz: float = robot_spec.POLICY_HZ,
+                 dry_run: bool = False, *,
                  ensemble_k: float = 0.01, receding_steps: int = 5, future_tolerance: float = 0.05,
                  reanchor_threshold: float = 0.3, max_horizon: int = 100, reject_scale: float = 10.0,
                  max_joint_step: float | None = None, target_inset: float = 0.005, align: str = "arrival"):
@@ -137,8 +138,8 @@ class SafetyExecutor:
         reach = reach_bounds_from_urdf(kin.model, kin.base, kin.tip, kin.joint_names)
         self.filter = MotionFilter(kin.lower, kin.upper, self.limits,
                                    lambda Q: np.asarray(kin.fk(Q), dtype=float)[..., :3, 3], reach)
-        self._reject_abs = np.concatenate([np.full(3, spec.MAX_DELTA_XYZ), np.full(3, spec.MAX_DELTA_RPY)]) \
-            * self.reject_scale
+        self._reject_abs = np.concatenate([np.full(3, robot_spec.MAX_DELTA_XYZ),
+                                           np.full(3, robot_spec.MAX_DELTA_RPY)]) * self.reject_scale
         self._initialized = False
         self._estop_reason: str | None = None
         self._fault: str = ""
@@ -284,8 +285,8 @@ class SafetyExecutor:
         if raw.dtype.kind not in "biuf":  # bool, int, unsigned, float; no complex / str / object
             return self._reject("dtype", f"expected real numbers, got dtype {raw.dtype}")
         a = raw.astype(float)
-        if a.ndim != 2 or a.shape[1] != spec.ACTION_DIM or not (1 <= a.shape[0] <= self.max_horizon):
-            return self._reject("shape", f"expected (H, {spec.ACTION_DIM}) with 1 <= H <= {self.max_horizon}, "
+        if a.ndim != 2 or a.shape[1] != robot_spec.ACTION_DIM or not (1 <= a.shape[0] <= self.max_horizon):
+            return self._reject("shape", f"expected (H, {robot_spec.ACTION_DIM}) with 1 <= H <= {self.max_horizon}, "
                                          f"got {a.shape}")
         if not np.all(np.isfinite(a)):
             return self._reject("nonfinite", "NaN or Inf in the chunk")
@@ -306,7 +307,7 @@ class SafetyExecutor:
             start = self._start_step_of(obs_stamp)
         if start + a.shape[0] <= max(self._last_step, self._step_of(now)):
             return self._reject("expired", "every action of the chunk is for a past policy step")
-        clipped = np.clip(a, spec.ACTION_LOW, spec.ACTION_HIGH)
+        clipped = np.clip(a, robot_spec.ACTION_LOW, robot_spec.ACTION_HIGH)
         if np.any(clipped != a):
             self._bump(self.clamps, "action")
         self.scheduler.add(clipped, start)

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
 
 AXES: tuple[str, ...] = ("x", "y", "z", "roll", "pitch", "yaw")
@@ -89,7 +89,7 @@ class SpaceMouseConfig:
 
 @dataclass
 class TeleopConfig:
-    rate_hz: float = spec.POLICY_HZ  # actions per second (the safety executor's policy rate)
+    rate_hz: float = robot_spec.POLICY_HZ  # actions per second (the safety executor's policy rate)
     chunk_length: int = 2  # rows per published chunk (the same action repeated; see docs/teleop.md)
     linear_speed: float = 0.05  # m/s at full deflection and speed level 1
     angular_speed: float = 0.5  # rad/s at full deflection and speed level 1
@@ -313,7 +313,7 @@ class TeleopMapper:
         v = self.velocity(t)
         k = self.speed / self.cfg.rate_hz
         a = np.concatenate([v[:3] * self.cfg.linear_speed * k, v[3:] * self.cfg.angular_speed * k, [self.gripper]])
-        return np.clip(a, spec.ACTION_LOW, spec.ACTION_HIGH)
+        return np.clip(a, robot_spec.ACTION_LOW, robot_spec.ACTION_HIGH)
 
     def chunk(self, t: float) -> np.ndarray:
         """(chunk_length, 7): the step's action repeated (see docs/teleop.md for why more than one row)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 
 
 def _pct(values, q):
@@ -32,7 +32,7 @@ def _pct(values, q):
 
 def _scenario(name: str, duration: float, runtime, sim: bool = False) -> dict:
     from etc_ros.camera.sources import FakeCameraSource
-    from etc_ros.core import spec
+    from etc_ros.core import spec as robot_spec
     from etc_ros.robot.fake import FakeBackend
     from etc_ros.nodes.bringup import start_graph
 
@@ -44,7 +44,7 @@ def _scenario(name: str, duration: float, runtime, sim: bool = False) -> dict:
         cfg = {"use_sim": False, "driver_backend": "fake", "camera_type": "fake", "policy_bundle": "fake:hold",
                "params": {"driver_node": {"speed_fraction": 1.0}}}
         g = start_graph(cfg, runtime=runtime, camera_source=FakeCameraSource("primary", 64, 48, 30.0),
-                        driver_backend=FakeBackend(q0=spec.READY_POSE), random_domain=True)
+                        driver_backend=FakeBackend(q0=robot_spec.READY_POSE), random_domain=True)
     try:
         if not g.wait_ready(30.0):
             return {"error": "graph not ready within 30 s"}
@@ -121,7 +121,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     duration = 4.0 if quick else 15.0
-    res: dict = {"quick": quick, "cpu_count": os.cpu_count(), "servo_hz": spec.SERVO_HZ,
+    res: dict = {"quick": quick, "cpu_count": os.cpu_count(), "servo_hz": robot_spec.SERVO_HZ,
                  "load_avg_start": [round(v, 2) for v in os.getloadavg()],
                  "note": "in-process graph (one executor thread per node) and one process per node, real DDS "
                          "(Fast DDS, localhost); "

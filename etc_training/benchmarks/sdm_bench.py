@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 
 
 def _toy(quick: bool) -> dict:
@@ -74,11 +74,11 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     res: dict = {"quick": quick, "cpu_count": os.cpu_count(), "threads": 1,
                  "load_avg_start": [round(v, 2) for v in os.getloadavg()]}
     rng = np.random.default_rng(0)
-    raw = rng.normal(size=(64, spec.CHUNK_HORIZON, spec.ACTION_DIM)) * 0.01
+    raw = rng.normal(size=(64, robot_spec.CHUNK_HORIZON, robot_spec.ACTION_DIM)) * 0.01
     raw[..., -1] = rng.integers(0, 2, size=(64, 1))
-    states = rng.normal(size=(64, spec.STATE_DIM)) * 0.3
+    states = rng.normal(size=(64, robot_spec.STATE_DIM)) * 0.3
     pol = VLAPolicy.build("tiny", action_chunks=raw, states=states, head="diffusion").eval()
-    img = (rng.random((spec.IMAGE_SIZE, spec.IMAGE_SIZE, 3)) * 255).astype(np.uint8)
+    img = (rng.random((robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE, 3)) * 255).astype(np.uint8)
     obs = {"images": img, "state": states[0], "instruction": "put the red block in the bowl"}
     heads = {"teacher-10": variant_head(pol, "teacher-10"), "teacher-1": variant_head(pol, "teacher-1"),
              "one-step": variant_head(pol, "sdm-1", pol.action_head.denoiser.state_dict())}

@@ -15,9 +15,10 @@ from pathlib import Path
 
 
 def available() -> list[str]:
-    import etc_training.benchmarks as b
+    from etc_training import benchmarks
 
-    return sorted(m.name[: -len("_bench")] for m in pkgutil.iter_modules(b.__path__) if m.name.endswith("_bench"))
+    return sorted(m.name[: -len("_bench")] for m in pkgutil.iter_modules(benchmarks.__path__)
+                  if m.name.endswith("_bench"))
 
 
 def register(p: argparse.ArgumentParser) -> None:

@@ -237,7 +237,7 @@ def _select(args) -> int:
     import numpy as np
 
     from etc_ros.core.errors import UserError
-    from etc_training.midtrain import baselines as bl
+    from etc_training.midtrain import baselines
     from etc_training.midtrain.features import FeatureCache
     from etc_training.midtrain.pool import read_pool
     from etc_training.midtrain.select import resolve_k, top_k, write_selection
@@ -256,9 +256,9 @@ def _select(args) -> int:
         _threads(1)
         scores = ProximityEstimator.load(args.estimator).score_cache(pc).astype(np.float64)
     elif m == "random":
-        scores = bl.random_scores(pc.n, args.seed)
+        scores = baselines.random_scores(pc.n, args.seed)
     elif m == "distance":
-        scores = bl.avg_distance_scores(pc, FeatureCache(fd / "robot").require_complete().load(), seed=args.seed)
+        scores = baselines.avg_distance_scores(pc, FeatureCache(fd / "robot").require_complete().load(), seed=args.seed)
     else:
         if not args.adapted_features:
             raise UserError(f"select --method {m} needs --adapted-features (a pool cache made with the robot-adapted "
@@ -266,7 +266,8 @@ def _select(args) -> int:
         ac = FeatureCache(args.adapted_features).require_complete()
         if ac.ids != pc.ids:
             raise UserError(f"{args.adapted_features} holds other candidates than {fd / 'pool'}")
-        scores = bl.ppl_scores(ac.mean_nll()) if m == "ppl" else bl.delta_ppl_scores(pc.mean_nll(), ac.mean_nll())
+        scores = (baselines.ppl_scores(ac.mean_nll()) if m == "ppl"
+                  else baselines.delta_ppl_scores(pc.mean_nll(), ac.mean_nll()))
     k = resolve_k(pc.n, k=args.k) if args.k is not None else resolve_k(pc.n, fraction=args.fraction or 0.25)
     summ = write_selection(pool, top_k(scores, k), scores, args.out, m)
     print(json.dumps(summ, indent=2))

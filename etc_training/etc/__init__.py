@@ -13,27 +13,27 @@ from etc_training.etc.mixture import CATEGORIES, GROUPS, SUBTYPE_CATEGORY, SUBTY
 
 
 def build_etc(episodes_dir, out_dir, cfg=None, **kw) -> dict:
-    from etc_training.etc.builder import build_etc as _b
+    from etc_training.etc import builder
 
-    return _b(episodes_dir, out_dir, cfg, **kw)
+    return builder.build_etc(episodes_dir, out_dir, cfg, **kw)
 
 
 def validate_etc(etc_dir, **kw) -> dict:
-    from etc_training.etc.validate import validate_etc as _v
+    from etc_training.etc import validate
 
-    return _v(etc_dir, **kw)
+    return validate.validate_etc(etc_dir, **kw)
 
 
 def write_overlays(etc_dir, out_dir, n: int = 12, **kw):
-    from etc_training.etc.overlay import write_overlays as _w
+    from etc_training.etc import overlay
 
-    return _w(etc_dir, out_dir, n, **kw)
+    return overlay.write_overlays(etc_dir, out_dir, n, **kw)
 
 
 def load_samples(etc_dir, splits=None, categories=None) -> list[dict]:
-    from etc_training.etc.store import load_samples as _l
+    from etc_training.etc import store
 
-    return _l(etc_dir, splits, categories)
+    return store.load_samples(etc_dir, splits, categories)
 
 
 __all__ = ["build_etc", "validate_etc", "write_overlays", "load_samples", "EtcConfig", "EtcMixture", "parse_answer",

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from etc_training.etc import coords as C
+from etc_training.etc import coords
 from etc_training.etc.episode import EpisodeView, ObjView
 from etc_training.etc.templates import render
 
@@ -31,7 +31,7 @@ def _sample(subtype: str, rng, target: dict, answer: str, **fields) -> Sample:
 def _visible(ep: EpisodeView, t: int, cam: str) -> list[ObjView]:
     objs = ep.scene_objects(t, cam) or []
     W, H = ep.image_sizes[cam]
-    return [o for o in objs if o.visible and o.point is not None and C.in_image(o.point, W, H)]
+    return [o for o in objs if o.visible and o.point is not None and coords.in_image(o.point, W, H)]
 
 
 def _unique(objs: list[ObjView]) -> list[ObjView]:
@@ -72,10 +72,10 @@ def gen_point(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
         box = _box_of(o, W, H)
         if box is not None and not (box[0] <= o.point[0] <= box[2] and box[1] <= o.point[1] <= box[3]):
             continue  # point off its own box: inconsistent record, do not teach it
-        loc = C.point_to_loc(o.point, W, H)
+        loc = coords.point_to_loc(o.point, W, H)
         target = dict(object=o.name, pixel=[float(o.point[0]), float(o.point[1])], loc=loc, image_size=[W, H],
                       box_pixel=list(box) if box is not None else None)
-        out.append(_sample("point", rng, target, C.fmt_point(loc), obj=o.name))
+        out.append(_sample("point", rng, target, coords.fmt_point(loc), obj=o.name))
     return out
 
 
@@ -93,10 +93,10 @@ def gen_box(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
     out = []
     for i in rng.choice(len(good), size=k, replace=False):
         o, b = good[int(i)]
-        loc = C.box_to_loc(b, W, H)
+        loc = coords.box_to_loc(b, W, H)
         target = dict(object=o.name, pixel=[float(x) for x in b], loc=loc, image_size=[W, H],
                       point_pixel=[float(o.point[0]), float(o.point[1])])
-        out.append(_sample("box", rng, target, C.fmt_box(loc), obj=o.name))
+        out.append(_sample("box", rng, target, coords.fmt_box(loc), obj=o.name))
     return out
 
 
@@ -107,9 +107,9 @@ def gen_objects(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
         return []
     objs = sorted(objs, key=lambda o: (o.point[0], o.point[1]))
     names = [o.name for o in objs]
-    locs = [C.point_to_loc(o.point, W, H) for o in objs]
+    locs = [coords.point_to_loc(o.point, W, H) for o in objs]
     target = dict(names=names, loc=locs, image_size=[W, H])
-    return [_sample("objects", rng, target, C.fmt_list(names))]
+    return [_sample("objects", rng, target, coords.fmt_list(names))]
 
 
 def _relations(a: ObjView, b: ObjView, W: int, cfg) -> tuple[list[str], dict]:
@@ -145,10 +145,10 @@ def gen_relation(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
         rels, info = _relations(a, b, W, cfg)
         if not rels:
             continue
-        target = dict(subject=a.name, reference=b.name, relations=rels, subject_loc=C.point_to_loc(a.point, W, H),
-                      reference_loc=C.point_to_loc(b.point, W, H), image_size=[W, H],
+        target = dict(subject=a.name, reference=b.name, relations=rels, subject_loc=coords.point_to_loc(a.point, W, H),
+                      reference_loc=coords.point_to_loc(b.point, W, H), image_size=[W, H],
                       basis="depth" if "depth_diff_m" in info else "image_row", **info)
-        return [_sample("relation", rng, target, C.fmt_relation(rels), obj=a.name, ref=b.name)]
+        return [_sample("relation", rng, target, coords.fmt_relation(rels), obj=a.name, ref=b.name)]
     return []
 
 
@@ -168,7 +168,7 @@ def gen_gripper_relation(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sa
         return []
     ee = ep.ee_pos[t]
     uv = _project(ep, cam, ee, "gripper_relation")[0]
-    if not C.in_image(uv, W, H):
+    if not coords.in_image(uv, W, H):
         return []
     for k in rng.permutation(len(objs)):
         o = objs[int(k)]
@@ -188,9 +188,9 @@ def gen_gripper_relation(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sa
                     rels.insert(0, "above" if dz > 0 else "below")
         if not rels:
             continue
-        target = dict(object=o.name, relations=rels, gripper_loc=C.point_to_loc(uv, W, H),
-                      object_loc=C.point_to_loc(o.point, W, H), image_size=[W, H], **info)
-        return [_sample("gripper_relation", rng, target, C.fmt_relation(rels), obj=o.name)]
+        target = dict(object=o.name, relations=rels, gripper_loc=coords.point_to_loc(uv, W, H),
+                      object_loc=coords.point_to_loc(o.point, W, H), image_size=[W, H], **info)
+        return [_sample("gripper_relation", rng, target, coords.fmt_relation(rels), obj=o.name)]
     return []
 
 
@@ -252,7 +252,7 @@ def _affordance(ep: EpisodeView, t: int, cam: str, rng, cfg, kind: str) -> list[
     xyz = ep.ee_pos[f]
     W, H = ep.image_sizes[cam]
     uv = _project(ep, cam, xyz, kind)[0]
-    if not C.in_image(uv, W, H):
+    if not coords.in_image(uv, W, H):
         return []
     obj_name = ep.task_object or "object"
     ref = ep.task_object if kind == "affordance_grasp" else ep.task_target
@@ -261,11 +261,11 @@ def _affordance(ep: EpisodeView, t: int, cam: str, rng, cfg, kind: str) -> list[
     if kind == "affordance_grasp" and box is not None and not (box[0] <= uv[0] <= box[2] and
                                                                 box[1] <= uv[1] <= box[3]):
         return []  # the recorded grasp point is not on the object in this view: do not teach it
-    loc = C.point_to_loc(uv, W, H)
+    loc = coords.point_to_loc(uv, W, H)
     target = dict(object=obj_name, target=ep.task_target, event_frame=f, event=e["type"], ee_xyz=[float(x) for x in xyz],
                   pixel=[float(uv[0]), float(uv[1])], loc=loc, image_size=[W, H],
                   box_pixel=list(box) if box is not None else None)
-    return [_sample(kind, rng, target, C.fmt_point(loc), obj=obj_name, instruction=_instr(ep))]
+    return [_sample(kind, rng, target, coords.fmt_point(loc), obj=obj_name, instruction=_instr(ep))]
 
 
 def gen_affordance_grasp(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
@@ -284,7 +284,7 @@ def gen_plan(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
         return []
     steps = [s.to_dict() for s in ep.seg.segments]
     target = dict(steps=steps, events=[dict(e) for e in ep.seg.events], family=ep.family)
-    return [_sample("plan", rng, target, C.fmt_plan([s["text"] for s in steps]), instruction=_instr(ep))]
+    return [_sample("plan", rng, target, coords.fmt_plan([s["text"] for s in steps]), instruction=_instr(ep))]
 
 
 def gen_next_subtask(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
@@ -313,7 +313,7 @@ def gen_done(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
         return []
     done = d is not None and t >= d
     target = dict(done=bool(done), done_frame=d, frame=int(t), success=bool(ep.success))
-    return [_sample("done", rng, target, C.fmt_done(done), instruction=_instr(ep))]
+    return [_sample("done", rng, target, coords.fmt_done(done), instruction=_instr(ep))]
 
 
 # ------------------------------------------------------------------------------------ action planning
@@ -334,16 +334,16 @@ def gen_trajectory(ep: EpisodeView, t: int, cam: str, rng, cfg) -> list[Sample]:
     W, H = ep.image_sizes[cam]
     xyz = ep.ee_pos[frames]
     uv = _project(ep, cam, xyz, "trajectory")
-    if not all(C.in_image(p, W, H) for p in uv):
+    if not all(coords.in_image(p, W, H) for p in uv):
         return []
-    loc = [C.point_to_loc(p, W, H) for p in uv]
+    loc = [coords.point_to_loc(p, W, H) for p in uv]
     opening = ep.state[frames, 6]
-    grip = [C.gripper_bit(g) for g in opening]
+    grip = [coords.gripper_bit(g) for g in opening]
     seconds = round(cfg.horizon / ep.fps, 1)
     seconds = int(seconds) if float(seconds).is_integer() else seconds
     target = dict(frames=frames, ee_xyz=xyz.tolist(), pixel=uv.tolist(), loc=loc, gripper=grip,
                   opening=[float(g) for g in opening], horizon=int(cfg.horizon), image_size=[W, H])
-    answer = C.fmt_trajectory([[a, b, g] for (a, b), g in zip(loc, grip)])
+    answer = coords.fmt_trajectory([[a, b, g] for (a, b), g in zip(loc, grip)])
     return [_sample("trajectory", rng, target, answer, instruction=_instr(ep), n=cfg.waypoints, seconds=seconds)]
 
 

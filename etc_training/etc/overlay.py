@@ -15,7 +15,7 @@ import numpy as np
 from etc_ros.core.errors import UserError
 from etc_ros.data.schema import image_key
 
-from etc_training.etc import coords as C
+from etc_training.etc import coords
 from etc_training.etc.store import load_index, load_samples, open_dataset, resolve_dataset
 
 GEOMETRIC = ("trajectory", "point", "box", "affordance_grasp", "affordance_place", "relation", "gripper_relation",
@@ -88,7 +88,7 @@ def draw_sample(img: np.ndarray, s: dict, min_width: int = 448) -> "Image.Image"
     d = ImageDraw.Draw(canvas)
 
     def px(loc):  # 0..1023 -> display pixel
-        u, v = C.loc_to_point(loc, W, H)
+        u, v = coords.loc_to_point(loc, W, H)
         return ((u + 0.5) * scale - 0.5, (v + 0.5) * scale - 0.5)
 
     def dot(p, color, r=4, label=None):
@@ -99,7 +99,7 @@ def draw_sample(img: np.ndarray, s: dict, min_width: int = 448) -> "Image.Image"
             d.text((p[0] + r + 2, p[1] - r - 10), label, fill=color)
 
     st = s["subtype"]
-    val = C.parse_answer(st, s["answer"])
+    val = coords.parse_answer(st, s["answer"])
     tg = s.get("target", {})
     if st in ("point", "affordance_grasp", "affordance_place") and val:
         dot(px(val), (255, 0, 0), 5, tg.get("object"))

@@ -23,7 +23,7 @@ import numpy as np
 from etc_ros.core.errors import UserError
 from etc_ros.core.io import atomic_write_json
 
-from etc_training.etc import coords as C
+from etc_training.etc import coords
 from etc_training.etc.store import (episode_id_of, load_episode, load_index, load_samples, open_dataset,
                                     reader_image_sizes, resolve_dataset)
 from etc_training.etc.mixture import SUBTYPE_CATEGORY
@@ -80,11 +80,11 @@ def check_record(s: dict, ck: _Checker, cfg: dict | None = None) -> None:
             return
     tg = s["target"]
     try:
-        want = C.answer_values(st, tg)
+        want = coords.answer_values(st, tg)
     except (KeyError, TypeError, ValueError) as e:
         ck.err(sid, "target", f"target lacks what the answer is made from: {e!r}")
         return
-    got = C.parse_answer(st, s["answer"])
+    got = coords.parse_answer(st, s["answer"])
     if got is None:
         ck.err(sid, "parse", f"answer does not parse as {st}: {s['answer']!r}")
         return
@@ -99,17 +99,17 @@ def check_record(s: dict, ck: _Checker, cfg: dict | None = None) -> None:
     W, H = (size or [0, 0])[:2]
     frame = int(s["images"][0]["frame"])
     if st in ("point", "affordance_grasp", "affordance_place"):
-        if not C.in_image(tg["pixel"], W, H):
+        if not coords.in_image(tg["pixel"], W, H):
             ck.err(sid, "in_image", f"point {tg['pixel']} outside the {W}x{H} image")
-        if C.point_to_loc(tg["pixel"], W, H) != list(tg["loc"]):
+        if coords.point_to_loc(tg["pixel"], W, H) != list(tg["loc"]):
             ck.err(sid, "convention", f"loc {tg['loc']} != convention({tg['pixel']})")
         if tg.get("box_pixel") and st != "affordance_place" and not _in_box(tg["pixel"], tg["box_pixel"]):
             ck.err(sid, "on_object", f"point {tg['pixel']} not inside the {tg.get('object')} box {tg['box_pixel']}")
     elif st == "box":
         b = tg["pixel"]
-        if not (C.in_image(b[:2], W, H) and C.in_image(b[2:], W, H)) or b[0] > b[2] or b[1] > b[3]:
+        if not (coords.in_image(b[:2], W, H) and coords.in_image(b[2:], W, H)) or b[0] > b[2] or b[1] > b[3]:
             ck.err(sid, "in_image", f"box {b} not a proper box inside the {W}x{H} image")
-        if C.box_to_loc(b, W, H) != list(tg["loc"]):
+        if coords.box_to_loc(b, W, H) != list(tg["loc"]):
             ck.err(sid, "convention", f"loc {tg['loc']} != convention({b})")
         if tg.get("point_pixel") and not _in_box(tg["point_pixel"], b):
             ck.err(sid, "on_object", f"object point {tg['point_pixel']} not inside its box {b}")
@@ -123,13 +123,13 @@ def check_record(s: dict, ck: _Checker, cfg: dict | None = None) -> None:
         if any(b < a for a, b in zip(frames, frames[1:])):
             ck.err(sid, "trajectory", f"waypoint frames not increasing: {frames}")
         for p, lc in zip(tg["pixel"], loc):
-            if not C.in_image(p, W, H):
+            if not coords.in_image(p, W, H):
                 ck.err(sid, "in_image", f"waypoint {p} outside the {W}x{H} image")
                 break
-            if C.point_to_loc(p, W, H) != list(lc):
+            if coords.point_to_loc(p, W, H) != list(lc):
                 ck.err(sid, "convention", f"waypoint loc {lc} != convention({p})")
                 break
-        if [C.gripper_bit(g) for g in tg["opening"]] != list(grip):
+        if [coords.gripper_bit(g) for g in tg["opening"]] != list(grip):
             ck.err(sid, "trajectory_gripper", f"gripper bits {grip} disagree with openings {tg['opening']}")
     elif st == "objects":
         xs = [lc[0] for lc in tg["loc"]]
@@ -255,13 +255,13 @@ def check_against_episode(s: dict, v, ck: _Checker, tol_frames: int = 3) -> None
         if not np.allclose(xyz, np.asarray(tg["ee_xyz"]), atol=1e-4):
             ck.err(sid, "trajectory_fk", "waypoint positions differ from FK of the recorded joints")
         uv, _ = v.cameras[cam].project(xyz)
-        loc = [C.point_to_loc(p, W, H) for p in uv]
+        loc = [coords.point_to_loc(p, W, H) for p in uv]
         if not _loc_close(loc, tg["loc"]):
             ck.err(sid, "trajectory_projection", f"recomputed waypoints {loc} != {tg['loc']}")
-        cur = C.point_to_loc(v.cameras[cam].project(v.ee_pos[t][None])[0][0], W, H)
-        if not _loc_close(cur, C.parse_answer("trajectory", s["answer"])[0][:2]):
+        cur = coords.point_to_loc(v.cameras[cam].project(v.ee_pos[t][None])[0][0], W, H)
+        if not _loc_close(cur, coords.parse_answer("trajectory", s["answer"])[0][:2]):
             ck.err(sid, "trajectory_start", f"trajectory does not start at the gripper's current projection {cur}")
-        bits = [C.gripper_bit(g) for g in v.state[frames, 6]]
+        bits = [coords.gripper_bit(g) for g in v.state[frames, 6]]
         if bits != list(tg["gripper"]):
             ck.err(sid, "trajectory_gripper", f"gripper bits {tg['gripper']} != recorded {bits}")
         if v.ee_pose_recorded is not None:
@@ -288,7 +288,7 @@ def check_against_episode(s: dict, v, ck: _Checker, tol_frames: int = 3) -> None
                     ck.err(sid, "on_object", f"box {tg['pixel']} != annotated {b}")
     elif st == "objects":
         vis = sorted(o.name for o in (v.scene_objects(t, cam) or []) if o.visible and o.point is not None
-                     and C.in_image(o.point, W, H))
+                     and coords.in_image(o.point, W, H))
         if sorted(tg["names"]) != vis:
             ck.err(sid, "objects", f"listed {sorted(tg['names'])} but visible objects are {vis}")
     elif st in ("affordance_grasp", "affordance_place"):
@@ -297,8 +297,9 @@ def check_against_episode(s: dict, v, ck: _Checker, tol_frames: int = 3) -> None
             return
         f = int(tg["event_frame"])
         uv = v.cameras[cam].project(v.ee_pos[f][None])[0][0]
-        if not _loc_close(C.point_to_loc(uv, W, H), tg["loc"]):
-            ck.err(sid, "affordance", f"projected EE at frame {f} is {C.point_to_loc(uv, W, H)}, record {tg['loc']}")
+        if not _loc_close(coords.point_to_loc(uv, W, H), tg["loc"]):
+            ck.err(sid, "affordance",
+                   f"projected EE at frame {f} is {coords.point_to_loc(uv, W, H)}, record {tg['loc']}")
         kind = "close" if st == "affordance_grasp" else "open"
         recorded = v.metadata.get("gripper_events")
         evs = recorded if isinstance(recorded, list) else (v.seg.events if v.seg else [])

@@ -32,7 +32,7 @@ from etc_ros.policy.bundle import (
     write_manifest,
 )
 from etc_ros.core.errors import BundleError, ModelError
-from etc_ros.core import spec as rspec
+from etc_ros.core import spec as robot_spec
 
 INSTRUCTIONS = ("pick up the red cube", "put the green block in the blue bowl", "push the yellow can to the left",
                 "stack the red cube on the green cube")
@@ -40,7 +40,7 @@ INSTRUCTIONS = ("pick up the red cube", "put the green block in the blue bowl", 
 
 # ------------------------------------------------------------------------------------------------ observations
 def generated_observations(processor: Any, cameras: Sequence[str], n: int, seed: int = 0,
-                           size: tuple[int, int] = (rspec.IMAGE_SIZE, rspec.IMAGE_SIZE)) -> list[dict]:
+                           size: tuple[int, int] = (robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE)) -> list[dict]:
     """Synthetic tabletop-like frames (gradient background, coloured boxes, sensor noise), states inside the
     state norm stats' q01..q99 range, task instructions."""
     rng = np.random.default_rng(seed)
@@ -174,7 +174,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, quantize: Sequence
     Raises BundleError (bad arguments, export failure, parity past thresholds) and leaves `out` untouched."""
     import torch
 
-    from etc_ros.core import spec as rspec
+    from etc_ros.core import spec as robot_spec
     from etc_training.export import onnx_export, parity
     from etc_training.models.vla import VLAPolicy
 
@@ -204,7 +204,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, quantize: Sequence
     head_type = onnx_export.check_exportable(policy)
     cams = list(cameras) if cameras else (["primary"] if P.config.n_views == 1
                                           else [f"view{i}" for i in range(P.config.n_views)])
-    hz = float(control_hz if control_hz is not None else rspec.POLICY_HZ)
+    hz = float(control_hz if control_hz is not None else robot_spec.POLICY_HZ)
     meta = dict(policy.meta)
     head_meta = meta.get("head") or {"type": "tokens", "config": {}}
     head: dict[str, Any] = {"type": head_type, "name": head_meta.get("type"), "config": head_meta.get("config", {})}
@@ -284,7 +284,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, quantize: Sequence
         # variants
         quant_info: dict[str, Any] = {}
         if any(v.startswith("int8") for v in variants):
-            from etc_training.export import quantize as qz
+            from etc_training.export import quantize as quantization
 
             calib = None
             if "int8-static" in variants:
@@ -294,11 +294,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, quantize: Sequence
                     batches.append(P.collate([P.build_inference_prompt(views if len(views) > 1 else views[0],
                                                                       o.get("state"), o["instruction"])],
                                              padding_side="left"))
-                calib = qz.record_feeds(gp32, batches, limit=max(16, 4 * calib_frames))
+                calib = quantization.record_feeds(gp32, batches, limit=max(16, 4 * calib_frames))
             for v in [x for x in variants if x.startswith("int8")]:
                 say(f"[export] {v} ...")
                 t0 = time.perf_counter()
-                quant_info[v] = qz.quantize_graphs(v, tmp / "fp32", tmp / v, graphs, calib)
+                quant_info[v] = quantization.quantize_graphs(v, tmp / "fp32", tmp / v, graphs, calib)
                 timings[f"{v}_s"] = round(time.perf_counter() - t0, 2)
                 var_meta[v] = {"graphs": {r: f"{v}/{f}" for r, f in graphs.items()}, "precision": "int8",
                                "description": quant_info[v]["method"].get("prefill", ""), "quantization": quant_info[v]}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import ModelError
 
 
@@ -22,7 +22,7 @@ class ModelPreset:
     description: str
     vision: dict = field(default_factory=dict)  # SiglipVisionConfig kwargs (image_size / patch_size below)
     text: dict = field(default_factory=dict)  # GemmaConfig kwargs (vocab_size comes from the tokenizer)
-    image_size: int = spec.IMAGE_SIZE
+    image_size: int = robot_spec.IMAGE_SIZE
     patch_size: int = 32
     projection_dim: int = 128
     text_vocab_size: int = 2048  # own tokenizer: text ids (specials + BPE + fillers)
@@ -32,8 +32,8 @@ class ModelPreset:
     fast_scale: float = 10.0
     fast_vocab_size: int = 1024
     n_bins: int = 256
-    horizon: int = spec.CHUNK_HORIZON
-    action_dim: int = spec.ACTION_DIM
+    horizon: int = robot_spec.CHUNK_HORIZON
+    action_dim: int = robot_spec.ACTION_DIM
     n_views: int = 1
     max_length: int = 0  # 0 = no limit
     requires_checkpoint: bool = False
@@ -84,7 +84,7 @@ PRESETS: dict[str, ModelPreset] = {
         vision=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2),
         text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
                   num_key_value_heads=1, head_dim=32, max_position_embeddings=1024),
-        image_size=spec.IMAGE_SIZE,
+        image_size=robot_spec.IMAGE_SIZE,
         patch_size=32,
         projection_dim=128,
         text_vocab_size=2048,

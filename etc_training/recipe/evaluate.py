@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_training.recipe.config import RecipeError
 
 
@@ -132,7 +132,7 @@ def load_rollout_policy(path: str | Path, threads: int = 1) -> Any:
 
 def hold_action(state: np.ndarray) -> np.ndarray:
     """What a rollout executes instead of a non-finite action: no motion, the gripper as it is."""
-    a = np.zeros(spec.ACTION_DIM)
+    a = np.zeros(robot_spec.ACTION_DIM)
     a[-1] = float(state[-1])  # gripper: last in both ACTION_NAMES and STATE_NAMES
     return a
 

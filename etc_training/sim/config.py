@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 
 FAMILIES = ("pick_place", "pick_up", "push", "stack")
 
@@ -21,8 +21,8 @@ class CameraConfig:
 
 @dataclass
 class RenderConfig:
-    width: int = spec.IMAGE_SIZE
-    height: int = spec.IMAGE_SIZE
+    width: int = robot_spec.IMAGE_SIZE
+    height: int = robot_spec.IMAGE_SIZE
     cameras: list[str] = field(default_factory=lambda: ["primary"])  # rendered into observations
     shadows: bool = False  # shadow mapping costs ~2.5x render time on a CPU rasteriser
 

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from etc_ros.core import spec as rspec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.camera import CameraModel
 
 from .config import SimConfig
@@ -253,7 +253,7 @@ class SimEnv:
         steps = np.arange(1, n + 1) * g_rate
         dg = self._g_cmd - self._g_set
         g = self._g_set + np.sign(dg) * np.minimum(steps, abs(dg))
-        fingers = rspec.finger_from_gripper(g)
+        fingers = robot_spec.finger_from_gripper(g)
         arm_act, f_act = w.arm_act, w.finger_act
         ctrl = d.ctrl
         for i in range(n):
@@ -269,14 +269,14 @@ class SimEnv:
         """(q6 [rad], gripper opening in [0, 1]) measured."""
         w = self._need()
         q = self.data.qpos[w.arm_qadr].copy()
-        g = float(rspec.gripper_from_finger(self.data.qpos[w.finger_qadr]))
+        g = float(robot_spec.gripper_from_finger(self.data.qpos[w.finger_qadr]))
         return q, g
 
     # ------------------------------------------------------------------------------------------ policy level
     def step_joint_targets(self, q6, gripper: float) -> dict:
         """One control period (1 / POLICY_HZ) towards the given joint targets; returns the observation."""
         self.set_joint_targets(q6, gripper)
-        self._advance_physics(1.0 / rspec.POLICY_HZ)
+        self._advance_physics(1.0 / robot_spec.POLICY_HZ)
         self.steps += 1
         return self.observation()
 
@@ -284,11 +284,11 @@ class SimEnv:
         """Bridge 7-D action at 5 Hz: clipped to the action limits, the target EE position clipped to the Bridge
         workspace box, IK seeded at the measured joints (on IK failure the arm holds). Returns the observation."""
         a = np.asarray(action, dtype=float)
-        if a.shape != (rspec.ACTION_DIM,) or not np.all(np.isfinite(a)):
-            raise SimError(f"action must be {rspec.ACTION_DIM} finite numbers "
-                           f"{list(rspec.ACTION_NAMES)}, got {np.asarray(action).tolist()!r}")
+        if a.shape != (robot_spec.ACTION_DIM,) or not np.all(np.isfinite(a)):
+            raise SimError(f"action must be {robot_spec.ACTION_DIM} finite numbers "
+                           f"{list(robot_spec.ACTION_NAMES)}, got {np.asarray(action).tolist()!r}")
         q, _ = self.joint_state()
-        q_t, g, res = _kinematics().action_to_joint_targets(q, a, clip=True, workspace=rspec.WorkspaceBox())
+        q_t, g, res = _kinematics().action_to_joint_targets(q, a, clip=True, workspace=robot_spec.WorkspaceBox())
         self.last_ik = res
         return self.step_joint_targets(q_t, g)
 

@@ -18,7 +18,7 @@ import numpy as np
 from etc_ros.core.camera import CameraIntrinsics, look_at
 from etc_ros.core.errors import UserError
 
-from . import splits as S
+from . import splits
 from .config import FAMILIES, SimConfig
 from .language import GOALS, goal_text, render_instruction
 from .objects import WALL, ObjectSpec, make_object
@@ -88,7 +88,7 @@ def _sample_task_objects(rng, family: str, split: str, cfg: SimConfig):
     """(object spec, target spec or None); obeys the split's colour and pair partitions."""
     for _ in range(500):
         okind = _choice(rng, OBJECT_KINDS[family])
-        ocol = _choice(rng, S.object_colors(split))
+        ocol = _choice(rng, splits.object_colors(split))
         obj = make_object(okind, ocol, rng, cfg.randomization.color_jitter)
         if family == "push" and obj.size[2] > PUSH_MAX_HEIGHT:
             # pushed objects must pass under the gripper bar, which overhangs the pushing finger
@@ -96,9 +96,9 @@ def _sample_task_objects(rng, family: str, split: str, cfg: SimConfig):
         tgt = None
         if TARGET_KINDS[family]:
             tkind = _choice(rng, TARGET_KINDS[family])
-            tcol = _choice(rng, [c for c in S.other_colors(split) if c != ocol])
+            tcol = _choice(rng, [c for c in splits.other_colors(split) if c != ocol])
             tgt = make_object(tkind, tcol, rng, cfg.randomization.color_jitter)
-        if S.pair_allowed(split, obj.name, tgt.name if tgt else None):
+        if splits.pair_allowed(split, obj.name, tgt.name if tgt else None):
             return obj, tgt
     raise TaskError(f"could not sample a {family} task for split {split}")  # pragma: no cover
 
@@ -146,11 +146,11 @@ def primary_camera_pose(rng: np.random.Generator | None, cfg: SimConfig) -> np.n
 def sample_episode(seed: int, split: str = "train", cfg: SimConfig | None = None,
                    family: str | None = None) -> EpisodeSpec:
     cfg = cfg or SimConfig()
-    S.check_split(split)
+    splits.check_split(split)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TaskError(f"seed must be a non-negative integer, got {seed!r}")
     # the split is part of the stream: seed k of two splits gives unrelated scenes
-    rng = np.random.default_rng([int(seed), S.SPLITS.index(split)])
+    rng = np.random.default_rng([int(seed), splits.SPLITS.index(split)])
     fams = [family] if family else list(cfg.families)
     for f in fams:
         if f not in FAMILIES:
@@ -197,12 +197,12 @@ def sample_episode(seed: int, split: str = "train", cfg: SimConfig | None = None
         # distractors
         lo, hi = cfg.randomization.distractors
         n_d = int(rng.integers(lo, hi + 1)) if hi >= lo else 0
-        kinds = S.distractor_kinds(split)
+        kinds = splits.distractor_kinds(split)
         used = {po.name for po in placed}
         for _ in range(n_d):
             for _try in range(30):
                 dk = _choice(rng, kinds)
-                dcol = _choice(rng, S.other_colors(split))
+                dcol = _choice(rng, splits.other_colors(split))
                 ds = make_object(dk, dcol, rng, cfg.randomization.color_jitter)
                 if ds.name in used or ds.color == obj.color and ds.kind == obj.kind:
                     continue
@@ -222,7 +222,7 @@ def sample_episode(seed: int, split: str = "train", cfg: SimConfig | None = None
     else:  # pragma: no cover
         raise TaskError(f"could not lay out a {fam} scene for seed {seed}")
 
-    tid = _choice(rng, S.template_ids(fam, split))
+    tid = _choice(rng, splits.template_ids(fam, split))
     tname = tgt.name if tgt else None
     tkind = tgt.kind if tgt else None
     task = TaskSpec(family=fam, object=obj.name, target=tname,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_ros.core.processor import IGNORE_INDEX
 
 
@@ -76,8 +76,8 @@ def chunk_shape(processor: Any, horizon: int | None, action_dim: int | None) -> 
     """(horizon, action_dim) of a continuous head: given, else the processor's action tokenizer's, else the spec's
     (CHUNK_HORIZON, ACTION_DIM)."""
     at = getattr(processor, "action_tokenizer", None) if processor is not None else None
-    h = horizon if horizon is not None else (at.horizon if at is not None else spec.CHUNK_HORIZON)
-    d = action_dim if action_dim is not None else (at.action_dim if at is not None else spec.ACTION_DIM)
+    h = horizon if horizon is not None else (at.horizon if at is not None else robot_spec.CHUNK_HORIZON)
+    d = action_dim if action_dim is not None else (at.action_dim if at is not None else robot_spec.ACTION_DIM)
     return int(h), int(d)
 
 
