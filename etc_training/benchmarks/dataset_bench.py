@@ -49,11 +49,11 @@ def _measure(root: Path, video: bool, n_eps: int, T: int, n_random: int, seed: i
 
     rng = np.random.default_rng(seed)
     eps = [_episode(rng, T, 5.0) for _ in range(n_eps)]
-    spec = DatasetSpec(fps=spec.POLICY_HZ, cameras={"primary": (spec.IMAGE_SIZE, spec.IMAGE_SIZE)}, video=video)
+    ds_spec = DatasetSpec(fps=spec.POLICY_HZ, cameras={"primary": (spec.IMAGE_SIZE, spec.IMAGE_SIZE)}, video=video)
     if root.exists():
         shutil.rmtree(root)
     t0 = time.perf_counter()
-    with DatasetWriter.create(root, spec) as w:
+    with DatasetWriter.create(root, ds_spec) as w:
         for e in eps:
             w.write_episode(e)
     t_write = time.perf_counter() - t0
