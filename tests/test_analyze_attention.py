@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from etc_training.analysis import attention as A
+from etc_training.analysis import attention
 from etc_training.models.heads.base import condition_mask
 
 HEAD = {"grounding_weight": 1.0, "ground_to_action": True, "spatial_heads": 2, "spatial_dim": 8,
@@ -42,7 +42,7 @@ def policy():
 
 def test_captured_attention_is_a_distribution_over_the_image_patches(policy):
     obs = [_obs(0), _obs(1)]
-    w, chunks = A.capture_attention(policy, obs)
+    w, chunks = attention.capture_attention(policy, obs)
     assert w.shape == (2, 2, 4, 4)  # (B, heads, G, G): 32 px / 8 px patches
     np.testing.assert_allclose(w.sum(axis=(2, 3)), 1.0, atol=1e-6)
     assert (w >= 0).all() and chunks.shape == (2, 10, 7)
@@ -52,8 +52,8 @@ def test_captured_attention_is_a_distribution_over_the_image_patches(policy):
 def test_capture_leaves_the_head_outputs_bit_identical_and_is_what_the_head_reads(policy):
     obs = [_obs(0), _obs(1)]
     before, _ = policy.predict_chunks(obs)
-    module = A.find_spatial_attention(policy)
-    with A.record_spatial_attention(module) as calls:
+    module = attention.find_spatial_attention(policy)
+    with attention.record_spatial_attention(module) as calls:
         during, _ = policy.predict_chunks(obs)
     after, _ = policy.predict_chunks(obs)
     assert np.array_equal(before, during) and np.array_equal(before, after) and len(calls) == 1
@@ -62,7 +62,7 @@ def test_capture_leaves_the_head_outputs_bit_identical_and_is_what_the_head_read
     P = policy.processor
     prefix = policy.to_torch(P.collate([P.build_inference_prompt(o["images"], o["state"], o["instruction"])
                                         for o in obs], padding_side="left"))
-    with A.record_spatial_attention(module) as calls, torch.no_grad():
+    with attention.record_spatial_attention(module) as calls, torch.no_grad():
         outs = policy.run_backbone(prefix)
         head = policy.action_head
         ids = prefix["input_ids"]
@@ -79,42 +79,42 @@ def test_capture_leaves_the_head_outputs_bit_identical_and_is_what_the_head_read
 
 def test_a_head_without_spatial_attention_is_refused():
     pol = _policy(spatial_heads=0)
-    with pytest.raises(A.AttentionAnalysisError, match="no instruction-conditioned spatial attention"):
-        A.capture_attention(pol, [_obs(0)])
+    with pytest.raises(attention.AttentionAnalysisError, match="no instruction-conditioned spatial attention"):
+        attention.capture_attention(pol, [_obs(0)])
 
 
 def test_patch_weights_land_on_their_patch_pixels():
     w = np.zeros((4, 4))
     w[1, 2] = 1.0  # row gy = 1, column gx = 2
-    px = A.patch_to_pixels(w, 40, 20)
+    px = attention.patch_to_pixels(w, 40, 20)
     assert px.shape == (20, 40) and math.isclose(px.sum(), 1.0)
     assert px[5:10, 20:30].sum() == pytest.approx(1.0) and np.allclose(px[5:10, 20:30], 1 / 50)
     # a size that does not divide: the mass is kept, every patch's share stays its weight
     rng = np.random.default_rng(0)
     w = rng.dirichlet(np.ones(36), size=3).reshape(3, 6, 6)
-    px = A.patch_to_pixels(w, 224, 224)
+    px = attention.patch_to_pixels(w, 224, 224)
     np.testing.assert_allclose(px.sum(axis=(1, 2)), 1.0)
-    r = A.patch_index(224, 6)
-    np.testing.assert_allclose(px[:, r == 2][:, :, A.patch_index(224, 6) == 5].sum(axis=(1, 2)), w[:, 2, 5])
+    r = attention.patch_index(224, 6)
+    np.testing.assert_allclose(px[:, r == 2][:, :, attention.patch_index(224, 6) == 5].sum(axis=(1, 2)), w[:, 2, 5])
 
 
 def test_box_masses_on_a_hand_made_case():
     w = np.array([[0.5, 0.25], [0.25, 0.0]])  # 2 x 2 patches on a 4 x 4 image: 2 x 2 pixels each
-    m = A.attention_measures(w, [0, 0, 1, 1], [[1, 0, 3, 1], None], 4, 4, target_point=[0.5, 0.5])
+    m = attention.attention_measures(w, [0, 0, 1, 1], [[1, 0, 3, 1], None], 4, 4, target_point=[0.5, 0.5])
     assert m["target_area"] == 0.25 and m["distractor_area"] == 0.25  # the overlapping column goes to the target
     assert m["target_ceiling"] == 1.0
     one = m["mean"]
     assert one["target_mass"] == pytest.approx(0.5) and one["distractor_mass"] == pytest.approx(0.25)
     assert one["other_mass"] == pytest.approx(0.25) and one["peak_in_target"]
     assert one["centroid_error_px"] == pytest.approx(math.sqrt(0.5))  # centroid (1.0, 1.0)
-    uniform = A.attention_measures(np.full((2, 2), 0.25), [0, 0, 1, 1], [[2, 2, 3, 3]], 4, 4)["mean"]
+    uniform = attention.attention_measures(np.full((2, 2), 0.25), [0, 0, 1, 1], [[2, 2, 3, 3]], 4, 4)["mean"]
     assert uniform["target_mass"] == pytest.approx(0.25) and uniform["distractor_mass"] == pytest.approx(0.25)
-    sw = A.swap_measures(w, np.array([[0.0, 0.0], [0.0, 1.0]]), [0, 0, 1, 1], [2, 2, 3, 3], 4, 4)
+    sw = attention.swap_measures(w, np.array([[0.0, 0.0], [0.0, 1.0]]), [0, 0, 1, 1], [2, 2, 3, 3], 4, 4)
     assert sw["target_area"] == sw["named_area"] == 0.25
     assert sw["mean"] == pytest.approx({"target_named": 0.5, "target_other_named": 0.0, "distractor_named": 1.0,
                                         "distractor_target_named": 0.0})
-    s = A.summarize_scenes([{**m, "success": True}, {**m, "mean": uniform, "heads": [uniform], "success": False}],
-                           resamples=200)
+    s = attention.summarize_scenes([{**m, "success": True},
+                                    {**m, "mean": uniform, "heads": [uniform], "success": False}], resamples=200)
     mo = s["mean_over_heads"]
     assert mo["target_mass"]["mean"] == pytest.approx(0.375) and mo["target_ratio"]["value"] == pytest.approx(1.5)
     assert mo["distractor_ratio"]["value"] == pytest.approx(1.0) and mo["selectivity"]["value"] == pytest.approx(1.5)
