@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 
 
-def _scene_images(rng: np.random.Generator, T: int, h: int = spec.IMAGE_SIZE, w: int = spec.IMAGE_SIZE) -> np.ndarray:
+def _scene_images(rng: np.random.Generator, T: int, h: int = robot_spec.IMAGE_SIZE,
+                  w: int = robot_spec.IMAGE_SIZE) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     base = np.stack([90 + 60 * x / w, 100 + 40 * y / h, 120 + 20 * (x + y) / (w + h)], -1)
     out = np.empty((T, h, w, 3), np.uint8)
@@ -49,11 +50,12 @@ def _measure(root: Path, video: bool, n_eps: int, T: int, n_random: int, seed: i
 
     rng = np.random.default_rng(seed)
     eps = [_episode(rng, T, 5.0) for _ in range(n_eps)]
-    ds_spec = DatasetSpec(fps=spec.POLICY_HZ, cameras={"primary": (spec.IMAGE_SIZE, spec.IMAGE_SIZE)}, video=video)
+    image_hw = (robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE)
+    dataset_spec = DatasetSpec(fps=robot_spec.POLICY_HZ, cameras={"primary": image_hw}, video=video)
     if root.exists():
         shutil.rmtree(root)
     t0 = time.perf_counter()
-    with DatasetWriter.create(root, ds_spec) as w:
+    with DatasetWriter.create(root, dataset_spec) as w:
         for e in eps:
             w.write_episode(e)
     t_write = time.perf_counter() - t0
@@ -95,7 +97,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_eps, T, n_random = (3, 20, 60) if quick else (20, 50, 500)
-    res: dict = {"image_size": [spec.IMAGE_SIZE, spec.IMAGE_SIZE], "cameras": 1, "quick": quick}
+    res: dict = {"image_size": [robot_spec.IMAGE_SIZE, robot_spec.IMAGE_SIZE], "cameras": 1, "quick": quick}
     for name, video in (("png", False), ("video_h264", True)):
         root = out_dir / f"dataset_{name}"
         try:
