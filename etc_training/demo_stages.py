@@ -2,7 +2,6 @@
 Markdown lines; the report is rewritten after every stage so a person can follow a long run."""
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from dataclasses import dataclass, field

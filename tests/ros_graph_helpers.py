@@ -16,9 +16,9 @@ os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 
 from etc_ros.camera.sources import FakeCameraSource  # noqa: E402
 from etc_ros.core import spec as robot_spec  # noqa: E402
-from etc_ros.robot.fake import FakeBackend  # noqa: E402
-from etc_ros.policy.scripted import ScriptedRuntime, circle_fn  # noqa: E402
 from etc_ros.nodes.bringup import wait_until  # noqa: E402,F401  (shared with the tests)
+from etc_ros.policy.scripted import ScriptedRuntime, circle_fn  # noqa: E402
+from etc_ros.robot.fake import FakeBackend  # noqa: E402
 from etc_ros.safety import SafetyExecutor  # noqa: E402
 
 
@@ -91,14 +91,14 @@ class Recorder:
     """A node in the graph's context subscribing to the topics under test."""
 
     def __init__(self, g):
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
         from sensor_msgs.msg import CameraInfo, JointState
+        from std_msgs.msg import String
         from trajectory_msgs.msg import JointTrajectory
-        from diagnostic_msgs.msg import DiagnosticArray
 
         from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR
         from etc_ros.nodes.graph import TOPICS, camera_info_topic
-        from std_msgs.msg import String
 
         self.g = g
         self.node = Node("test_recorder", context=g.context)

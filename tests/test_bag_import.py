@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from rosbags.rosbag2 import StoragePlugin, Writer  # pinned in requirements.txt: a missing one fails loudly
 from rosbags.typesys import Stores, get_typestore
 

@@ -15,9 +15,23 @@ import numpy as np
 import pytest
 
 from etc_ros.camera.calibration import (
-    BoardConfig, View, board_corners, board_image, calibrate_extrinsics, calibrate_intrinsics, check_calibration,
-    default_board_mount, detect_board, intrinsics_from_realsense, load_calibration_file, load_views, pose_error,
-    project_points, render_board_view, save_views, synthetic_capture,
+    BoardConfig,
+    View,
+    board_corners,
+    board_image,
+    calibrate_extrinsics,
+    calibrate_intrinsics,
+    check_calibration,
+    default_board_mount,
+    detect_board,
+    intrinsics_from_realsense,
+    load_calibration_file,
+    load_views,
+    pose_error,
+    project_points,
+    render_board_view,
+    save_views,
+    synthetic_capture,
 )
 from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
 from etc_ros.core.errors import CalibrationError

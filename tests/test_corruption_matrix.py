@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_dataset import make_episode, spec_small
 
 from etc_ros.core.errors import BundleError
 from etc_ros.data import DatasetError, DatasetReader, DatasetSpec, DatasetWriter, repair_dataset
 from etc_ros.data.validate import validate_report
-from test_dataset import make_episode, spec_small
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_PICKUP = REPO / "policies" / "sim_pickup"

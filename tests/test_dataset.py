@@ -15,8 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
-from etc_ros.data import (DatasetError, DatasetReader, DatasetSpec, DatasetWriter, EpisodeData, repair_dataset,
-                          validate_dataset)
+from etc_ros.data import (
+    DatasetError,
+    DatasetReader,
+    DatasetSpec,
+    DatasetWriter,
+    EpisodeData,
+    repair_dataset,
+    validate_dataset,
+)
 from etc_ros.data.schema import ROWS_PER_GROUP
 
 REPO = Path(__file__).resolve().parents[1]

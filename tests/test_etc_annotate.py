@@ -12,8 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from etc_training.etc.annotate import (ANNOTATION_FORMAT, AnnotationError, AnnotationServer, annotation_errors,
-                                       annotations_for, load_annotations)
+from etc_training.etc.annotate import (
+    ANNOTATION_FORMAT,
+    AnnotationError,
+    AnnotationServer,
+    annotation_errors,
+    annotations_for,
+    load_annotations,
+)
 from etc_training.etc.synthetic import make_episode, write_dataset
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)

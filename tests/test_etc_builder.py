@@ -13,8 +13,8 @@ import pytest
 from etc_ros.core.errors import CalibrationError, UserError
 from etc_training.etc import coords
 from etc_training.etc.builder import build_etc
-from etc_training.etc.store import load_samples
 from etc_training.etc.config import ALL_SUBTYPES, EtcConfig
+from etc_training.etc.store import load_samples
 from etc_training.etc.synthetic import MemoryReader, make_episode, teleop_version, write_dataset
 from etc_training.etc.validate import validate_etc
 

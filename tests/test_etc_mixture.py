@@ -5,8 +5,14 @@ from collections import Counter
 
 import pytest
 
-from etc_training.etc.mixture import (DEFAULT_GROUP_WEIGHTS, GROUPS, SUBTYPE_CATEGORY, SUBTYPE_GROUP, EtcMixture,
-                                      MixtureError)
+from etc_training.etc.mixture import (
+    DEFAULT_GROUP_WEIGHTS,
+    GROUPS,
+    SUBTYPE_CATEGORY,
+    SUBTYPE_GROUP,
+    EtcMixture,
+    MixtureError,
+)
 
 
 def pool(per_subtype=None, splits=("train",)):

@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 
 from etc_ros.core.errors import UserError
-from etc_training.etc.segment import (SegmentParams, compare_events, compare_segments, detect_gripper_events,
-                                      segment_episode)
+from etc_training.etc.segment import (
+    SegmentParams,
+    compare_events,
+    compare_segments,
+    detect_gripper_events,
+    segment_episode,
+)
 
 
 def ramp(a: float, b: float, n: int) -> list[float]:

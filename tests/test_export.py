@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_export_fixtures import copy_bundle, micro_bundle, micro_checkpoint
 
+from etc_ros.core.errors import BundleError
 from etc_ros.policy.bundle import (
     BUNDLE_FORMAT_VERSION,
     MANIFEST_FILE,
@@ -22,8 +24,6 @@ from etc_ros.policy.bundle import (
     sha256_file,
     write_manifest,
 )
-from etc_ros.core.errors import BundleError
-from test_export_fixtures import copy_bundle, micro_bundle, micro_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

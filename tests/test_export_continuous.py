@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from test_export_fixtures import observation
 
 from etc_ros.policy.bundle import load_bundle
-from test_export_fixtures import observation
 
 
 @pytest.fixture(scope="module")

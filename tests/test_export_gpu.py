@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_export_fixtures import micro_bundle, micro_checkpoint, observation
 
 pytestmark = pytest.mark.gpu

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ros_graph_helpers import wait_until  # noqa: I100 (sets ROS_DOMAIN_ID for this process)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +78,7 @@ class XsSdk:
 
     def __init__(self, tau: float = 0.05, hz: float = 100.0):
         import rclpy
+        from humble_signals_driver import XS_GROUP_COMMAND, XS_JOINT_STATES, XS_ROBOT_INFO
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -87,7 +87,6 @@ class XsSdk:
         from std_msgs.msg import Bool, Float64MultiArray
         from std_srvs.srv import Trigger
 
-        from humble_signals_driver import XS_GROUP_COMMAND, XS_JOINT_STATES, XS_ROBOT_INFO
         from etc_ros.core import spec as robot_spec
         from etc_ros.nodes import messages
         from etc_ros.nodes.common import LATCHED, SENSOR

@@ -77,9 +77,9 @@ def _repaired(root: Path) -> None:
 
 def _bag(root: Path, tmp: Path) -> None:
     from rosbags.rosbag2 import StoragePlugin
+    from test_bag_import import write_bag
 
     from etc_ros.data.bag_import import import_bag
-    from test_bag_import import write_bag
 
     for k, (storage, ins) in enumerate([(StoragePlugin.SQLITE3, "pick the cube"),
                                         (StoragePlugin.MCAP, None)]):

@@ -204,10 +204,10 @@ def test_latest_checkpoint_ignores_torn_writes(tmp_path):
 # ---------------------------------------------------------------- losses
 def test_prompt_tokens_carry_no_loss_and_stage2_sums_gradients(setup):
     from etc_training.models.vla import VLAPolicy
+    from etc_training.recipe.config import RunConfig, SourceConfig, StageConfig
     from etc_training.recipe.data import EpisodeStore, RecordImages, StageData, load_language_source
-    from etc_training.recipe.config import SourceConfig, StageConfig, RunConfig
-    from etc_training.recipe.stages import RecipeContext
     from etc_training.recipe.distributed import DistInfo
+    from etc_training.recipe.stages import RecipeContext
     from etc_training.recipe.trainer import StageTrainer
 
     torch.manual_seed(0)

@@ -12,18 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from interbotix_stub import install_interbotix_stub, xs_angle_from_separation, xs_finger_from_angle
 from ros_graph_helpers import wait_until  # noqa: I100 (sets ROS_DOMAIN_ID for this process)
 
-from etc_ros.camera.sources import (HOST_CLOCK_DOMAINS, MAX_CAPTURE_AGE, Frame, RealSenseSource, frame_stamp,
-                                    timestamp_domain_name)
+from etc_ros.camera.sources import (
+    HOST_CLOCK_DOMAINS,
+    MAX_CAPTURE_AGE,
+    Frame,
+    RealSenseSource,
+    frame_stamp,
+    timestamp_domain_name,
+)
 from etc_ros.core import spec as robot_spec
 from etc_ros.robot.base import DriverError
 from etc_ros.robot.core import DriverCore, make_backend
 from etc_ros.robot.fake import FakeBackend
 from etc_ros.robot.interbotix import InterbotixBackend
 from etc_ros.safety import JointCommandGuard
-from interbotix_stub import install_interbotix_stub, xs_angle_from_separation, xs_finger_from_angle
 
 ROOT = Path(__file__).resolve().parents[1]
 

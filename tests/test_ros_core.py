@@ -7,18 +7,17 @@ import time
 
 import numpy as np
 import pytest
+from policy_fakes import make_test_runtime
 
-from etc_ros.camera.sources import (CameraError, FakeCameraSource, ReconnectingCamera, SimCameraSource,
-                                    make_source)
+from etc_ros.camera.sources import CameraError, FakeCameraSource, ReconnectingCamera, SimCameraSource, make_source
 from etc_ros.core import spec as robot_spec
+from etc_ros.core.instruction import InstructionError, check_instruction, validate_instruction
+from etc_ros.policy.scripted import ScriptedRuntime, make_fake_runtime
+from etc_ros.policy.worker import PolicyConfigError, PolicyWorker, load_runtime
 from etc_ros.robot.base import DriverError, plan_joint_move
 from etc_ros.robot.core import DriverCore, make_backend, refusal_kind
 from etc_ros.robot.fake import FakeBackend
 from etc_ros.robot.sim import ThreadBoundEnv
-from etc_ros.core.instruction import InstructionError, check_instruction, validate_instruction
-from etc_ros.policy.worker import PolicyConfigError, PolicyWorker, load_runtime
-from etc_ros.policy.scripted import ScriptedRuntime, make_fake_runtime
-from policy_fakes import make_test_runtime
 from etc_ros.safety import JointCommandGuard
 
 
@@ -604,8 +603,14 @@ def test_parameter_files_are_generated_from_graph_params(tmp_path, capsys):
     """config/ros_<node>.yaml are exactly what graph.param_file_text() writes from PARAMS (a hand edit fails here;
     the fix is `etc-vla ros params --write`), and they read back as NODE_PARAMS, values and types."""
     from etc_ros.core.paths import config_path
-    from etc_ros.nodes.graph import (NODE_PARAMS, PARAM_FILES, PARAMS, param_file_text, param_files_out_of_date,
-                                     read_param_file)
+    from etc_ros.nodes.graph import (
+        NODE_PARAMS,
+        PARAM_FILES,
+        PARAMS,
+        param_file_text,
+        param_files_out_of_date,
+        read_param_file,
+    )
     from etc_training.cli import main
 
     assert set(PARAM_FILES) == set(PARAMS) == set(NODE_PARAMS)

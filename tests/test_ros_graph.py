@@ -6,9 +6,7 @@ import time
 
 import numpy as np
 import pytest
-
-from ros_graph_helpers import (Recorder, alternating_fn, start_fake_graph,  # noqa: I100 (sets ROS_DOMAIN_ID)
-                               wait_until)
+from ros_graph_helpers import Recorder, alternating_fn, start_fake_graph, wait_until  # noqa: I100 (sets ROS_DOMAIN_ID)
 
 from etc_ros.core import spec as robot_spec
 from etc_ros.nodes import messages

@@ -9,15 +9,14 @@ import importlib
 import importlib.util
 import os
 import signal
-import time
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ros_graph_helpers import wait_until  # noqa: I100 (sets ROS_DOMAIN_ID for this process)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,10 +192,10 @@ def test_launch_names_existing_executables_and_parameters(monkeypatch, args):
 def test_nodes_declare_exactly_the_documented_parameters():
     import rclpy
     from rclpy.context import Context
+    from test_ros_core import FakeWorld
 
     from etc_ros.camera.sources import FakeCameraSource
     from etc_ros.core import spec as robot_spec
-    from etc_ros.robot.fake import FakeBackend
     from etc_ros.nodes.camera_node import CameraNode
     from etc_ros.nodes.driver_node import DriverNode
     from etc_ros.nodes.graph import NODE_PARAMS
@@ -205,7 +204,7 @@ def test_nodes_declare_exactly_the_documented_parameters():
     from etc_ros.nodes.safety_node import SafetyNode
     from etc_ros.nodes.sim_robot import SimWorldNode
     from etc_ros.policy.scripted import ScriptedRuntime
-    from test_ros_core import FakeWorld
+    from etc_ros.robot.fake import FakeBackend
 
     ctx = Context()
     rclpy.init(args=[], context=ctx)
@@ -263,8 +262,8 @@ def test_launch_plan_as_separate_processes_moves_parks_and_takes_say(tmp_path):
 
     from etc_ros.core import spec as robot_spec
     from etc_ros.nodes import messages
-    from etc_ros.nodes.common import SENSOR
     from etc_ros.nodes.bringup import process_commands
+    from etc_ros.nodes.common import SENSOR
     from etc_ros.nodes.graph import plan_graph
 
     scripts = console_scripts()

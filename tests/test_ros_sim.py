@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from ros_graph_helpers import Recorder, wait_until  # noqa: I100 (sets ROS_DOMAIN_ID)
+from test_ros_core import FakeWorld
 
 from etc_ros.core import spec as robot_spec
 from etc_ros.policy.scripted import ScriptedRuntime, circle_fn
-from test_ros_core import FakeWorld
 
 
 def test_sim_graph_moves_the_mujoco_arm_and_resets_episodes():

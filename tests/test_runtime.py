@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_export_fixtures import copy_bundle, micro_bundle, micro_checkpoint, observation
 
 from etc_ros.core.errors import ModelError
 from etc_ros.policy.interface import PolicySpec
 from etc_ros.policy.runtime import MASK_VALUE, PolicyRuntime, decode_mask, positions, prefill_mask
-from test_export_fixtures import copy_bundle, micro_bundle, micro_checkpoint, observation
 
 REPO = Path(__file__).resolve().parents[1]
 

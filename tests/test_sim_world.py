@@ -56,8 +56,9 @@ def test_joint_limits_and_efforts_come_from_the_urdf(env):
 
 
 def test_ee_site_matches_kinematics_fk(env):
-    from etc_ros.core.kinematics import WidowXKinematics
     import mujoco
+
+    from etc_ros.core.kinematics import WidowXKinematics
 
     kin = WidowXKinematics.from_urdf()
     rng = np.random.default_rng(0)

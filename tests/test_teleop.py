@@ -13,7 +13,13 @@ from etc_ros.core.config import ConfigError
 from etc_ros.teleop.config import load_teleop_file
 from etc_ros.teleop.devices import SpaceMouseSource, parse_keys
 from etc_ros.teleop.mapping import (
-    COMMANDS, MOTIONS, TeleopConfig, TeleopError, TeleopMapper, check_teleop_config, help_text,
+    COMMANDS,
+    MOTIONS,
+    TeleopConfig,
+    TeleopError,
+    TeleopMapper,
+    check_teleop_config,
+    help_text,
 )
 from etc_ros.teleop.script import ScriptPlayer, apply_event, load_script
 

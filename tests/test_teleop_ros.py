@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from etc_ros.core.kinematics import WidowXKinematics, action_between
 from etc_ros.data import DatasetReader, DatasetWriter, validate_dataset
 

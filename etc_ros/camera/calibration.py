@@ -14,19 +14,40 @@ Rigid transforms come from etc_ros/core/transforms3d.py.
 from __future__ import annotations
 
 from etc_ros.camera.board import (
-    BoardConfig, CalibrationReport, Detection, board_corners, board_image, detect_board, make_board, project_points,
+    BoardConfig,
+    CalibrationReport,
+    Detection,
+    board_corners,
+    board_image,
+    detect_board,
+    make_board,
+    project_points,
     solve_board_pose,
 )
 from etc_ros.camera.calibration_files import (
-    load_calibration_file, load_camera_model, load_intrinsics, load_views, save_camera_model, save_intrinsics,
+    load_calibration_file,
+    load_camera_model,
+    load_intrinsics,
+    load_views,
+    save_camera_model,
+    save_intrinsics,
     save_views,
 )
 from etc_ros.camera.handeye import (
-    View, calibrate_extrinsics, check_calibration, pose_error, refine_lm, rotation_deg, solve_ax_xb,
+    View,
+    calibrate_extrinsics,
+    check_calibration,
+    pose_error,
+    refine_lm,
+    rotation_deg,
+    solve_ax_xb,
 )
 from etc_ros.camera.intrinsics import calibrate_intrinsics, intrinsics_from_realsense
 from etc_ros.camera.synthetic_views import (
-    board_facing_pose, default_board_mount, render_board_view, synthetic_capture,
+    board_facing_pose,
+    default_board_mount,
+    render_board_view,
+    synthetic_capture,
 )
 
 __all__ = [

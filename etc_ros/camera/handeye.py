@@ -22,13 +22,25 @@ from typing import Sequence
 import numpy as np
 
 from etc_ros.camera.board import (
-    BoardConfig, CalibrationReport, Detection, board_corners, distortion_coeffs, opencv, project_points,
-    reprojection_rms, solve_board_pose,
+    BoardConfig,
+    CalibrationReport,
+    Detection,
+    board_corners,
+    distortion_coeffs,
+    opencv,
+    project_points,
+    reprojection_rms,
+    solve_board_pose,
 )
 from etc_ros.core.camera import CameraIntrinsics, CameraModel
 from etc_ros.core.errors import CalibrationError
 from etc_ros.core.transforms3d import (
-    invert_transform, make_transform, mean_transform, nearest_rotation, so3_exp, so3_log,
+    invert_transform,
+    make_transform,
+    mean_transform,
+    nearest_rotation,
+    so3_exp,
+    so3_log,
 )
 
 

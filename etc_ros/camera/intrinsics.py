@@ -9,7 +9,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from etc_ros.camera.board import (
-    BoardConfig, CalibrationReport, Detection, board_corners, opencv, project_points, reprojection_rms,
+    BoardConfig,
+    CalibrationReport,
+    Detection,
+    board_corners,
+    opencv,
+    project_points,
+    reprojection_rms,
 )
 from etc_ros.core.camera import CameraIntrinsics
 from etc_ros.core.errors import CalibrationError

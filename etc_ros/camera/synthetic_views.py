@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from etc_ros.camera.board import (
-    BoardConfig, board_image, detect_board, distortion_coeffs, make_board, opencv, project_points,
+    BoardConfig,
+    board_image,
+    detect_board,
+    distortion_coeffs,
+    make_board,
+    opencv,
+    project_points,
 )
 from etc_ros.core.camera import CameraIntrinsics
 from etc_ros.core.errors import CalibrationError

@@ -125,7 +125,11 @@ def _board(args) -> int:
 
 def _intrinsics(args) -> int:
     from etc_ros.camera.calibration import (
-        calibrate_intrinsics, detect_board, intrinsics_from_realsense, load_views, save_intrinsics,
+        calibrate_intrinsics,
+        detect_board,
+        intrinsics_from_realsense,
+        load_views,
+        save_intrinsics,
     )
 
     out = _out_dir(args) / f"{args.camera}.yaml"
@@ -251,8 +255,14 @@ def _selftest(args) -> int:
     import numpy as np
 
     from etc_ros.camera.calibration import (
-        BoardConfig, View, calibrate_extrinsics, calibrate_intrinsics, default_board_mount, detect_board,
-        pose_error, synthetic_capture,
+        BoardConfig,
+        View,
+        calibrate_extrinsics,
+        calibrate_intrinsics,
+        default_board_mount,
+        detect_board,
+        pose_error,
+        synthetic_capture,
     )
     from etc_ros.core.camera import CameraIntrinsics, CameraModel, look_at
     from etc_ros.core.kinematics import WidowXKinematics

@@ -13,7 +13,6 @@ import argparse
 import json
 
 
-
 def register(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="ros_command", metavar="ACTION")
     b = sub.add_parser("bringup", help="start the node graph in this process (MultiThreadedExecutor)")
@@ -54,9 +53,9 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
+    from etc_ros.core.config import load_config
     from etc_ros.core.paths import config_path
     from etc_ros.nodes.graph import BringupConfig
-    from etc_ros.core.config import load_config
 
     path = args.config if args.config else config_path("ros_bringup.yaml")
     return load_config(BringupConfig, path, args.overrides)

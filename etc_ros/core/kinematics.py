@@ -34,7 +34,10 @@ import numpy as np
 from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import KinematicsError, UrdfError
 from etc_ros.core.transforms3d import (
-    euler_to_matrix, matrix_to_euler, so3_log, xyzrpy_to_pose,
+    euler_to_matrix,
+    matrix_to_euler,
+    so3_log,
+    xyzrpy_to_pose,
 )
 from etc_ros.core.urdf import Joint, UrdfModel, load_urdf
 

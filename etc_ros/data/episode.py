@@ -21,12 +21,38 @@ import numpy as np
 
 from etc_ros.core.errors import DatasetError
 from etc_ros.core.io import fsync_dir
-from etc_ros.data import codec, stats as stats_mod
+from etc_ros.data import codec
+from etc_ros.data import stats as stats_mod
 from etc_ros.data.schema import (
-    ACTION, EE_POSE, EPISODE_INDEX, FRAME_INDEX, INDEX, OBJECTS, ROWS_PER_GROUP, STATE, TASK_INDEX, TIMESTAMP,
-    TIMESTAMP_NS, DatasetSpec, as_vector, check_depth, check_gripper, check_image, chunk_file, data_arrow_schema,
-    data_relpath, depth_key, image_key, image_struct_type, lerobot_stats_columns, metadata_errors, object_errors,
-    stats_to_json, temp_path, to_json, video_relpath,
+    ACTION,
+    EE_POSE,
+    EPISODE_INDEX,
+    FRAME_INDEX,
+    INDEX,
+    OBJECTS,
+    ROWS_PER_GROUP,
+    STATE,
+    TASK_INDEX,
+    TIMESTAMP,
+    TIMESTAMP_NS,
+    DatasetSpec,
+    as_vector,
+    check_depth,
+    check_gripper,
+    check_image,
+    chunk_file,
+    data_arrow_schema,
+    data_relpath,
+    depth_key,
+    image_key,
+    image_struct_type,
+    lerobot_stats_columns,
+    metadata_errors,
+    object_errors,
+    stats_to_json,
+    temp_path,
+    to_json,
+    video_relpath,
 )
 
 

@@ -17,8 +17,17 @@ import numpy as np
 from etc_ros.core.io import atomic_write
 from etc_ros.data import stats as stats_mod
 from etc_ros.data.schema import (
-    CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, FORMAT_NAME, FORMAT_VERSION, INFO_PATH, STATS_PATH, TASKS_PATH,
-    VIDEO_PATH, DatasetSpec, temp_path,
+    CODEBASE_VERSION,
+    DATA_PATH,
+    EPISODES_PATH,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INFO_PATH,
+    STATS_PATH,
+    TASKS_PATH,
+    VIDEO_PATH,
+    DatasetSpec,
+    temp_path,
 )
 
 

@@ -24,14 +24,37 @@ import numpy as np
 
 from etc_ros.core.errors import DatasetError
 from etc_ros.core.io import atomic_write, atomic_write_json
-from etc_ros.data import codec, stats as stats_mod
+from etc_ros.data import codec
+from etc_ros.data import stats as stats_mod
 from etc_ros.data.reader import (
-    _arrow_errors, episode_stats_from_row, read_episode_row, read_numeric_columns, read_tasks, scan_episode_files,
+    _arrow_errors,
+    episode_stats_from_row,
+    read_episode_row,
+    read_numeric_columns,
+    read_tasks,
+    scan_episode_files,
 )
 from etc_ros.data.schema import (
-    DEPTH_PREFIX, EPISODE_INDEX, IMAGE_PREFIX, INDEX, INFO_PATH, ROWS_PER_GROUP, TASK_INDEX, DatasetSpec, check_info,
-    chunk_file, data_arrow_schema, data_relpath, episode_arrow_schema, episodes_relpath, image_key,
-    lerobot_stats_columns, read_json_file, stats_to_json, to_json, video_relpath,
+    DEPTH_PREFIX,
+    EPISODE_INDEX,
+    IMAGE_PREFIX,
+    INDEX,
+    INFO_PATH,
+    ROWS_PER_GROUP,
+    TASK_INDEX,
+    DatasetSpec,
+    check_info,
+    chunk_file,
+    data_arrow_schema,
+    data_relpath,
+    episode_arrow_schema,
+    episodes_relpath,
+    image_key,
+    lerobot_stats_columns,
+    read_json_file,
+    stats_to_json,
+    to_json,
+    video_relpath,
 )
 from etc_ros.data.validate import _progress, leftover_files
 
@@ -96,7 +119,6 @@ def _conform_data(root: Path, spec: DatasetSpec, i: int) -> tuple[str | None, st
     """Episode i's data file against the schema: (why it is unusable, None) when a required column is missing or
     has a type that cannot be cast back without loss; (None, what was done) when columns of another type were cast
     back losslessly (the file is rewritten); (None, None) when it already fits."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = root / data_relpath(i, spec.chunks_size)
@@ -215,6 +237,7 @@ def _write_row(root: Path, spec: DatasetSpec, row: dict) -> None:
     meta/episodes file, with its statistics (index columns recomputed) in both forms."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from etc_ros.data.episode import index_arrays
 
     i, T = int(row["episode_index"]), int(row["length"])

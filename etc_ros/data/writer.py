@@ -32,12 +32,25 @@ import numpy as np
 
 from etc_ros.core.errors import DatasetError
 from etc_ros.core.io import atomic_write
-from etc_ros.data import codec, stats as stats_mod
+from etc_ros.data import codec
+from etc_ros.data import stats as stats_mod
 from etc_ros.data.episode import EpisodeWriter
 from etc_ros.data.meta import write_info, write_stats, write_tasks
 from etc_ros.data.schema import (
-    FORMAT_NAME, INFO_PATH, LOCK_NAME, SPLIT_RE, DatasetSpec, EpisodeData, cameras_to_json, check_info,
-    data_relpath, episode_arrow_schema, episodes_relpath, metadata_errors, read_json_file, to_json,
+    FORMAT_NAME,
+    INFO_PATH,
+    LOCK_NAME,
+    SPLIT_RE,
+    DatasetSpec,
+    EpisodeData,
+    cameras_to_json,
+    check_info,
+    data_relpath,
+    episode_arrow_schema,
+    episodes_relpath,
+    metadata_errors,
+    read_json_file,
+    to_json,
 )
 
 log = logging.getLogger(__name__)
@@ -115,8 +128,13 @@ class DatasetWriter:
     @classmethod
     def open(cls, root: str | Path, *, png_level: int = codec.PNG_LEVEL) -> "DatasetWriter":
         """Append to an existing dataset (spec read from meta/info.json)."""
-        from etc_ros.data.reader import (episode_stats_from_row, read_episode_row, read_numeric_columns, read_tasks,
-                                         scan_episode_files)
+        from etc_ros.data.reader import (
+            episode_stats_from_row,
+            read_episode_row,
+            read_numeric_columns,
+            read_tasks,
+            scan_episode_files,
+        )
 
         root = Path(root)
         if not root.is_dir():

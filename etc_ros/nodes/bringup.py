@@ -32,8 +32,8 @@ from etc_ros.policy.worker import load_runtime, percentile
 
 if TYPE_CHECKING:
     from etc_ros.camera.sources import CameraSource
-    from etc_ros.robot.base import DriverBackend
     from etc_ros.policy.interface import Policy
+    from etc_ros.robot.base import DriverBackend
     from etc_ros.safety import SafetyExecutor
 
 

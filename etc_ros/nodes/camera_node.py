@@ -22,7 +22,7 @@ from etc_ros.camera.calibration_files import load_intrinsics
 from etc_ros.camera.sources import CameraSource, Frame, ReconnectingCamera, frame_stamp, make_source
 from etc_ros.core.camera import CameraIntrinsics
 from etc_ros.nodes import messages
-from etc_ros.nodes.common import GraphNode, SENSOR, run_nodes
+from etc_ros.nodes.common import SENSOR, GraphNode, run_nodes
 from etc_ros.nodes.graph import camera_info_topic, depth_topic, image_topic
 
 

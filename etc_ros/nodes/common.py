@@ -6,11 +6,11 @@ import os
 import random
 from typing import Any, ClassVar, Mapping
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from diagnostic_msgs.msg import DiagnosticArray
 from etc_ros.nodes import messages
 from etc_ros.nodes.graph import NODE_PARAMS, TOPICS, check_renamed
 

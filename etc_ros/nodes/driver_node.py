@@ -19,12 +19,18 @@ from std_msgs.msg import Bool
 from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.core import spec as robot_spec
+from etc_ros.nodes import messages
+from etc_ros.nodes.common import (
+    JOINT_STATES_QOS,
+    LATCHED,
+    RELIABLE,
+    GraphNode,
+    init_default_context_without_signal_handlers,
+    run_nodes,
+)
+from etc_ros.nodes.graph import TOPICS, load_safety_limits
 from etc_ros.robot.base import DriverBackend
 from etc_ros.robot.core import DriverCore, make_backend
-from etc_ros.nodes import messages
-from etc_ros.nodes.common import (GraphNode, JOINT_STATES_QOS, LATCHED, RELIABLE,
-                                  init_default_context_without_signal_handlers, run_nodes)
-from etc_ros.nodes.graph import TOPICS, load_safety_limits
 
 if TYPE_CHECKING:
     from etc_ros.safety import JointCommandGuard

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
 

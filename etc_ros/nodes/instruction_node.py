@@ -20,7 +20,7 @@ from std_srvs.srv import Trigger
 
 from etc_ros.core.instruction import check_instruction
 from etc_ros.nodes import messages
-from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, run_nodes
+from etc_ros.nodes.common import LATCHED, RELIABLE, GraphNode, run_nodes
 from etc_ros.nodes.graph import TOPICS
 
 

@@ -18,7 +18,7 @@ from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.nodes import messages
-from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
+from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR, GraphNode, run_nodes
 from etc_ros.nodes.graph import TOPICS, image_topic
 from etc_ros.policy.worker import PolicyWorker, load_runtime
 

@@ -20,7 +20,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from etc_ros.core import spec as robot_spec
 from etc_ros.nodes import messages
-from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, SENSOR, run_nodes
+from etc_ros.nodes.common import LATCHED, RELIABLE, SENSOR, GraphNode, run_nodes
 from etc_ros.nodes.graph import TOPICS, camera_info_topic, load_safety_limits
 from etc_ros.policy.worker import percentile
 

@@ -17,10 +17,10 @@ from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
 
 from etc_ros.nodes.camera_node import CameraNode
-from etc_ros.robot.sim import ThreadBoundEnv
-from etc_ros.nodes.common import GraphNode, LATCHED, RELIABLE, run_nodes
+from etc_ros.nodes.common import LATCHED, RELIABLE, GraphNode, run_nodes
 from etc_ros.nodes.driver_node import DriverNode
 from etc_ros.nodes.graph import TOPICS, resolve_factory
+from etc_ros.robot.sim import ThreadBoundEnv
 
 
 class SimWorldNode(GraphNode):

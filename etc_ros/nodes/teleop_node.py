@@ -23,13 +23,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 import rclpy
+from rcl_interfaces.srv import SetParameters
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import JointState, Joy
-from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -40,7 +40,12 @@ from etc_ros.nodes.graph import TOPICS
 from etc_ros.nodes.recorder_node import RECORDER_SERVICES, RECORDER_TOPICS, RecorderNode
 from etc_ros.teleop.devices import SpaceMouseSource
 from etc_ros.teleop.mapping import (
-    GRIPPER_COMMANDS, RECORDER_COMMANDS, SPEED_COMMANDS, TeleopConfig, TeleopError, TeleopMapper,
+    GRIPPER_COMMANDS,
+    RECORDER_COMMANDS,
+    SPEED_COMMANDS,
+    TeleopConfig,
+    TeleopError,
+    TeleopMapper,
 )
 from etc_ros.teleop.script import ScriptPlayer, apply_event, load_script
 

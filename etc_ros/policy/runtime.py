@@ -31,6 +31,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from etc_ros.core.action_tokenizer import decode_phase
+from etc_ros.core.errors import BundleError, ModelError, UserError
 from etc_ros.policy.bundle import (
     VARIANTS,
     BundleInfo,
@@ -38,8 +40,6 @@ from etc_ros.policy.bundle import (
     load_bundle,
     load_processor,
 )
-from etc_ros.core.action_tokenizer import decode_phase
-from etc_ros.core.errors import BundleError, ModelError, UserError
 from etc_ros.policy.interface import Observation, PolicySpec
 from etc_ros.policy.tensorrt_config import default_engine_cache, tensorrt_provider_options
 

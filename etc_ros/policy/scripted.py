@@ -21,7 +21,6 @@ from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
 from etc_ros.policy.interface import Observation, PolicySpec
 
-
 FAKE_RUNTIMES = ("hold", "circle", "busy")  # the names `policy_bundle: fake:<name>` accepts
 
 

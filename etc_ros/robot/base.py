@@ -9,7 +9,6 @@ fake and sim backends too.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +16,6 @@ import numpy as np
 
 from etc_ros.core import spec as robot_spec
 from etc_ros.core.errors import UserError
-
 
 BACKENDS = ("fake", "sim", "interbotix")
 GRIPPER_MODES = ("position", "binary")  # position: continuous opening set point; binary: open/close at 0.5

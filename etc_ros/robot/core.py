@@ -17,8 +17,17 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from etc_ros.core import spec as robot_spec
-from etc_ros.robot.base import (BACKENDS, POSES, DriverBackend, DriverError, JointMeasurement, JointMove, N,
-                                check_gripper_mode, plan_joint_move)
+from etc_ros.robot.base import (
+    BACKENDS,
+    POSES,
+    DriverBackend,
+    DriverError,
+    JointMeasurement,
+    JointMove,
+    N,
+    check_gripper_mode,
+    plan_joint_move,
+)
 from etc_ros.robot.fake import FakeBackend
 from etc_ros.robot.interbotix import InterbotixBackend
 from etc_ros.robot.sim import SimBackend

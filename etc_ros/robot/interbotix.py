@@ -8,7 +8,6 @@ crosses 0.5. Joint states come with xs_sdk's own header stamp and the servos' me
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable
 
 import numpy as np

@@ -4,7 +4,6 @@ ThreadBoundEnv: runs every call on the world in one thread (offscreen GL context
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 import numpy as np

@@ -24,7 +24,6 @@ class RobotSection:
 def load_teleop_file(path: str | Path | None = None, overrides: Sequence[str] = ()):
     """(TeleopConfig, RecorderConfig, RobotSection) from config/teleop.yaml (default: the package's) plus
     key=value overrides (e.g. teleop.linear_speed=0.03 recorder.root=/data/ep)."""
-    import yaml
 
     from etc_ros.core.config import ConfigError, apply_overrides, from_dict, merge_dicts, to_dict
     from etc_ros.teleop.recorder import RecorderConfig, check_recorder_config

@@ -8,7 +8,6 @@ import numpy as np
 
 from etc_ros.teleop.mapping import TeleopError
 
-
 # --------------------------------------------------------------------------------------------- terminal keys
 _ESCAPES = {"\x1b[A": "up", "\x1b[B": "down", "\x1b[C": "right", "\x1b[D": "left",
             "\x1bOA": "up", "\x1bOB": "down", "\x1bOC": "right", "\x1bOD": "left"}

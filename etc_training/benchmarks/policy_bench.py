@@ -127,6 +127,7 @@ def worker(args: dict) -> dict:
 
     if args["backend"] == "torch":
         import torch  # noqa: F401 - imported before the memory baseline, like onnxruntime for the others
+
         from etc_training.models import vla  # noqa: F401
     else:
         import onnxruntime  # noqa: F401

@@ -33,8 +33,8 @@ def _pct(values, q):
 def _scenario(name: str, duration: float, runtime, sim: bool = False) -> dict:
     from etc_ros.camera.sources import FakeCameraSource
     from etc_ros.core import spec as robot_spec
-    from etc_ros.robot.fake import FakeBackend
     from etc_ros.nodes.bringup import start_graph
+    from etc_ros.robot.fake import FakeBackend
 
     if sim:
         cfg = {"policy_bundle": "fake:hold", "params": {"camera_node": {"fps": 10.0},

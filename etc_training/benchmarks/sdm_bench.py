@@ -61,7 +61,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     import numpy as np
     import torch
 
-    from etc_training.distill.export import export_head_graph, ort_session, _example_inputs
+    from etc_training.distill.export import _example_inputs, export_head_graph, ort_session
     from etc_training.distill.policy import condition_batch, variant_head
     from etc_training.distill.report import head_latency, interleaved_timing, policy_latency
     from etc_training.distill.sdm import SDMConfig, SDMDistiller

@@ -31,9 +31,9 @@ def run(out_dir, quick: bool = False, threads: int = 2) -> dict:
     from etc_ros.core.paths import config_path
     from etc_training.recipe.config import RunConfig, load_train_config
     from etc_training.recipe.data import make_synthetic_data
-    from etc_training.recipe.stages import RecipeContext, _load_policy, _stage_data
     from etc_training.recipe.distributed import DistInfo, set_threads
     from etc_training.recipe.metrics import peak_rss_mb, reset_peak_rss
+    from etc_training.recipe.stages import RecipeContext, _load_policy, _stage_data
     from etc_training.recipe.trainer import StageTrainer
 
     threads = max(1, min(2, int(threads)))
@@ -104,8 +104,8 @@ def variants(out: Path, episodes: Path, quick: bool = False, batch: int = 16) ->
     """Action-batch training steps of three configurations on one thread (see the module docstring)."""
     from etc_ros.core.paths import config_path
     from etc_training.recipe.config import RunConfig, load_train_config
-    from etc_training.recipe.stages import RecipeContext, _load_policy, _stage_data
     from etc_training.recipe.distributed import DistInfo, set_threads
+    from etc_training.recipe.stages import RecipeContext, _load_policy, _stage_data
     from etc_training.recipe.trainer import StageTrainer
 
     set_threads(1)

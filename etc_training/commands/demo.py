@@ -14,7 +14,6 @@ Stages (each writes under OUT/<stage>/ and adds a section to OUT/report.md + OUT
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

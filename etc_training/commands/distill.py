@@ -54,7 +54,6 @@ def _load(args):
     from pathlib import Path
 
     from etc_ros.core.paths import config_path
-
     from etc_training.distill.config import check_distill_config, load_distill_config
 
     path = args.config

@@ -56,7 +56,6 @@ def register(p: argparse.ArgumentParser) -> None:
 def load_cfg(path: str | None, overrides, workers: int | None = None, annotations: str | None = None):
     from etc_ros.core.config import load_config
     from etc_ros.core.paths import config_path
-
     from etc_training.etc.config import EtcConfig
 
     if path is None:

@@ -63,7 +63,6 @@ def _load(args):
 
     from etc_ros.core.config import load_config
     from etc_ros.core.paths import config_path
-
     from etc_training.sim.config import SimConfig
 
     path = args.config
@@ -89,7 +88,6 @@ def _load(args):
 
 def _collect(args) -> int:
     from etc_ros.core.io import atomic_write_json
-
     from etc_training.sim.collect import collect
 
     cfg = _load(args)
@@ -104,7 +102,6 @@ def _expert(args) -> int:
     import time
 
     from etc_ros.core.io import atomic_write_json
-
     from etc_training.sim.collect import episode_seed
     from etc_training.sim.env import SimEnv
     from etc_training.sim.expert import ScriptedExpert

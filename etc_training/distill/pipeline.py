@@ -50,7 +50,6 @@ def _first_last(hist: list[dict], keys: list[str]) -> dict:
 
 def run_distill(cfg: DistillConfig, progress: bool = True, log: Callable[[str], None] | None = print) -> dict:
     from etc_ros.core.config import save_config
-
     from etc_training.distill.consistency import CDConfig, ConsistencyDistiller
     from etc_training.distill.policy import build_condition_bank, load_teacher, save_student, variant_head
     from etc_training.distill.sdm import SDMDistiller
@@ -126,7 +125,6 @@ def run_distill(cfg: DistillConfig, progress: bool = True, log: Callable[[str], 
 
 def write_report(out: Path, res: dict) -> None:
     from etc_ros.core.io import atomic_write_json, atomic_write_text
-
     from etc_training.distill.report import report_markdown
 
     atomic_write_json(out / "report.json", res)

@@ -106,7 +106,6 @@ def fit_denoiser(head, cond: torch.Tensor, actions: torch.Tensor, cfg: TeacherCo
 def run_teacher(cfg, progress: bool = True, log: Callable[[str], None] | None = print) -> dict:
     """`etc-vla distill teacher`: cfg is a DistillConfig whose `checkpoint` is a trained regression policy."""
     from etc_ros.core.io import atomic_write_json
-
     from etc_training.distill.policy import build_condition_bank
     from etc_training.models.heads.regression import RegressionActionHead
     from etc_training.models.heads.regression_diffusion import from_regression

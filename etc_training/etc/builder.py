@@ -26,14 +26,20 @@ import numpy as np
 from etc_ros.core.config import from_dict, to_dict
 from etc_ros.core.errors import CalibrationError, DatasetError, UserError
 from etc_ros.core.io import atomic_write_json
-
 from etc_training.etc.config import ALL_SUBTYPES, EtcConfig
 from etc_training.etc.episode import EpisodeView, make_view
 from etc_training.etc.generators import GENERATORS, NEEDS_CALIBRATION
 from etc_training.etc.mixture import SUBTYPE_CATEGORY
 from etc_training.etc.segment import compare_events, compare_segments
-from etc_training.etc.store import (dataset_ref, episode_id_of, episode_meta, load_episode, open_dataset,
-                                    reader_image_sizes, write_samples)
+from etc_training.etc.store import (
+    dataset_ref,
+    episode_id_of,
+    episode_meta,
+    load_episode,
+    open_dataset,
+    reader_image_sizes,
+    write_samples,
+)
 
 SUBTYPE_INDEX = {s: i for i, s in enumerate(ALL_SUBTYPES)}
 

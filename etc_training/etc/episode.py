@@ -13,7 +13,6 @@ import numpy as np
 
 from etc_ros.core.camera import CameraModel
 from etc_ros.core.errors import CalibrationError, DatasetError
-
 from etc_training.etc.segment import FAMILIES, Segmentation, SegmentParams, segment_episode
 
 _KIN = None

@@ -14,7 +14,6 @@ import numpy as np
 
 from etc_ros.core.errors import UserError
 from etc_ros.data.schema import image_key
-
 from etc_training.etc import coords
 from etc_training.etc.store import load_index, load_samples, open_dataset, resolve_dataset
 

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from etc_ros.core.io import atomic_write_json, atomic_write_text
-
-from etc_training.etc.store import iter_samples, load_index
 from etc_training.etc.mixture import CATEGORIES, SUBTYPE_GROUP
+from etc_training.etc.store import iter_samples, load_index
 
 
 def _summ(xs: list[float]) -> dict:

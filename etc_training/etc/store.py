@@ -22,7 +22,6 @@ import numpy as np
 from etc_ros.core.config import to_dict
 from etc_ros.core.errors import DatasetError, UserError
 from etc_ros.core.io import atomic_write, atomic_write_json
-
 from etc_training.etc.config import EtcConfig
 from etc_training.etc.mixture import CATEGORIES
 

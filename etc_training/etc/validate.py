@@ -22,11 +22,17 @@ import numpy as np
 
 from etc_ros.core.errors import UserError
 from etc_ros.core.io import atomic_write_json
-
 from etc_training.etc import coords
-from etc_training.etc.store import (episode_id_of, load_episode, load_index, load_samples, open_dataset,
-                                    reader_image_sizes, resolve_dataset)
 from etc_training.etc.mixture import SUBTYPE_CATEGORY
+from etc_training.etc.store import (
+    episode_id_of,
+    load_episode,
+    load_index,
+    load_samples,
+    open_dataset,
+    reader_image_sizes,
+    resolve_dataset,
+)
 
 REQUIRED = ("id", "images", "prompt", "answer", "category", "subtype", "source_episode", "split", "target")
 POINT_TOL = 1.0  # loc units (0..1023) allowed between recomputed and written coordinates
@@ -214,7 +220,6 @@ class _Episodes:
         seg = None
         if isinstance(self.cfg.get("segment"), dict):
             from etc_ros.core.config import from_dict
-
             from etc_training.etc.segment import SegmentParams
 
             seg = from_dict(SegmentParams, self.cfg["segment"])

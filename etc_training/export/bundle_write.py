@@ -18,6 +18,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from etc_ros.core import spec as robot_spec
+from etc_ros.core.errors import BundleError, ModelError
 from etc_ros.policy.bundle import (
     MODEL_CARD_JSON,
     MODEL_CARD_MD,
@@ -31,8 +33,6 @@ from etc_ros.policy.bundle import (
     load_bundle,
     write_manifest,
 )
-from etc_ros.core.errors import BundleError, ModelError
-from etc_ros.core import spec as robot_spec
 
 INSTRUCTIONS = ("pick up the red cube", "put the green block in the blue bowl", "push the yellow can to the left",
                 "stack the red cube on the green cube")

@@ -73,10 +73,10 @@ def _mean_std(vals: list) -> tuple[float | None, float | None]:
 
 def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
                  log=print) -> dict:
-    from etc_training.recipe.evaluate import EvalConfig, evaluate
-    from etc_training.recipe.stages import _quiet_transformers, run_recipe
     from etc_training.recipe.distributed import set_threads
+    from etc_training.recipe.evaluate import EvalConfig, evaluate
     from etc_training.recipe.metrics import read_metrics
+    from etc_training.recipe.stages import _quiet_transformers, run_recipe
 
     say = log or (lambda s: None)
     _quiet_transformers()
@@ -141,8 +141,8 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
 
 def build_init_policy(cfg: TrainConfig, init_dir: Path) -> Path:
     """The starting policy of one seed (what run_recipe would build as out/init)."""
-    from etc_training.recipe.stages import RecipeContext
     from etc_training.recipe.distributed import DistInfo
+    from etc_training.recipe.stages import RecipeContext
 
     if (init_dir / "vla.json").is_file():
         return init_dir

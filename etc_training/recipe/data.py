@@ -665,9 +665,9 @@ def make_synthetic_data(out_dir: str | Path, cfg, progress: bool = False) -> tup
     """Tiny self-contained data for the recipe: one episode dataset with splits train / val / target / ood
     (etc_training.etc.synthetic) and the ETC records built from it. Returns (episodes_dir, etc_dir); reuses
     a complete earlier build (marker file)."""
+    from etc_ros.core.io import atomic_write_json
     from etc_training.etc import EtcConfig, build_etc
     from etc_training.etc.synthetic import make_episode, write_dataset
-    from etc_ros.core.io import atomic_write_json
 
     out = Path(out_dir)
     eps_dir, etc_dir = out / "episodes", out / "etc"

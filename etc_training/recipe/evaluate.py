@@ -392,9 +392,9 @@ def closed_loop(cfg: EvalConfig, progress: bool = True) -> dict:
         return {}
     out = Path(cfg.out)
     tasks = episode_tasks(cfg)
-    from tqdm import tqdm
-
     import sys
+
+    from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc="eval episodes", disable=not (progress and sys.stderr.isatty()))
     results = []

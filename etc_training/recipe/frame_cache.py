@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from etc_ros.core.io import atomic_write_json
 from etc_ros.core.image import resize_image
+from etc_ros.core.io import atomic_write_json
 from etc_training.recipe.config import RecipeError
 
 GROUNDING_ROLES = ("object", "target")

@@ -23,8 +23,7 @@ from etc_ros.core.paths import urdf_path
 from etc_ros.core.spec import EE_FRAME, FINGER_OPEN, GRIPPER_JOINT, JOINT_NAMES, READY_POSE
 
 from .config import SimConfig
-from .objects import (ROBOT_CONAFFINITY, ROBOT_CONTYPE, TABLE_CONAFFINITY, TABLE_CONTYPE, ObjectSpec,
-                      add_object)
+from .objects import ROBOT_CONAFFINITY, ROBOT_CONTYPE, TABLE_CONAFFINITY, TABLE_CONTYPE, ObjectSpec, add_object
 
 TABLE_SIZE = (1.0, 1.0, 0.04)  # m; x from -0.25 to 0.75, y from -0.5 to 0.5, top at z = 0
 TABLE_X0 = -0.25
