@@ -25,7 +25,7 @@ Continuous heads (diffusion, regression) condition on the prefix alone: `conditi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etc_ros.core import spec as robot_spec
+from etc_ros.core.errors import ModelError
 from etc_ros.core.processor import IGNORE_INDEX
 
 
@@ -117,3 +118,17 @@ class PrefixPooler(nn.Module):
             w = torch.softmax(logits, dim=-1)  # (B, Q, L)
             parts.append(torch.einsum("bql,ble->bqe", w, h).flatten(1))
         return self.out(torch.cat(parts, dim=-1))
+
+
+def batch_actions(batch: Mapping[str, Any], device: Any, horizon: int, action_dim: int, head: str) -> torch.Tensor:
+    """batch["actions"] as a float tensor (B, horizon, action_dim) on `device`; ModelError naming the head when
+    it is missing or has another shape (continuous heads train on the processor's normalized chunks)."""
+    if "actions" not in batch:
+        raise ModelError(f"the {head} head needs batch['actions'] (normalized (B, H, D) chunks)")
+    actions = batch["actions"]
+    if not isinstance(actions, torch.Tensor):
+        actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
+    actions = actions.to(device).float()
+    if tuple(actions.shape[1:]) != (horizon, action_dim):
+        raise ModelError(f"{head} head: actions must be (B, {horizon}, {action_dim}), got {tuple(actions.shape)}")
+    return actions

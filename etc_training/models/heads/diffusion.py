@@ -31,7 +31,7 @@ Actions are the processor's normalized chunks (quantile-normalized, in [-1, 1]);
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etc_ros.core.errors import ModelError
-from etc_training.models.heads.base import PrefixPooler, chunk_shape, condition_mask
+from etc_training.models.heads.base import PrefixPooler, batch_actions, chunk_shape, condition_mask
 
 SCHEDULES = ("cosine", "linear")
 SAMPLERS = ("ddim", "onestep")
@@ -206,7 +206,69 @@ def one_step_sample(generator: nn.Module, schedule: NoiseSchedule, noise: torch.
 
 
 # ---------------------------------------------------------------------------------------------- the head
-class DiffusionActionHead(nn.Module):
+class DiffusionSampling:
+    """Training loss and samplers of a head that owns `denoiser`, `schedule`, `horizon`, `action_dim`,
+    `num_inference_steps`, `sampler`, `clip_sample`, `noise_repeats`, `noise_seed` and `_rng` (the diffusion head
+    and the regression_diffusion head share them), and its `condition_from(backbone outputs, batch)`."""
+
+    denoiser: nn.Module
+    schedule: NoiseSchedule
+    condition_from: Callable[..., torch.Tensor]
+    horizon: int
+    action_dim: int
+    num_inference_steps: int
+    sampler: str
+    clip_sample: float | None
+    noise_repeats: int
+    noise_seed: int | None
+    _rng: torch.Generator | None
+
+    def denoising_loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """x0-prediction MSE with `noise_repeats` (t, eps) draws per example, t ~ U{0 .. T-1}."""
+        k = self.noise_repeats
+        a = actions.float().repeat_interleave(k, 0)
+        c = cond.repeat_interleave(k, 0)
+        t = torch.randint(0, self.schedule.num_train_steps, (a.shape[0],), device=a.device)
+        eps = torch.randn_like(a)
+        x_t = self.schedule.add_noise(a, eps, t)
+        return F.mse_loss(self.denoiser(x_t, t, c), a)
+
+    def make_noise(self, batch: int, device: Any = "cpu") -> torch.Tensor:
+        """Initial noise. With noise_seed set, draws come from a head-owned generator (reproducible runs)."""
+        shape = (int(batch), self.horizon, self.action_dim)
+        if self.noise_seed is None:
+            return torch.randn(shape, device=device)
+        if self._rng is None:
+            self._rng = torch.Generator().manual_seed(int(self.noise_seed))
+        return torch.randn(shape, generator=self._rng).to(device)
+
+    def reset_noise(self) -> None:
+        self._rng = None
+
+    def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None, sampler: str | None = None,
+               num_inference_steps: int | None = None) -> torch.Tensor:
+        """Normalized chunks (B, H, D) from condition vectors (B, C)."""
+        if noise is None:
+            noise = self.make_noise(cond.shape[0], cond.device)
+        mode = sampler or self.sampler
+        if mode == "onestep":
+            return one_step_sample(self.denoiser, self.schedule, noise, cond, self.clip_sample)
+        if mode != "ddim":
+            raise ModelError(f"unknown sampler {mode!r}; use one of {list(SAMPLERS)}")
+        return ddim_sample(self.denoiser, self.schedule, noise, cond,
+                           num_inference_steps or self.num_inference_steps, self.clip_sample)
+
+    @torch.no_grad()
+    def predict(self, policy: Any, prefix: dict, use_cache: bool | None = None, noise: torch.Tensor | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        out = policy.run_backbone(prefix)
+        cond = self.condition_from(out, prefix)
+        x = self.sample(cond, noise)
+        arr = x.float().cpu().numpy()
+        return arr, np.all(np.isfinite(arr), axis=(1, 2))
+
+
+class DiffusionActionHead(DiffusionSampling, nn.Module):
     """ActionHead "diffusion" (action_format "continuous"). Weights: pooler.* and denoiser.*."""
 
     name = "diffusion"
@@ -259,62 +321,9 @@ class DiffusionActionHead(nn.Module):
         return self.condition(model_outputs.hidden_states, condition_mask(model_outputs.attention_mask, tt))
 
     # -------------------------------------------------------------- training
-    def denoising_loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """x0-prediction MSE with `noise_repeats` (t, eps) draws per example, t ~ U{0 .. T-1}."""
-        k = self.noise_repeats
-        a = actions.float().repeat_interleave(k, 0)
-        c = cond.repeat_interleave(k, 0)
-        t = torch.randint(0, self.schedule.num_train_steps, (a.shape[0],), device=a.device)
-        eps = torch.randn_like(a)
-        x_t = self.schedule.add_noise(a, eps, t)
-        return F.mse_loss(self.denoiser(x_t, t, c), a)
-
     def loss(self, model_outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
-        if "actions" not in batch:
-            raise ModelError("the diffusion head needs batch['actions'] (normalized (B, H, D) chunks)")
-        actions = batch["actions"]
-        if not isinstance(actions, torch.Tensor):
-            actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
-        actions = actions.to(model_outputs.hidden_states.device)
-        if tuple(actions.shape[1:]) != (self.horizon, self.action_dim):
-            raise ModelError(f"diffusion head: actions must be (B, {self.horizon}, {self.action_dim}), "
-                             f"got {tuple(actions.shape)}")
+        actions = batch_actions(batch, model_outputs.hidden_states.device, self.horizon, self.action_dim, self.name)
         return self.loss_weight * self.denoising_loss(self.condition_from(model_outputs, batch), actions)
-
-    # -------------------------------------------------------------- sampling
-    def make_noise(self, batch: int, device: Any = "cpu") -> torch.Tensor:
-        """Initial noise. With noise_seed set, draws come from a head-owned generator (reproducible runs)."""
-        shape = (int(batch), self.horizon, self.action_dim)
-        if self.noise_seed is None:
-            return torch.randn(shape, device=device)
-        if self._rng is None:
-            self._rng = torch.Generator().manual_seed(int(self.noise_seed))
-        return torch.randn(shape, generator=self._rng).to(device)
-
-    def reset_noise(self) -> None:
-        self._rng = None
-
-    def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None, sampler: str | None = None,
-               num_inference_steps: int | None = None) -> torch.Tensor:
-        """Normalized chunks (B, H, D) from condition vectors (B, C)."""
-        if noise is None:
-            noise = self.make_noise(cond.shape[0], cond.device)
-        mode = sampler or self.sampler
-        if mode == "onestep":
-            return one_step_sample(self.denoiser, self.schedule, noise, cond, self.clip_sample)
-        if mode != "ddim":
-            raise ModelError(f"unknown sampler {mode!r}; use one of {list(SAMPLERS)}")
-        return ddim_sample(self.denoiser, self.schedule, noise, cond,
-                           num_inference_steps or self.num_inference_steps, self.clip_sample)
-
-    @torch.no_grad()
-    def predict(self, policy: Any, prefix: dict, use_cache: bool | None = None, noise: torch.Tensor | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-        out = policy.run_backbone(prefix)
-        cond = self.condition_from(out, prefix)
-        x = self.sample(cond, noise)
-        arr = x.float().cpu().numpy()
-        return arr, np.all(np.isfinite(arr), axis=(1, 2))
 
 
 def make_diffusion_head(processor: Any, hidden_size: int, **cfg: Any) -> DiffusionActionHead:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from etc_ros.core.errors import ModelError
-from etc_training.models.heads.base import PrefixPooler, chunk_shape, condition_mask
+from etc_training.models.heads.base import PrefixPooler, batch_actions, chunk_shape, condition_mask
 
 LOSSES = ("l1", "huber", "mse")
 
@@ -190,15 +190,7 @@ class RegressionActionHead(nn.Module):
         return F.l1_loss(pred[ok], g[ok]) if bool(ok.any()) else None
 
     def loss(self, model_outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
-        if "actions" not in batch:
-            raise ModelError("the regression head needs batch['actions'] (normalized (B, H, D) chunks)")
-        actions = batch["actions"]
-        if not isinstance(actions, torch.Tensor):
-            actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
-        actions = actions.to(model_outputs.hidden_states.device).float()
-        if tuple(actions.shape[1:]) != (self.horizon, self.action_dim):
-            raise ModelError(f"regression head: actions must be (B, {self.horizon}, {self.action_dim}), "
-                             f"got {tuple(actions.shape)}")
+        actions = batch_actions(batch, model_outputs.hidden_states.device, self.horizon, self.action_dim, self.name)
         cond = self.condition_from(model_outputs, batch)
         pred, g_pred = self._forward(cond)
         pred = pred.float()

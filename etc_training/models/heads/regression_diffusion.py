@@ -19,22 +19,15 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from etc_ros.core.errors import ModelError
-from etc_training.models.heads.diffusion import (
-    SAMPLERS,
-    Denoiser,
-    NoiseSchedule,
-    ddim_sample,
-    one_step_sample,
-)
+from etc_training.models.heads.base import batch_actions
+from etc_training.models.heads.diffusion import SAMPLERS, Denoiser, DiffusionSampling, NoiseSchedule
 from etc_training.models.heads.regression import RegressionActionHead
 
 
-class RegressionDiffusionHead(RegressionActionHead):
+class RegressionDiffusionHead(DiffusionSampling, RegressionActionHead):
     """ActionHead "regression_diffusion" (action_format "continuous"). See the module docstring."""
 
     name = "regression_diffusion"
@@ -87,25 +80,8 @@ class RegressionDiffusionHead(RegressionActionHead):
         return cond[:, -self.n_points:]
 
     # -------------------------------------------------------------- training
-    def denoising_loss(self, cond: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """x0-prediction MSE with `noise_repeats` (t, eps) draws per example, t ~ U{0 .. T-1}."""
-        k = self.noise_repeats
-        a = actions.float().repeat_interleave(k, 0)
-        c = cond.repeat_interleave(k, 0)
-        t = torch.randint(0, self.schedule.num_train_steps, (a.shape[0],), device=a.device)
-        x_t = self.schedule.add_noise(a, torch.randn_like(a), t)
-        return F.mse_loss(self.denoiser(x_t, t, c), a)
-
     def loss(self, model_outputs: Any, batch: Mapping[str, Any]) -> torch.Tensor:
-        if "actions" not in batch:
-            raise ModelError("the regression_diffusion head needs batch['actions'] (normalized (B, H, D) chunks)")
-        actions = batch["actions"]
-        if not isinstance(actions, torch.Tensor):
-            actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
-        actions = actions.to(model_outputs.hidden_states.device).float()
-        if tuple(actions.shape[1:]) != (self.horizon, self.action_dim):
-            raise ModelError(f"regression_diffusion head: actions must be (B, {self.horizon}, {self.action_dim}), "
-                             f"got {tuple(actions.shape)}")
+        actions = batch_actions(batch, model_outputs.hidden_states.device, self.horizon, self.action_dim, self.name)
         cond = self.condition_from(model_outputs, batch)
         loss = self.denoising_loss(cond, actions)
         total = self.loss_weight * loss
@@ -124,38 +100,6 @@ class RegressionDiffusionHead(RegressionActionHead):
         cond = self.condition_from(model_outputs, batch)
         gl = self._grounding_l1(self._points(cond), g)
         return cond.sum() * 0.0 if gl is None else gl
-
-    # -------------------------------------------------------------- sampling (as DiffusionActionHead)
-    def make_noise(self, batch: int, device: Any = "cpu") -> torch.Tensor:
-        shape = (int(batch), self.horizon, self.action_dim)
-        if self.noise_seed is None:
-            return torch.randn(shape, device=device)
-        if self._rng is None:
-            self._rng = torch.Generator().manual_seed(int(self.noise_seed))
-        return torch.randn(shape, generator=self._rng).to(device)
-
-    def reset_noise(self) -> None:
-        self._rng = None
-
-    def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None, sampler: str | None = None,
-               num_inference_steps: int | None = None) -> torch.Tensor:
-        """Normalized chunks (B, H, D) from condition vectors (B, C)."""
-        if noise is None:
-            noise = self.make_noise(cond.shape[0], cond.device)
-        mode = sampler or self.sampler
-        if mode == "onestep":
-            return one_step_sample(self.denoiser, self.schedule, noise, cond, self.clip_sample)
-        if mode != "ddim":
-            raise ModelError(f"unknown sampler {mode!r}; use one of {list(SAMPLERS)}")
-        return ddim_sample(self.denoiser, self.schedule, noise, cond,
-                           num_inference_steps or self.num_inference_steps, self.clip_sample)
-
-    @torch.no_grad()
-    def predict(self, policy: Any, prefix: dict, use_cache: bool | None = None, noise: Any = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-        out = policy.run_backbone(prefix)
-        arr = self.sample(self.condition_from(out, prefix), noise).float().cpu().numpy()
-        return arr, np.all(np.isfinite(arr), axis=(1, 2))
 
 
 def from_regression(head: RegressionActionHead, processor: Any, **diffusion: Any) -> RegressionDiffusionHead:
