@@ -20,6 +20,7 @@ demo: setup
 test:
 	@bash scripts/setup.sh --with-browser
 	bash scripts/typecheck.sh
+	bash scripts/lint.sh
 	$(PY) -m pytest -q tests -m "not realtime"
 	$(PY) -m pytest -q tests -m realtime
 	bash scripts/test_py310.sh
@@ -32,6 +33,7 @@ bench: setup
 	$(PY) -m etc_training.cli bench all --out runs/bench
 
 lint: setup
+	bash scripts/lint.sh
 	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile.robot docker/Dockerfile.train
 
 clean:

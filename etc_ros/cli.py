@@ -1,9 +1,9 @@
 """`etc-robot`: the robot PC's command line (torch-free; the robot image has no etc_training).
 
-    etc-robot ros bringup | plan | params | say | estop | reset-estop | dry-run     the ROS 2 graph (etc_ros/commands/ros.py)
-    etc-robot teleop run | keys                                                teleoperated collection
-    etc-robot calibrate board | intrinsics | extrinsics | check | selftest      the fixed camera's calibration
-    etc-robot data validate | info | repair | import-bag                       episode datasets
+    etc-robot ros bringup | plan | params | say | estop | reset-estop | dry-run   the ROS 2 graph (commands/ros.py)
+    etc-robot teleop run | keys                                              teleoperated collection
+    etc-robot calibrate board | intrinsics | extrinsics | check | selftest    the fixed camera's calibration
+    etc-robot data validate | info | repair | import-bag                     episode datasets
 
 The training machine's `etc-vla` (etc_training/cli.py) has the same subcommands next to the training ones, built
 from the same modules and the same parser/dispatch code below. Each subcommand module exposes

@@ -115,7 +115,8 @@ def stage_sim(ctx: DemoContext) -> tuple[dict, list[str]]:
     frames = sum(r["frames"] for r in res.values())
     wall = sum(r["wall_s"] for r in res.values())
     lines = [
-        f"scripted expert, train split: {tr['expert_success_rate']:.0%} success over {tr['attempts']} attempts ({fams})",
+        f"scripted expert, train split: {tr['expert_success_rate']:.0%} success over {tr['attempts']} attempts "
+        f"({fams})",
         "collected " + ", ".join(f"{k} {v['episodes']}" for k, v in res.items())
         + f" episodes ({frames} frames, {frames / max(wall, 1e-9):.1f} frames/s with {ctx.workers} workers) -> {data}",
         "roles: train/val = in-distribution scenes, target = unseen object/target combinations (Stage 3), "
@@ -150,7 +151,8 @@ def stage_data(ctx: DemoContext) -> tuple[dict, list[str]]:
     lines = [
         f"dataset {d}: {r.num_episodes} episodes, {r.num_frames} frames, "
         f"{'valid' if not errors else str(len(errors)) + ' ERRORS'} (validated in {t_val:.1f} s)",
-        f"read back: {res['read_frames_per_s']} frames/s sequential, {res['random_frame_per_s']} frames/s random access",
+        f"read back: {res['read_frames_per_s']} frames/s sequential, "
+        f"{res['random_frame_per_s']} frames/s random access",
     ]
     if errors:
         raise RuntimeError("dataset validation failed: " + "; ".join(errors[:5]))

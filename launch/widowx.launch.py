@@ -32,7 +32,8 @@ def generate_launch_description():
         "driver_backend": "'' (interbotix, or sim with use_sim) | fake",
         "params_dir": "directory of the ros_*.yaml parameter files ('' = this package's config/)",
         "providers": "policy execution providers: '' (CPU) | cuda | tensorrt,cuda (refuses to start if missing)",
-        "xs_sdk": "true: also start Interbotix's xs_sdk (xsarm_control.launch.py, no RViz, config/interbotix_modes.yaml)",
+        "xs_sdk": "true: also start Interbotix's xs_sdk (xsarm_control.launch.py, no RViz, "
+                  "config/interbotix_modes.yaml)",
     }
     args = [DeclareLaunchArgument(name, default_value=str(default), description=help_text.get(name, name))
             for name, default in LAUNCH_ARGS.items()]

@@ -163,7 +163,8 @@ def test_predict_is_reproducible_and_survives_save_load(policies, data, tmp_path
     pol.action_head.reset_noise()
     a = pol.predict_chunk(imgs[0], states[0], "push the blue cube")
     assert a.shape == (10, 7) and np.all(np.isfinite(a))
-    lo, hi = pol.processor.norm_stats["action"].unnormalize(-np.ones(7)), pol.processor.norm_stats["action"].unnormalize(np.ones(7))
+    action_norm = pol.processor.norm_stats["action"]
+    lo, hi = action_norm.unnormalize(-np.ones(7)), action_norm.unnormalize(np.ones(7))
     assert np.all(a >= lo - 1e-6) and np.all(a <= hi + 1e-6)  # clipped to the normalized range
     d = pol.save(tmp_path / "ckpt")
     back = VLAPolicy.load(d)
@@ -171,7 +172,8 @@ def test_predict_is_reproducible_and_survives_save_load(policies, data, tmp_path
     assert back.action_head.config_dict() == pol.action_head.config_dict()
     back.action_head.reset_noise()
     assert np.allclose(back.predict_chunk(imgs[0], states[0], "push the blue cube"), a, atol=1e-6)
-    chunks, valid = back.predict_chunks([{"images": imgs[i], "state": states[i], "instruction": "go"} for i in range(3)])
+    chunks, valid = back.predict_chunks([{"images": imgs[i], "state": states[i], "instruction": "go"}
+                                         for i in range(3)])
     assert chunks.shape == (3, 10, 7) and valid.all()
 
 

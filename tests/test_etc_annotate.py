@@ -58,7 +58,8 @@ def post(url: str, body: bytes):
 
 # ------------------------------------------------------------------------------------------ file format
 def test_format_accepts_good_documents():
-    d = doc([{"name": "red cube", "point": [10.0, 20.5], "box": [5, 10, 15, 30]}, {"name": "bowl", "box": [1, 1, 9, 9]}])
+    d = doc([{"name": "red cube", "point": [10.0, 20.5], "box": [5, 10, 15, 30]},
+             {"name": "bowl", "box": [1, 1, 9, 9]}])
     assert annotation_errors(d, {"primary": (160, 120)}, {0: 40}) == []
     got = annotations_for(d, 0, "episode_000000")
     assert list(got) == [0] and [o["name"] for o in got[0]["primary"]] == ["red cube", "bowl"]

@@ -201,7 +201,8 @@ def test_version_mismatch(tmp_path):
     man = json.loads((b / MANIFEST_FILE).read_text())
     man["bundle_format_version"] = 99
     (b / MANIFEST_FILE).write_text(json.dumps(man))
-    with pytest.raises(BundleError, match=r"bundle format version 99 is not supported by this runtime \(supports \[1\]\)"):
+    with pytest.raises(BundleError,
+                       match=r"bundle format version 99 is not supported by this runtime \(supports \[1\]\)"):
         load_bundle(b)
     man["bundle_format_version"] = 1
     man["format"] = "something-else"
@@ -272,7 +273,8 @@ def test_no_silent_fallback_to_cpu(bundle):
     from etc_ros.policy.runtime import PolicyRuntime, RuntimeConfigError
 
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
-        with pytest.raises(RuntimeConfigError, match=r"TensorrtExecutionProvider.*not available.*no automatic fallback"):
+        with pytest.raises(RuntimeConfigError,
+                           match=r"TensorrtExecutionProvider.*not available.*no automatic fallback"):
             PolicyRuntime.load(bundle[0], providers=["tensorrt", "cpu"])
     try:
         import tensorrt  # noqa: F401

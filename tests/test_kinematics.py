@@ -82,7 +82,8 @@ def test_adjoint_quaternion_pose_helpers():
     np.testing.assert_allclose(np.linalg.norm(q, axis=-1), 1.0, atol=1e-12)
     np.testing.assert_allclose(tf.quat_to_matrix(q), R, atol=1e-9)
     np.testing.assert_allclose(tf.quat_to_matrix([0, 0, math.sin(0.5), math.cos(0.5)]), tf.rot_z(1.0), atol=1e-12)
-    np.testing.assert_allclose(tf.wrap_angle(np.array([3 * math.pi, -3.5 * math.pi, 0.1])), [-math.pi, 0.5 * math.pi, 0.1])
+    np.testing.assert_allclose(tf.wrap_angle(np.array([3 * math.pi, -3.5 * math.pi, 0.1])),
+                               [-math.pi, 0.5 * math.pi, 0.1])
     assert isinstance(tf.wrap_angle(7.0), float)
     with pytest.raises(tf.TransformError):
         tf.so3_exp([1.0, 2.0])

@@ -119,7 +119,8 @@ def test_cli_help_lists_every_implemented_subcommand():
 
 
 def test_cli_help_does_not_import_torch():
-    code = "import sys; from etc_training import cli; cli.build_parser(); print('torch' in sys.modules); sys.exit('torch' in sys.modules)"
+    code = ("import sys; from etc_training import cli; cli.build_parser(); print('torch' in sys.modules); "
+            "sys.exit('torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, "etc-vla --help must stay light (torch imported at parse time)" + r.stdout + r.stderr
 

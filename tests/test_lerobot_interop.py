@@ -98,7 +98,8 @@ def _teleop(root: Path) -> None:
 
     cfg = RecorderConfig(root=str(root), min_free_mb=1.0, stop_free_mb=0.0, image_height=24, image_width=32)
     core = RecordingSession(cfg, camera_models={"primary": CAM})
-    for k, (ins, n) in enumerate([("pick up the red cube", 6), ("push the block left", 4), ("pick up the red cube", 5)]):
+    episodes = [("pick up the red cube", 6), ("push the block left", 4), ("pick up the red cube", 5)]
+    for k, (ins, n) in enumerate(episodes):
         assert core.relabel(ins)[0] and core.start()[0]
         _feed(core, n, t0_ns=T0 + k * 10**10, grip=np.linspace(1, 0.2, n), cmd=(np.arange(n) < n // 2) * 1.0)
         assert core.stop(success=bool(k % 2))[0]

@@ -47,7 +47,8 @@ def test_builtin_pool_is_deterministic(tmp_path, builtin):
     other = read_pool(make_builtin_pool(tmp_path / "again", n_per_source=4, seed=3, progress=False))
     assert [r for r in other.records] == [r for r in builtin.records]
     for a, b in zip(builtin.records[::5], other.records[::5]):
-        assert np.array_equal(np.asarray(Image.open(builtin.image_path(a))), np.asarray(Image.open(other.image_path(b))))
+        assert np.array_equal(np.asarray(Image.open(builtin.image_path(a))),
+                              np.asarray(Image.open(other.image_path(b))))
     _, r7 = make_record("counting", 0, seed=7)
     _, r3 = make_record("counting", 0, seed=3)
     assert r7["conversations"] != r3["conversations"] or r7["meta"] != r3["meta"]

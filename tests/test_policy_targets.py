@@ -100,7 +100,8 @@ def test_expert_records_the_clean_action_and_executes_the_noisy_one(sim_env):
     assert executed.shape == clean.shape
     diff = np.abs(executed[:, :6] - clean[:, :6])
     assert diff.max() > 0  # noise was executed ...
-    assert np.all(np.abs(clean[:, :3]) <= MAX_DELTA_XYZ + 1e-9) and np.all(np.abs(clean[:, 3:6]) <= MAX_DELTA_RPY + 1e-9)
+    assert np.all(np.abs(clean[:, :3]) <= MAX_DELTA_XYZ + 1e-9)
+    assert np.all(np.abs(clean[:, 3:6]) <= MAX_DELTA_RPY + 1e-9)
     np.testing.assert_array_equal(executed[:, 6], clean[:, 6])  # ... never on the gripper
 
 

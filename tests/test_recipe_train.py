@@ -77,7 +77,8 @@ def test_three_stages_chain_log_and_export_ema(setup, tmp_path):
                              for i in range(5)) + "\n")
     out = tmp_path / "run"
     s = _run(setup, out, "stages.stage1.steps=4", "stages.stage2.steps=4", "stages.stage3.steps=3",
-             "stages.stage2.warmup=2", "cka.every=2", "run.val_every=0", "run.checkpoint_every=0", f"data.general=[{gen}]",
+             "stages.stage2.warmup=2", "cka.every=2", "run.val_every=0", "run.checkpoint_every=0",
+             f"data.general=[{gen}]",
              "stages.stage1.etc_sources=[{name: etc, kind: etc, splits: [train], weight: 0.5},"
              " {name: general, kind: general, weight: 0.5}]")
     assert s["status"] == "done" and s["final_policy"] == str(out / "stage3" / "final")
@@ -116,7 +117,8 @@ def test_three_stages_chain_log_and_export_ema(setup, tmp_path):
     assert pol.predict_chunk(img, np.zeros(7), "put the red cube on the blue plate").shape == (10, 7)
     # running the same command again skips the finished stages; a changed stage config is refused
     again = _run(setup, out, "stages.stage1.steps=4", "stages.stage2.steps=4", "stages.stage3.steps=3",
-                 "stages.stage2.warmup=2", "cka.every=2", "run.val_every=0", "run.checkpoint_every=0", f"data.general=[{gen}]",
+                 "stages.stage2.warmup=2", "cka.every=2", "run.val_every=0", "run.checkpoint_every=0",
+                 f"data.general=[{gen}]",
                  "stages.stage1.etc_sources=[{name: etc, kind: etc, splits: [train], weight: 0.5},"
                  " {name: general, kind: general, weight: 0.5}]")
     assert again["status"] == "done" and all(v.get("status") == "done" for v in again["stages"].values())
@@ -142,7 +144,8 @@ def _same_checkpoints(a: Path, b: Path, step: int):
         assert ta.keys() == tb.keys()
         bad = [k for k in ta if not torch.equal(ta[k], tb[k])]
         assert not bad, f"{f}: {bad[:3]} differ"
-    fa, fb = _tensors(a / "stage2" / "final" / "model.safetensors"), _tensors(b / "stage2" / "final" / "model.safetensors")
+    fa = _tensors(a / "stage2" / "final" / "model.safetensors")
+    fb = _tensors(b / "stage2" / "final" / "model.safetensors")
     assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
 
 

@@ -702,7 +702,8 @@ def test_policy_spec_contract():
     m = PolicySpec.from_mapping({"cameras": {"primary": {}}})  # a {name: ...} mapping of cameras, no rate
     assert m.cameras == ("primary",) and m.policy_hz == robot_spec.POLICY_HZ
     for bad in ({"control_hz": 0}, {"control_hz": float("nan")}, {"control_hz": "fast"}, {"cameras": []},
-                {"cameras": ["a", "a"]}, {"horizon": 0}, {"image_size": [224]}, {"action_names": ["x"], "action_dim": 7}):
+                {"cameras": ["a", "a"]}, {"horizon": 0}, {"image_size": [224]},
+                {"action_names": ["x"], "action_dim": 7}):
         with pytest.raises(PolicySpecError):
             PolicySpec.from_mapping(bad)
     with pytest.raises(PolicySpecError):

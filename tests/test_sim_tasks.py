@@ -106,8 +106,10 @@ def test_inside_container_geometry():
 
 
 def test_instructions_and_goals():
-    assert render_instruction("pick_place", "pp0", "red block", "blue bowl", "bowl") == "put the red block in the blue bowl"
-    assert render_instruction("pick_place", "pp0", "red block", "blue plate", "plate") == "put the red block on the blue plate"
+    assert (render_instruction("pick_place", "pp0", "red block", "blue bowl", "bowl")
+            == "put the red block in the blue bowl")
+    assert (render_instruction("pick_place", "pp0", "red block", "blue plate", "plate")
+            == "put the red block on the blue plate")
     assert goal_text("pick_place", "red block", "blue bowl", "bowl") == "the red block is in the blue bowl"
     for fam, temps in TEMPLATES.items():
         assert len(set(temps.values())) == len(temps) >= 5, fam

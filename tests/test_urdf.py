@@ -78,8 +78,8 @@ def test_masses_geometry_and_materials(model):
     wrist = model.links["wrist_link"]
     assert wrist.collisions[0].geometry.kind == "box"
     assert wrist.collisions[0].geometry.size == pytest.approx((0.065, 0.036, 0.036))
-    I = model.links["upper_arm_link"].inertial.inertia_matrix
-    assert I.shape == (3, 3) and np.allclose(I, I.T) and np.all(np.linalg.eigvalsh(I) > 0)
+    inertia = model.links["upper_arm_link"].inertial.inertia_matrix
+    assert inertia.shape == (3, 3) and np.allclose(inertia, inertia.T) and np.all(np.linalg.eigvalsh(inertia) > 0)
     assert model.links["ee_gripper_link"].inertial is None and model.links["ee_gripper_link"].mass == 0.0
 
 
@@ -138,13 +138,15 @@ MALFORMED = [
     ("revolute without limit", lambda s: s.replace(
         '<limit lower="-1.7453293" upper="2.1467550" effort="5" velocity="3.14159265"/>', ''),
      "joint 'wrist_angle': a revolute joint needs a <limit>"),
-    ("limits swapped", lambda s: s.replace('lower="-2.1467550" upper="1.6057029"', 'lower="1.6057029" upper="-2.1467550"'),
+    ("limits swapped", lambda s: s.replace('lower="-2.1467550" upper="1.6057029"',
+                                           'lower="1.6057029" upper="-2.1467550"'),
      "joint 'elbow' <limit>: lower"),
     ("bad type", lambda s: s.replace('<joint name="elbow" type="revolute">', '<joint name="elbow" type="hinge">'),
      "joint 'elbow': type 'hinge'"),
     ("duplicate link", lambda s: s.replace('<link name="ee_gripper_link">', '<link name="wrist_link">'),
      "duplicate link name 'wrist_link'"),
-    ("zero axis", lambda s: s.replace('<axis xyz="0 0 1"/>', '<axis xyz="0 0 0"/>'), "joint 'waist' <axis>: axis must be non-zero"),
+    ("zero axis", lambda s: s.replace('<axis xyz="0 0 1"/>', '<axis xyz="0 0 0"/>'),
+     "joint 'waist' <axis>: axis must be non-zero"),
     ("negative mass", lambda s: s.replace('<mass value="0.084957"/>', '<mass value="-1"/>'),
      "link 'wrist_link' <inertial><mass>: mass must be >= 0"),
     ("bad box", lambda s: s.replace('<box size="0.065 0.036 0.036"/>', '<box size="0.065 -0.036 0.036"/>', 1),

@@ -18,9 +18,9 @@ Bridge-style 7-D actions (spec.py): a = [dx, dy, dz, droll, dpitch, dyaw, grippe
 Inverse kinematics: damped least squares (Levenberg-Marquardt style Newton steps) on the geometric Jacobian
 (the space Jacobian with its linear part moved to the EE point), clamp-and-continue at the URDF joint limits
 (a joint sitting on a limit that the step would push further out is frozen for that step), stopped per seed when
-the error stalls, tried from the caller's seed, then from a seed aimed at the target, then from the Interbotix seeds (all joints 0,
-waist 0 / -120 deg / +120 deg), then from a few fixed pseudo-random seeds. A solution is only reported as
-successful if forward kinematics of the returned, in-limit q meets both tolerances.
+the error stalls, tried from the caller's seed, then from a seed aimed at the target, then from the Interbotix seeds
+(all joints 0, waist 0 / -120 deg / +120 deg), then from a few fixed pseudo-random seeds. A solution is only reported
+as successful if forward kinematics of the returned, in-limit q meets both tolerances.
 """
 from __future__ import annotations
 
@@ -266,7 +266,8 @@ class WidowXKinematics:
         return A, P, cum[-1] @ self._tail
 
     def fk(self, q) -> np.ndarray:
-        """Pose of the tip link (ee_gripper_link) in base_link by composing the URDF chain. q (..., 6) -> (..., 4, 4)."""
+        """Pose of the tip link (ee_gripper_link) in base_link by composing the URDF chain.
+        q (..., 6) -> (..., 4, 4)."""
         return self._chain(self._q(q))[2]
 
     def fk_poe(self, q) -> np.ndarray:

@@ -122,7 +122,8 @@ class VLAProcessor:
         if c.state_bins < 2:
             raise ModelError(f"processor config: state_bins must be >= 2, got {c.state_bins}")
         if c.action_format not in ("tokens", "continuous"):
-            raise ModelError(f"processor config: action_format must be 'tokens' or 'continuous', got {c.action_format!r}")
+            raise ModelError("processor config: action_format must be 'tokens' or 'continuous', "
+                             f"got {c.action_format!r}")
         self.image_id = self._special_id(c.image_token)
         self.bos_id = self._special_id(c.bos_token)
         self.eos_id = self._special_id(c.eos_token)
@@ -149,9 +150,8 @@ class VLAProcessor:
     def _check_action_block(self) -> None:
         c, at = self.config, self.action_tokenizer
         if at.vocab_size > c.n_action_tokens:
-            raise ModelError(
-                f"action tokenizer needs {at.vocab_size} ids but only {c.n_action_tokens} are reserved in the vocabulary"
-            )
+            raise ModelError(f"action tokenizer needs {at.vocab_size} ids but only {c.n_action_tokens} are reserved "
+                             "in the vocabulary")
         lo, hi = c.action_token_offset, c.action_token_offset + c.n_action_tokens
         if lo < 0:
             raise ModelError(f"action token offset {lo} is negative")

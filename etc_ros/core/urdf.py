@@ -399,7 +399,8 @@ def parse_urdf(text: str, source: str = "<string>") -> UrdfModel:
                 raise UrdfError(f"{source}: joint '{j.name}' <mimic> refers to unknown joint '{j.mimic.joint}'")
     roots = [n for n in links if n not in parent_of]
     if len(roots) != 1:
-        raise UrdfError(f"{source}: expected exactly one root link, found {len(roots)} ({', '.join(roots) or 'a cycle'})")
+        raise UrdfError(f"{source}: expected exactly one root link, found {len(roots)} "
+                        f"({', '.join(roots) or 'a cycle'})")
     # every link must be reachable from the root (no cycles)
     children: dict[str, list[str]] = {}
     for j in joints.values():

@@ -296,9 +296,9 @@ def _renumber(root: Path, spec: DatasetSpec, old: int, new: int, new_from: int, 
             os.replace(vs, vd)
     c, f = chunk_file(new, spec.chunks_size)
     row = dict(row)
-    row.update({"episode_index": new, "task_index": ti, "dataset_from_index": new_from, "dataset_to_index": new_from + T,
-                "data/chunk_index": c, "data/file_index": f, "meta/episodes/chunk_index": c,
-                "meta/episodes/file_index": f})
+    row.update({"episode_index": new, "task_index": ti, "dataset_from_index": new_from,
+                "dataset_to_index": new_from + T, "data/chunk_index": c, "data/file_index": f,
+                "meta/episodes/chunk_index": c, "meta/episodes/file_index": f})
     if spec.video:
         for cam in spec.cameras:
             k = image_key(cam)

@@ -341,7 +341,8 @@ def _check_row(root: Path, spec: DatasetSpec, i: int, row: dict, path: Path, pre
     try:
         st = stats_from_json(row.get("stats"))
         if STATE not in st or int(st[STATE]["count"][0]) != row["length"]:
-            errs.append(f"{where}: column 'stats' lacks statistics of {STATE} over the episode's {row['length']} frames")
+            errs.append(f"{where}: column 'stats' lacks statistics of {STATE} over the episode's "
+                        f"{row['length']} frames")
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         errs.append(f"{where}: column 'stats' is not valid statistics JSON ({e})")
     cams = row["cameras"]

@@ -93,7 +93,8 @@ class Graph:
                 self.params[node] = node_parameters(node, plan.param_files, extra)
         unknown = sorted(set(cfg.params or {}) - set(self.params))
         if unknown:
-            raise BringupError(f"params given for node(s) {unknown} that this graph does not run: {sorted(self.params)}")
+            raise BringupError(f"params given for node(s) {unknown} that this graph does not run: "
+                               f"{sorted(self.params)}")
         shorten_gil_switch_interval()
         self.context = Context()
         rclpy.init(args=[], context=self.context)
@@ -429,9 +430,9 @@ def run_closed_loop_episodes(config: BringupConfig | str | Path | dict | None, p
     """Closed-loop episodes in the simulated world through the whole ROS graph (sim_robot + instruction + policy +
     safety nodes, real time). `policy`: a runtime object with .step(obs) or a bundle path / fake:<name>.
     Each episode: e-stop, world reset (seeds[i] when given, else seed + i; task family `family` when given: the
-    scenes `etc-vla eval --family F` runs for the same seeds), driver re-sync, safety re-anchor, e-stop cleared, instruction
-    (instructions[i % len] or the episode's own), then run until the world reports success or max_steps policy
-    steps (default: the world's cfg.max_steps, else 60) have elapsed at the policy rate.
+    scenes `etc-vla eval --family F` runs for the same seeds), driver re-sync, safety re-anchor, e-stop cleared,
+    instruction (instructions[i % len] or the episode's own), then run until the world reports success or max_steps
+    policy steps (default: the world's cfg.max_steps, else 60) have elapsed at the policy rate.
     Returns success_rate, per-episode results, inference latency p50/p99 [ms], control period p50/p99 [ms],
     camera-to-command latency p50/p99 [ms] and the safety/driver counters."""
     if episodes < 1:

@@ -3,9 +3,9 @@
 Publishes /joint_states (6 arm joints + left_finger/right_finger) at publish_hz and /driver/ready (latched
 Bool); subscribes /safety/joint_command. A backend that reports when it measured (interbotix: xs_sdk's header
 stamp) and the measured joint velocities has each of its measurements republished once with that stamp and those
-velocities; otherwise (fake, sim) the stamp is the tick time and the velocity a finite difference. On start it moves smoothly to start_pose and only then reports ready;
-on shutdown (shutdown_motion()) it moves to stop_pose. Commands outside the limits are refused by the
-JointCommandGuard and counted in /diagnostics, whoever sent them.
+velocities; otherwise (fake, sim) the stamp is the tick time and the velocity a finite difference. On start it
+moves smoothly to start_pose and only then reports ready; on shutdown (shutdown_motion()) it moves to stop_pose.
+Commands outside the limits are refused by the JointCommandGuard and counted in /diagnostics, whoever sent them.
 """
 from __future__ import annotations
 

@@ -188,8 +188,8 @@ def command_to_msg(q: np.ndarray, gripper: float, stamp: float, dt: float = 0.0,
                    velocity: np.ndarray | None = None) -> JointTrajectory:
     """Joint command: one point, joint_names = 6 arm joints + 'gripper' (opening 0..1); header.stamp = the
     safety tick the command was computed at; time_from_start = the control period it covers (the filter's
-    dt; 0 = a re-anchor
-    at the measured joints, or unknown); velocities = the commanded joint velocities (+ 0 for the gripper) when given."""
+    dt; 0 = a re-anchor at the measured joints, or unknown); velocities = the commanded joint velocities (+ 0 for
+    the gripper) when given."""
     m = JointTrajectory()
     m.header.stamp = to_time(stamp)
     m.header.frame_id = robot_spec.BASE_FRAME

@@ -161,7 +161,8 @@ def check_spec_against_processor(spec: Mapping[str, Any], processor: Any, where:
                           "(spec and model do not match)")
     at = processor.action_tokenizer
     if at is not None:
-        want += [("horizon", spec.get("horizon"), int(at.horizon)), ("action_dim", spec.get("action_dim"), int(at.action_dim))]
+        want += [("horizon", spec.get("horizon"), int(at.horizon)),
+                 ("action_dim", spec.get("action_dim"), int(at.action_dim))]
     st = processor.norm_stats.get("state")
     if st is not None:
         want.append(("state_dim", spec.get("state_dim"), int(st.dim)))

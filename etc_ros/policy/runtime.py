@@ -475,7 +475,8 @@ class PolicyRuntime:
     # -- observations
     def _views(self, observation: Mapping[str, Any]) -> list[np.ndarray]:
         if not isinstance(observation, Mapping):
-            raise ModelError(f"observation must be a dict with images/state/instruction, got {type(observation).__name__}")
+            raise ModelError("observation must be a dict with images/state/instruction, "
+                             f"got {type(observation).__name__}")
         imgs = observation.get("images")
         if isinstance(imgs, np.ndarray) and imgs.ndim == 3 and len(self.cameras) == 1:
             return [imgs]

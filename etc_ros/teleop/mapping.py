@@ -67,7 +67,8 @@ def _default_joy_buttons() -> dict[str, int]:
 
 @dataclass
 class KeyboardConfig:
-    bindings: dict[str, str] = field(default_factory=_default_keys)  # key (one character or NAMED_KEYS) -> motion/command
+    # key (one character or NAMED_KEYS) -> motion/command
+    bindings: dict[str, str] = field(default_factory=_default_keys)
     hold_s: float = 0.3  # a press moves its axis this long (auto-repeat of a held key refreshes it)
 
 

@@ -262,8 +262,8 @@ def _affordance(ep: EpisodeView, t: int, cam: str, rng, cfg, kind: str) -> list[
                                                                 box[1] <= uv[1] <= box[3]):
         return []  # the recorded grasp point is not on the object in this view: do not teach it
     loc = coords.point_to_loc(uv, W, H)
-    target = dict(object=obj_name, target=ep.task_target, event_frame=f, event=e["type"], ee_xyz=[float(x) for x in xyz],
-                  pixel=[float(uv[0]), float(uv[1])], loc=loc, image_size=[W, H],
+    target = dict(object=obj_name, target=ep.task_target, event_frame=f, event=e["type"],
+                  ee_xyz=[float(x) for x in xyz], pixel=[float(uv[0]), float(uv[1])], loc=loc, image_size=[W, H],
                   box_pixel=list(box) if box is not None else None)
     return [_sample(kind, rng, target, coords.fmt_point(loc), obj=obj_name, instruction=_instr(ep))]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from etc_ros.core.errors import UserError
 from etc_ros.data.schema import image_key
 from etc_training.etc import coords
 from etc_training.etc.store import load_index, load_samples, open_dataset, resolve_dataset
+
+if TYPE_CHECKING:  # PIL is imported where it draws, so importing this module stays light
+    from PIL import Image
 
 GEOMETRIC = ("trajectory", "point", "box", "affordance_grasp", "affordance_place", "relation", "gripper_relation",
              "objects")

@@ -90,7 +90,8 @@ def stats_markdown(st: dict) -> str:
               "answer words (mean) |", "|---|---:|---:|---:|---:|"]
     for k, v in st["by_subtype"].items():
         lines.append(f"| {k} | {v} | {len(st['templates_used'].get(k, {}))} | "
-                     f"{st['prompt_words'].get(k, {}).get('mean', 0)} | {st['answer_words'].get(k, {}).get('mean', 0)} |")
+                     f"{st['prompt_words'].get(k, {}).get('mean', 0)} | "
+                     f"{st['answer_words'].get(k, {}).get('mean', 0)} |")
     lines += ["", "## Per split", "", "| split | " + " | ".join(CATEGORIES) + " |",
               "|---|" + "---:|" * len(CATEGORIES)]
     for sp, d in sorted(st["by_split_category"].items()):

@@ -95,8 +95,8 @@ def make_episode(seed: int = 0, family: str = "pick_place", width: int = 160, he
     if family == "push":
         start = o + np.array([0.0, -0.06, 0.0])
         end = np.array([*tgt_xy, o[2]]) + np.array([0.0, -0.03, 0.0])
-        kf = [(start + [0, 0, hover], 0.0, 8, "approach"), (start, 0.0, 5, "approach"),
-              (end, 0.0, 10, "push"), (end + [0, 0, hover], 0.0, 6, "retreat"), (end + [0, 0, hover], 0.0, 3, "retreat")]
+        kf = [(start + [0, 0, hover], 0.0, 8, "approach"), (start, 0.0, 5, "approach"), (end, 0.0, 10, "push"),
+              (end + [0, 0, hover], 0.0, 6, "retreat"), (end + [0, 0, hover], 0.0, 3, "retreat")]
         g0 = 0.0
     else:
         dest = np.array([*tgt_xy, top_t + cube / 2 + 0.003])

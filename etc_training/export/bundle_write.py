@@ -256,7 +256,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, quantize: Sequence
         ex = onnx_export.export_graphs(policy, tmp / "fp32", "float32", opset,
                                        progress=lambda r: bar.set_postfix_str(f"fp32 {r}"))
         graphs = ex["graphs"]
-        timings = {"export_fp32_s": round(time.perf_counter() - t0, 2), **{f"fp32_{k}": v for k, v in ex["timings_s"].items()}}
+        timings = {"export_fp32_s": round(time.perf_counter() - t0, 2),
+                   **{f"fp32_{k}": v for k, v in ex["timings_s"].items()}}
         bar.update(1)
         var_meta: dict[str, dict] = {"fp32": {"graphs": {r: f"fp32/{f}" for r, f in graphs.items()},
                                               "precision": "float32",

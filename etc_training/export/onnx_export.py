@@ -285,7 +285,8 @@ def export_graphs(policy: Any, out_dir: str | Path, precision: str = "float32", 
         if progress:
             progress("prefill")
         pre = PrefillGraph(bb, logits_fn, dtype)
-        _export(pre, (emb, mask, pos), out / GRAPH_FILES["prefill"], ["inputs_embeds", "attention_mask", "position_ids"],
+        _export(pre, (emb, mask, pos), out / GRAPH_FILES["prefill"],
+                ["inputs_embeds", "attention_mask", "position_ids"],
                 ["logits", "hidden_states"] + kv_names(n_layers, "present"),
                 {"inputs_embeds": {0: B, 1: S}, "attention_mask": {0: B, 2: S, 3: S}, "position_ids": {0: B, 1: S}},
                 opset, big)

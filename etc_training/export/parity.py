@@ -33,7 +33,8 @@ def compare(ref: Any, got: Any) -> dict:
     r = np.asarray(ref, dtype=np.float64).reshape(-1)
     g = np.asarray(got, dtype=np.float64).reshape(-1)
     if r.shape != g.shape:
-        raise BundleError(f"parity: shapes differ, reference {np.asarray(ref).shape} vs exported {np.asarray(got).shape}")
+        raise BundleError(f"parity: shapes differ, reference {np.asarray(ref).shape} vs exported "
+                          f"{np.asarray(got).shape}")
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(g))):
         return {"max_abs": float("inf"), "rel": float("inf"), "cosine": float("nan")}
     d = float(np.max(np.abs(r - g))) if r.size else 0.0
@@ -178,7 +179,8 @@ def _round(v: float) -> float:
     return v
 
 
-def check_thresholds(variant: str, figures: Mapping[str, Any], thresholds: Mapping[str, Any] | None = None) -> list[str]:
+def check_thresholds(variant: str, figures: Mapping[str, Any],
+                     thresholds: Mapping[str, Any] | None = None) -> list[str]:
     """Problems (empty = pass) of one variant's parity figures."""
     th = dict(DEFAULT_THRESHOLDS.get(variant, DEFAULT_THRESHOLDS["int8-static"]))
     th.update(thresholds or {})

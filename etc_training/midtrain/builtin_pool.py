@@ -3,14 +3,14 @@ mid-training engine runs with no downloads.
 
 Sources (all answers are exact: every image is drawn from the values the answer states):
 
-| source              | images                                   | conversations                                  | robot-like |
-|---------------------|------------------------------------------|------------------------------------------------|------------|
-| `doc_text`          | book covers / text pages                 | "What is the title of this book?" / author     | no         |
-| `chart_qa`          | bar charts with labelled bars            | largest bar, value of a bar                    | no         |
-| `shape_caption`     | shapes on coloured / gradient backgrounds| "Describe the image." -> caption               | no         |
-| `counting`          | scattered shapes                         | "How many circles are there?"                  | no         |
-| `tabletop_pointing` | tabletop scenes (wall, table, objects)   | "Locate a point on the red cube." -> [(x, y)]  | yes        |
-| `tabletop_relation` | tabletop scenes                          | left/right/closest-object relations            | yes        |
+| source | images | conversations | robot-like |
+|---|---|---|---|
+| `doc_text` | book covers / text pages | "What is the title of this book?" / author | no |
+| `chart_qa` | bar charts with labelled bars | largest bar, value of a bar | no |
+| `shape_caption` | shapes on coloured / gradient backgrounds | "Describe the image." -> caption | no |
+| `counting` | scattered shapes | "How many circles are there?" | no |
+| `tabletop_pointing` | tabletop scenes (wall, table, objects) | "Locate a point on the red cube." -> [(x, y)] | yes |
+| `tabletop_relation` | tabletop scenes | left/right/closest-object relations | yes |
 
 "Robot-like" (the ground truth of precision@K) = the two tabletop sources: spatial grounding on manipulation-style
 scenes, the kind of VLM data the EmbodiedMidtrain paper found closest to robot data (spatial pointing QA with

@@ -499,6 +499,6 @@ def run_engine(cfg: MidtrainConfig, log=print) -> dict:
     return summary
 
 
-__all__ = ["Inputs", "BaseFeatures", "Evaluation", "run_engine", "load_inputs", "extract_base_features", "adapted_model",
-           "perplexity_scores", "fit_and_score", "estimator_scores", "save_scores", "evaluate_scores",
+__all__ = ["Inputs", "BaseFeatures", "Evaluation", "run_engine", "load_inputs", "extract_base_features",
+           "adapted_model", "perplexity_scores", "fit_and_score", "estimator_scores", "save_scores", "evaluate_scores",
            "write_selections", "recipe_comparison", "build_summary"]

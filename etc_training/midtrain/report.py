@@ -189,7 +189,8 @@ def _md_inputs(s: dict) -> list[str]:
           + ", ".join(f"{k} ({v})" for k, v in s["pool"]["sources"].items()) + ".",
           f"Robot-like sources (ground truth of precision@K): {', '.join(s['pool']['robot_like_sources']) or 'none'}"
           f" = {ev['n_robot_like']} candidates, i.e. {_f(ev['random_expectation'])} of the pool.",
-          f"Positives (robot): {s['robot']['n']} ETC records ({', '.join(f'{k} {v}' for k, v in s['robot']['groups'].items())}).",
+          f"Positives (robot): {s['robot']['n']} ETC records "
+          f"({', '.join(f'{k} {v}' for k, v in s['robot']['groups'].items())}).",
           f"Features: {s['features']['pooling']} of the frozen VLM's last hidden states, dim {s['features']['dim']}, "
           f"{_f(s['features']['candidates_per_s'], 1)} candidates/s extraction.", ""]
     return L
@@ -238,7 +239,8 @@ def _md_precision(s: dict, titles: dict) -> list[str]:
                  f"{_f(adapted.get('last_loss'))}).")]
     nt = s.get("notes") or {}
     if "spearman_ppl_vs_delta_ppl" in nt:
-        L += ["", f"The base model's log-perplexity varies little across candidates (std {_f(nt['base_log_ppl_std'])}), "
+        L += ["", "The base model's log-perplexity varies little across candidates "
+              f"(std {_f(nt['base_log_ppl_std'])}), "
               f"so delta perplexity ranks almost like robot-conditioned perplexity (Spearman "
               f"{_f(nt['spearman_ppl_vs_delta_ppl'])})."]
     return L

@@ -89,7 +89,8 @@ def _instruction(rng: random.Random) -> str:
         return f"{rng.choice(_VERBS_PLACE)} the {a} {rng.choice(_PLACES)}"
     if kind == 2:
         return f"move the {a} {rng.choice(_DIRECTIONS)} the {rng.choice(_OBJECTS)}"
-    return f"{rng.choice(_VERBS_OBJ)} the {rng.choice(_OBJECTS)} and {rng.choice(_VERBS_PLACE)} it {rng.choice(_PLACES)}"
+    return (f"{rng.choice(_VERBS_OBJ)} the {rng.choice(_OBJECTS)} "
+            f"and {rng.choice(_VERBS_PLACE)} it {rng.choice(_PLACES)}")
 
 
 def _answer(rng: random.Random) -> str:
@@ -131,7 +132,8 @@ def generate_corpus(n: int = 8000, seed: int = 0) -> list[str]:
             out.append(f"Task: {q};\n")
             out.append(f"Answer: {_answer(rng)}")
         elif kind == 2:
-            out.append(f"Task: The task is: {instr}. {rng.choice(_QUESTIONS).format(o=rng.choice(_OBJECTS), r=rng.choice(_OBJECTS), n=5)};\n")
+            q = rng.choice(_QUESTIONS).format(o=rng.choice(_OBJECTS), r=rng.choice(_OBJECTS), n=5)
+            out.append(f"Task: The task is: {instr}. {q};\n")
         else:
             out.append(instr[0].upper() + instr[1:] + rng.choice((".", "", "!", "?")))
     return out

@@ -203,7 +203,8 @@ class VLAPolicy(torch.nn.Module):
             tokenizer = _load_tokenizer(path / "tokenizer.json")
         else:
             if p.requires_checkpoint:
-                raise ModelError(f"preset {p.name!r} loads pretrained weights: pass backbone_path=<local checkpoint dir>")
+                raise ModelError(f"preset {p.name!r} loads pretrained weights: "
+                                 "pass backbone_path=<local checkpoint dir>")
             from transformers import PaliGemmaForConditionalGeneration
 
             tokenizer = build_text_tokenizer(p.text_vocab_size, p.n_action_tokens)

@@ -390,7 +390,6 @@ def closed_loop(cfg: EvalConfig, progress: bool = True) -> dict:
         raise RecipeError(f"unknown sim split(s) {bad}; choose from {list(SPLITS)}")
     if cfg.episodes <= 0:
         return {}
-    out = Path(cfg.out)
     tasks = episode_tasks(cfg)
     import sys
 
@@ -666,8 +665,10 @@ def eval_markdown(res: dict) -> str:
     lines = [f"# Evaluation of `{res['checkpoint']}`", ""]
     cl = res.get("closed_loop") or {}
     if cl:
-        lines += ["## Closed-loop success (MuJoCo WidowX)", "", "| split | episodes | success rate | 95% CI | mean steps "
-                  "| invalid chunks | median miss at first close (mm) | never closed |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["## Closed-loop success (MuJoCo WidowX)", "",
+                  "| split | episodes | success rate | 95% CI | mean steps "
+                  "| invalid chunks | median miss at first close (mm) | never closed |",
+                  "|---|---|---|---|---|---|---|---|"]
         for s, v in cl["per_split"].items():
             fm = v.get("failure_mode") or {}
             miss = fm.get("median_horizontal_miss_m")

@@ -182,8 +182,8 @@ class FrameCache:
             for p in (tmp_f, tmp_g, tmp_o):
                 p.unlink(missing_ok=True)
             raise
-        index = {"format": FORMAT, "fingerprint": fp, "camera": camera, "size": size, "frames": n, "episodes": offsets, "names": names,
-                 "dataset": str(Path(reader.root).resolve())}
+        index = {"format": FORMAT, "fingerprint": fp, "camera": camera, "size": size, "frames": n, "episodes": offsets,
+                 "names": names, "dataset": str(Path(reader.root).resolve())}
         atomic_write_json(d / f"index_{tag}.json", index)
         return cls(d, camera, size, index)
 

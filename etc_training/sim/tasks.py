@@ -125,7 +125,8 @@ def sample_appearance(rng: np.random.Generator, cfg: SimConfig) -> Appearance:
 
 def _small_rotation(rng, scale: float) -> np.ndarray:
     a = rng.uniform(-scale, scale, 3)
-    cx, sx, cy, sy, cz, sz = math.cos(a[0]), math.sin(a[0]), math.cos(a[1]), math.sin(a[1]), math.cos(a[2]), math.sin(a[2])
+    cx, sx, cy, sy = math.cos(a[0]), math.sin(a[0]), math.cos(a[1]), math.sin(a[1])
+    cz, sz = math.cos(a[2]), math.sin(a[2])
     Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
     Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
@@ -166,7 +167,8 @@ def sample_episode(seed: int, split: str = "train", cfg: SimConfig | None = None
         placed: list[PlacedObject] = []
         occ: list[tuple[float, float, float]] = []
         p = _sample_pose(rng, OBJ_X, OBJ_Y, obj.footprint_radius, occ, 0.0)
-        yaw = float(rng.uniform(-math.pi / 4, math.pi / 4)) if obj.kind == "block" else float(rng.uniform(-math.pi, math.pi))
+        yaw = (float(rng.uniform(-math.pi / 4, math.pi / 4)) if obj.kind == "block"
+               else float(rng.uniform(-math.pi, math.pi)))
         placed.append(PlacedObject(obj, p, yaw, "object"))
         occ.append((p[0], p[1], obj.footprint_radius))
         ok = True

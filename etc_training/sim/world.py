@@ -326,7 +326,8 @@ def _index(model, scene: Scene, cams: list[str], intr: dict, weld_names: dict) -
     weld = {k: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_EQUALITY, v) for k, v in weld_names.items()}
     return World(
         model=model, scene=scene,
-        arm_qadr=np.array([model.jnt_qposadr[j] for j in arm_j]), arm_dadr=np.array([model.jnt_dofadr[j] for j in arm_j]),
+        arm_qadr=np.array([model.jnt_qposadr[j] for j in arm_j]),
+        arm_dadr=np.array([model.jnt_dofadr[j] for j in arm_j]),
         arm_act=arm_act, finger_qadr=int(model.jnt_qposadr[lf]), right_finger_qadr=int(model.jnt_qposadr[rf]),
         finger_act=int(fa), ee_site=mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "ee"),
         gripper_body=bid("gripper_link"), ctrl_range=ctrl,
