@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from etc_ros.core import spec
+from etc_ros.core import spec as robot_spec
 from etc_training.distill.config import DistillConfig
 from etc_training.distill.sdm import DistillError
 
@@ -132,7 +132,7 @@ def write_report(out: Path, res: dict) -> None:
 
 
 def _first_observation(root: str, splits: list[str], n_views: int,
-                       horizon: int = spec.CHUNK_HORIZON) -> dict:
+                       horizon: int = robot_spec.CHUNK_HORIZON) -> dict:
     """One real observation (the middle frame of the selection) for the latency measurements."""
     from etc_training.distill.policy import frame_dataset
 
@@ -167,7 +167,8 @@ def evaluate_variants(cfg: DistillConfig, policy, sdm_state: dict, cd_state: dic
         res["offline"] = {}
         for split in e.heldout_splits:
             try:
-                hb = build_condition_bank(policy, e.heldout, [split], cfg.data.cameras, e.heldout_frames, cfg.data.batch,
+                hb = build_condition_bank(policy, e.heldout, [split], cfg.data.cameras, e.heldout_frames,
+                                          cfg.data.batch,
                                           cache=out / "cache" / f"heldout_{split}.pt", checkpoint=cfg.checkpoint,
                                           progress=progress and cfg.run.progress)
             except DistillError as err:

@@ -127,7 +127,8 @@ def build_condition_bank(policy, root: str | Path, splits: Sequence[str], camera
     proc = policy.processor
     key = None
     if cache is not None:
-        key = json.dumps({"ckpt": _checkpoint_key(checkpoint) if checkpoint else None, "root": str(Path(root).resolve()),
+        key = json.dumps({"ckpt": _checkpoint_key(checkpoint) if checkpoint else None,
+                          "root": str(Path(root).resolve()),
                           "splits": list(splits), "cameras": list(cameras), "max_frames": int(max_frames)},
                          sort_keys=True)
         hit = ConditionBank.load(cache, key)

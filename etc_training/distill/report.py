@@ -200,9 +200,11 @@ def closed_loop(policy, heads: Mapping[str, DiffusionActionHead], splits: Sequen
                     "success_ci95": wilson(s, n),
                     "reached_rate": round(sum(e["reached"] for e in eps) / n, 4) if n else None,
                     "grasped_rate": round(sum(e["grasped"] for e in eps) / n, 4) if n else None,
-                    "min_ee_object_m_mean": round(float(np.mean([e["min_ee_object_m"] for e in eps])), 4) if n else None,
+                    "min_ee_object_m_mean": (round(float(np.mean([e["min_ee_object_m"] for e in eps])), 4)
+                                             if n else None),
                     "invalid_chunks": int(sum(e["invalid_chunks"] for e in eps)),
-                    "predict_ms_median": round(float(np.median([e["predict_ms_median"] for e in eps])), 2) if n else None,
+                    "predict_ms_median": (round(float(np.median([e["predict_ms_median"] for e in eps])), 2)
+                                          if n else None),
                     "per_episode": eps,
                 }
     finally:
@@ -364,8 +366,9 @@ def report_markdown(res: Mapping[str, Any]) -> str:
         L += ["## Action error against held-out demonstrations", "",
               "Normalized units (1.0 = half the q01..q99 range of a dimension); the same noise for every variant.", ""]
         for split, rows in off.items():
-            L += [f"### {split}", "", "| variant | frames | MSE (norm) | MAE (norm) | first-action MSE | xyz MAE (mm) | "
-                  "rot MAE (mrad) | gripper MAE | sample std |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            L += [f"### {split}", "", "| variant | frames | MSE (norm) | MAE (norm) | first-action MSE | "
+                  "xyz MAE (mm) | rot MAE (mrad) | gripper MAE | sample std |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
             for name, r in rows.items():
                 L.append(f"| {name} | {r.get('frames')} | {_f(r.get('mse_norm'), 4)} | {_f(r.get('mae_norm'), 4)} | "
                          f"{_f(r.get('first_mse_norm'), 4)} | {_f(r.get('xyz_mae_mm'), 2)} | "

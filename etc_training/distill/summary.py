@@ -90,7 +90,8 @@ def summarize(runs: Sequence[str | Path], reference: str = "teacher-10", candida
         vals = [(rep.get("latency") or {}).get("_speedups", {}).get(kind) for _, rep in reports]
         vals = [float(x) for x in vals if x is not None]
         if vals:
-            out["speedups"][kind] = {"median": round(float(np.median(vals)), 2), "per_seed": [round(x, 2) for x in vals]}
+            out["speedups"][kind] = {"median": round(float(np.median(vals)), 2),
+                                     "per_seed": [round(x, 2) for x in vals]}
     head = out["speedups"].get("policy_bundle head graph") or out["speedups"].get("head_torch") or {}
     out["verdict"] = {}
     for split in splits:
