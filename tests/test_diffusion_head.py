@@ -12,13 +12,7 @@ from etc_training.models.heads.base import PrefixPooler, condition_mask
 from etc_training.models.heads.diffusion import DiffusionActionHead, NoiseSchedule, ddim_sample
 from etc_training.models.heads.hybrid import HybridActionHead, diffusion_part
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ---------------------------------------------------------------------------------------------- schedule

@@ -14,12 +14,7 @@ HEAD = {"grounding_weight": 1.0, "ground_to_action": True, "spatial_heads": 2, "
         "cond_dim": 64, "width": 128}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _regression_policy():

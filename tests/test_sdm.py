@@ -16,12 +16,7 @@ MODES = torch.tensor([[0.5, 0.5], [-0.5, -0.5]])
 STD = 0.08
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def mog(n: int, seed: int) -> torch.Tensor:
