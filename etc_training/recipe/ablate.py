@@ -1,16 +1,25 @@
 """`etc-vla ablate`: the paper's comparison at this scale — the same data, model initialisation and step budget,
 several seeds:
 
-    action_only     no Stage 1, no ETC anywhere (actions only in Stages 2 and 3)
-    etc_stage2      no Stage 1; ETC co-training in Stage 2 (and the configured Stage-3 ETC mix)
-    three_stage     the full recipe: Distribution Bridging + Objective Bridging + Retentive Adaptation
-    db_action_only  (optional) Stage 1, then action-only Stages 2/3: with three_stage, the CKA-drift pair of Fig. 3a
+    action_only      no Stage 1, no ETC anywhere (actions only in Stages 2 and 3)
+    etc_stage2       no Stage 1; ETC co-training in Stage 2 (and the configured Stage-3 ETC mix)
+    three_stage      the full recipe: Distribution Bridging + Objective Bridging + Retentive Adaptation
+    three_stage_ood  three_stage + OOD ETC in Stage 3: ETC of scenes whose actions the policy never trains on
+                     (`ood_etc_source`: an ETC directory's ood* splits), a share `ood_etc_share` of the Stage-3
+                     ETC batch (the paper's 0.9 : 0.1); refused when there is no such ETC
+    etc_<category>   three_stage with every ETC source restricted to one category (scene_grounding, task_oriented,
+                     action_planning): each category alone against all three (Fig. 3b); same ETC batch sizes
+    db_action_only   (optional) Stage 1, then action-only Stages 2/3: with three_stage, the CKA-drift pair of Fig. 3a
 
 budget "stages" (default, as in the paper): every variant makes the same Stage-2 and Stage-3 steps; Stage 1 is
 extra. budget "total": variants without Stage 1 add its steps to Stage 2, so all make the same number of optimizer
-steps. For each run: held-out action loss / decoded-chunk MSE (val split), ETC answer quality (val ETC),
-closed-loop success in the MuJoCo world (train + OOD splits) and the last CKA to the reference model.
-Writes OUT/ablation.md (table, mean ± std over seeds), OUT/ablation.json, OUT/ablation.png, OUT/cka_ablation.png.
+steps. For each run: held-out action loss / decoded-chunk MSE (val data), ETC answer quality (held-out ETC),
+closed-loop success in the MuJoCo world (train + OOD splits; a split the task family cannot make, e.g. ood_combo
+for pick_up, is skipped and listed), the last CKA to the reference model and the run time. Runs are ordered
+pathway variants first, then the category variants, seeds inside; a finished run is resumed (its training is
+skipped, its evaluation reused when the evaluation settings are unchanged), so the command can be rerun after an
+interruption. Writes OUT/ablation.md (mean ± std over seeds; closed-loop success pooled over seeds with a 95 %
+Wilson interval), OUT/ablation.json, OUT/ablation.png, OUT/cka_ablation.png.
 """
 from __future__ import annotations
 
@@ -23,10 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from etc_training.recipe.config import RecipeError, TrainConfig, check_config
+from etc_training.etc.mixture import CATEGORIES
+from etc_training.recipe.config import RecipeError, SourceConfig, TrainConfig, check_config
 
-VARIANTS = ("action_only", "etc_stage2", "three_stage", "db_action_only")
+CATEGORY_VARIANTS = tuple(f"etc_{c}" for c in CATEGORIES)
+PATHWAY_VARIANTS = ("action_only", "etc_stage2", "three_stage", "three_stage_ood")
+VARIANTS = ("action_only", "etc_stage2", "three_stage", "db_action_only", "three_stage_ood") + CATEGORY_VARIANTS
 DEFAULT_VARIANTS = ("action_only", "etc_stage2", "three_stage")
+VARIANT_GROUPS = {"pathway": PATHWAY_VARIANTS, "categories": CATEGORY_VARIANTS}  # --variants shorthands
+OOD_PREFIX = "ood"  # ETC splits named ood* are OOD scenes (etc-vla sim collect --split ood_color, synthetic "ood")
 
 
 @dataclass
@@ -36,15 +50,42 @@ class AblationConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     budget: str = "stages"  # stages | total
     eval_episodes: int = 2  # closed-loop episodes per split and run (0 = skip)
-    eval_splits: list[str] = field(default_factory=lambda: ["train", "ood_color"])
+    eval_splits: list[str] = field(default_factory=lambda: ["train", "ood_color"])  # ["all"] = every sim split
     eval_workers: int = 2
     etc_samples: int = 12
     action_samples: int = 32
     max_steps: int = 0
+    families: list[str] = field(default_factory=list)  # closed-loop task families (empty = the sim's mix)
+    # three_stage_ood: the OOD ETC source (scenes whose actions no variant trains on)
+    ood_etc: str | None = None  # its ETC directory (None = data.etc)
+    ood_etc_splits: list[str] = field(default_factory=list)  # empty = every ood* split of that ETC
+    ood_etc_share: float = 0.1  # its share of the Stage-3 ETC batch (the other sources keep their proportions)
+    # held-out metrics (None = the recipe's data.etc / data.episodes and data.val_split)
+    etc_eval: str | None = None
+    etc_eval_splits: list[str] = field(default_factory=lambda: ["val"])  # offline ETC eval, skipped when absent
+    val_data: str | None = None
+    val_split: str | None = None
 
 
-def variant_config(base: TrainConfig, variant: str, budget: str = "stages") -> TrainConfig:
-    """The training configuration of one ablation variant (a modified deep copy of `base`)."""
+def expand_variants(names: list[str]) -> list[str]:
+    """Variant names with the shorthands `pathway` and `categories` expanded, duplicates dropped, order kept."""
+    out: list[str] = []
+    for n in names:
+        for v in VARIANT_GROUPS.get(n, (n,)):
+            if v not in out:
+                out.append(v)
+    return out
+
+
+def variant_category(variant: str) -> str | None:
+    """The ETC category of a category variant (etc_<category>), else None."""
+    return variant[len("etc_"):] if variant in CATEGORY_VARIANTS else None
+
+
+def variant_config(base: TrainConfig, variant: str, budget: str = "stages", ood_source: SourceConfig | None = None,
+                   ood_share: float = 0.1) -> TrainConfig:
+    """The training configuration of one ablation variant (a modified deep copy of `base`). three_stage_ood needs
+    `ood_source` (see ood_etc_source), added to Stage 3 with `ood_share` of its ETC batch."""
     if variant not in VARIANTS:
         raise RecipeError(f"unknown ablation variant {variant!r}; choose from {list(VARIANTS)}")
     if budget not in ("stages", "total"):
@@ -61,7 +102,153 @@ def variant_config(base: TrainConfig, variant: str, budget: str = "stages") -> T
         for s in (s2, s3):
             s.etc_batch = 0
             s.etc_ratio = 0.0
+    if variant == "three_stage_ood":
+        _add_ood_source(cfg, ood_source, ood_share)
+    cat = variant_category(variant)
+    if cat is not None:
+        _restrict_category(cfg, cat)
     return check_config(cfg)
+
+
+def _etc_path(cfg: TrainConfig, src: SourceConfig) -> str | None:
+    p = src.path or cfg.data.etc
+    return str(Path(p).resolve()) if p else None
+
+
+def _add_ood_source(cfg: TrainConfig, ood: SourceConfig | None, share: float) -> None:
+    s3 = cfg.stages.stage3
+    if ood is None or not ood.splits:
+        raise RecipeError("three_stage_ood needs an OOD ETC source (ETC of scenes whose actions the policy never "
+                          "trains on); run_ablation resolves it from the data (ood_etc_source, --ood-etc)")
+    if not 0.0 < float(share) < 1.0:
+        raise RecipeError(f"the OOD ETC share of the Stage-3 ETC batch must be in (0, 1), got {share}")
+    if not s3.enabled or s3.resolved_etc_batch() <= 0:
+        raise RecipeError("three_stage_ood: Stage 3 has no ETC batch to mix OOD ETC into (set stages.stage3.etc_ratio "
+                          "or etc_batch and an etc_sources entry)")
+    kept = [s for s in s3.etc_sources if s.weight > 0]
+    for s in kept:
+        if s.kind == "etc" and _etc_path(cfg, s) == _etc_path(cfg, ood) and (not s.splits or
+                                                                              set(s.splits) & set(ood.splits)):
+            raise RecipeError(f"three_stage_ood: Stage 3's ETC source {s.name!r} already draws from the OOD split(s) "
+                              f"{sorted(set(s.splits or ood.splits) & set(ood.splits))}, so three_stage is the OOD "
+                              "pathway already: give Stage 3 only target-scene ETC in the ablation's config")
+    src = copy.deepcopy(ood)
+    names = {s.name for s in s3.etc_sources}
+    while src.name in names:
+        src.name += "_"
+    src.weight = float(share) / (1.0 - float(share)) * sum(s.weight for s in kept)
+    s3.etc_sources.append(src)
+
+
+def _restrict_category(cfg: TrainConfig, cat: str) -> None:
+    from etc_training.etc.mixture import GROUP_CATEGORY
+
+    n = 0
+    for name, s in cfg.stages.items():
+        for j, src in enumerate(s.etc_sources):
+            if src.kind != "etc":
+                continue  # general VLM data has no ETC category: kept as configured
+            where = f"etc_{cat}: stages.{name}.etc_sources[{j}] ({src.name!r})"
+            if src.categories and cat not in src.categories:
+                raise RecipeError(f"{where} is limited to the categories {src.categories}")
+            if src.groups and sum(v for g, v in src.groups.items() if GROUP_CATEGORY.get(g) == cat) <= 0:
+                raise RecipeError(f"{where}: its group weights {src.groups} give the category no weight")
+            src.categories = [cat]
+            n += 1
+    if n == 0:
+        raise RecipeError(f"etc_{cat}: the config has no ETC source to restrict to the category")
+
+
+def etc_split_counts(path: str | Path) -> dict[str, int]:
+    """Number of ETC records per split of an ETC directory (its index) or of ETC JSONL file(s)."""
+    p = Path(path)
+    if (p / "index.json").is_file():
+        from etc_training.etc.store import load_index
+
+        out: dict[str, int] = {}
+        for f in load_index(p)["files"]:
+            out[str(f["split"])] = out.get(str(f["split"]), 0) + int(f.get("count", 0))
+        return out
+    from etc_training.recipe.data import read_jsonl
+
+    out = {}
+    for r in read_jsonl(p, "etc"):
+        out[str(r["split"])] = out.get(str(r["split"]), 0) + 1
+    return out
+
+
+def _same_dataset(etc_dir: str, episodes: str | None) -> bool:
+    """Whether the ETC directory was built from the episode dataset `episodes` (True when unknown)."""
+    p = Path(etc_dir)
+    if not episodes or not (p / "index.json").is_file():
+        return True
+    from etc_training.etc.store import load_index, resolve_dataset
+
+    idx = load_index(p)
+    ref = idx.get("dataset_abs") or idx.get("dataset")
+    if not ref:
+        return True
+    return resolve_dataset(str(ref), p) == Path(episodes).resolve()
+
+
+def ood_etc_source(base: TrainConfig, acfg: AblationConfig) -> SourceConfig:
+    """The Stage-3 OOD ETC source of three_stage_ood: the ood* splits (or acfg.ood_etc_splits) of acfg.ood_etc
+    (default data.etc). Refused when that ETC has no such split, or when its scenes' actions are trained on (a split
+    that some stage's action_splits name, in the same episode dataset)."""
+    path = acfg.ood_etc or base.data.etc
+    if not path:
+        raise RecipeError("three_stage_ood: no ETC to take OOD ETC from (data.etc is not set and no --ood-etc)")
+    if not Path(path).exists():
+        raise RecipeError(f"three_stage_ood: OOD ETC not found: {path}")
+    counts = {k: v for k, v in etc_split_counts(path).items() if v > 0}
+    if acfg.ood_etc_splits:
+        splits = list(acfg.ood_etc_splits)
+        missing = [s for s in splits if s not in counts]
+        if missing:
+            raise RecipeError(f"three_stage_ood: {path} has no ETC in split(s) {missing} (splits present: "
+                              f"{sorted(counts)})")
+    else:
+        splits = sorted(s for s in counts if s.startswith(OOD_PREFIX))
+    if not splits:
+        raise RecipeError(f"three_stage_ood: {path} has no OOD ETC split (splits present: {sorted(counts)}); build "
+                          "ETC from OOD-split scenes whose actions the policy never trains on (etc-vla sim collect "
+                          "--split ood_color ..., then etc-vla etc build) and pass it with --ood-etc, or name its "
+                          "splits with --ood-etc-splits")
+    if _same_dataset(path, base.data.episodes):
+        trained = sorted({sp for _, s in base.stages.items() if s.action_batch > 0 for sp in s.action_splits})
+        both = sorted(set(splits) & set(trained))
+        if both:
+            raise RecipeError(f"three_stage_ood: the policy trains on the actions of split(s) {both}, so their ETC "
+                              "is not OOD ETC")
+    same_as_data = bool(base.data.etc) and Path(path).resolve() == Path(base.data.etc).resolve()
+    return SourceConfig(name="ood", kind="etc", path=None if same_as_data else str(path), splits=splits)
+
+
+def eval_splits(acfg: AblationConfig) -> tuple[list[str], dict[str, str]]:
+    """(splits evaluated, {split: why skipped}): acfg.eval_splits (["all"] = every sim split), without the splits
+    the closed-loop task families cannot make (ood_combo needs a place target: not pick_up), as
+    `etc-vla analyze attention` skips them."""
+    from etc_training.sim.config import FAMILIES
+    from etc_training.sim.splits import SPLITS
+    from etc_training.sim.tasks import TaskError, sample_episode
+
+    fam_bad = [f for f in acfg.families if f not in FAMILIES]
+    if fam_bad:
+        raise RecipeError(f"unknown task family(ies) {fam_bad}; choose from {list(FAMILIES)}")
+    splits = list(SPLITS) if list(acfg.eval_splits) == ["all"] else list(acfg.eval_splits)
+    bad = [s for s in splits if s not in SPLITS]
+    if bad:
+        raise RecipeError(f"unknown sim split(s) {bad}; choose from {list(SPLITS)} (or 'all')")
+    keep, skipped = [], {}
+    for s in splits:
+        try:
+            for f in acfg.families or [None]:
+                sample_episode(0, s, family=f)
+        except TaskError as e:
+            skipped[s] = str(e)
+            continue
+        keep.append(s)
+    return keep, skipped
 
 
 def _mean_std(vals: list) -> tuple[float | None, float | None]:
@@ -71,10 +258,45 @@ def _mean_std(vals: list) -> tuple[float | None, float | None]:
     return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
 
 
+def _run_order(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """Pathway (and other) variants for every seed first, then the category variants for every seed."""
+    first = [v for v in variants if v not in CATEGORY_VARIANTS]
+    cats = [v for v in variants if v in CATEGORY_VARIANTS]
+    return [(v, s) for group in (first, cats) for s in seeds for v in group]
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=str))
+
+
+def _evaluate_run(ecfg, progress: bool) -> dict:
+    """evaluate(ecfg), or the run's earlier evaluation when it was made with the same settings."""
+    from etc_training.recipe.evaluate import evaluate
+
+    prev = Path(ecfg.out) / "eval.json"
+    if prev.is_file():
+        try:
+            old = json.loads(prev.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        if old.get("config") == _jsonable({k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__}):
+            old["reused"] = True
+            return old
+    return evaluate(ecfg, progress=progress)
+
+
+def _etc_summary(cfg: TrainConfig) -> dict:
+    """Per enabled stage: its ETC batch and sources (what the variant's ETC is)."""
+    return {n: {"etc_batch": st.resolved_etc_batch(),
+                "sources": [{"name": s.name, "path": s.path, "splits": list(s.splits), "categories": list(s.categories),
+                             "weight": round(float(s.weight), 4)} for s in st.etc_sources]}
+            for n, st in cfg.stages.items() if st.enabled}
+
+
 def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
                  log=print) -> dict:
     from etc_training.recipe.distributed import set_threads
-    from etc_training.recipe.evaluate import EvalConfig, evaluate
+    from etc_training.recipe.evaluate import EvalConfig
     from etc_training.recipe.metrics import read_metrics
     from etc_training.recipe.stages import _quiet_transformers, run_recipe
 
@@ -82,9 +304,17 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
     _quiet_transformers()
     set_threads(base.run.threads)
     out = Path(acfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    acfg = copy.deepcopy(acfg)
+    acfg.variants = expand_variants(list(acfg.variants))
     if not acfg.variants or not acfg.seeds:
         raise RecipeError("the ablation needs at least one variant and one seed")
+    bad = [v for v in acfg.variants if v not in VARIANTS]
+    if bad:
+        raise RecipeError(f"unknown ablation variant(s) {bad}; choose from {list(VARIANTS)} (or pathway, categories)")
+    splits, skipped = eval_splits(acfg) if acfg.eval_episodes > 0 else ([], {})
+    for s, why in skipped.items():
+        say(f"[ablate] split {s} skipped: {why}")
+    out.mkdir(parents=True, exist_ok=True)
     base = copy.deepcopy(base)
     # same data for every run: generate it once (or use the configured dataset)
     if base.data.episodes is None:
@@ -92,49 +322,66 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
 
         eps, etc = make_synthetic_data(out / "data", base.data.synthetic)
         base.data.episodes, base.data.etc = str(eps), str(etc)
+    ood = ood_etc_source(base, acfg) if "three_stage_ood" in acfg.variants else None
+    # every variant's configuration is checked before the first (long) training starts
+    for v in acfg.variants:
+        variant_config(base, v, acfg.budget, ood, acfg.ood_etc_share)
+    etc_eval = acfg.etc_eval or base.data.etc
+    etc_eval_splits = [s for s in acfg.etc_eval_splits if etc_eval and etc_split_counts(etc_eval).get(s)]
+    if etc_eval and not etc_eval_splits:
+        say(f"[ablate] no ETC in split(s) {acfg.etc_eval_splits} of {etc_eval}: offline ETC quality skipped")
+    meta = {"eval_splits": splits, "skipped_splits": skipped,
+            "ood_etc": None if ood is None else {"path": ood.path or base.data.etc, "splits": ood.splits,
+                                                 "share": acfg.ood_etc_share}}
     t0 = time.perf_counter()
     runs: list[dict] = []
-    for seed in acfg.seeds:
-        # the same initial model for every variant of this seed: build it once
+    for v, seed in _run_order(acfg.variants, [int(s) for s in acfg.seeds]):
+        # the same initial model for every variant of this seed: built once (kept on disk)
         init_dir = out / f"init_seed{seed}"
         seed_cfg = copy.deepcopy(base)
         seed_cfg.seed = int(seed)
         if not seed_cfg.model.init:
             seed_cfg.model.init = str(build_init_policy(seed_cfg, init_dir))
-        for v in acfg.variants:
-            cfg = variant_config(seed_cfg, v, acfg.budget)
-            cfg.out = str(out / v / f"seed{seed}")
-            say(f"[ablate] {v} seed {seed} -> {cfg.out}")
-            tr = time.perf_counter()
-            summ = run_recipe(cfg, progress=progress, log=None)
-            if summ.get("status") != "done":
-                raise RecipeError(f"{cfg.out}: training did not finish ({summ.get('status')})")
-            train_s = time.perf_counter() - tr
-            ecfg = EvalConfig(checkpoint=summ["final_policy"], out=str(Path(cfg.out) / "eval"),
-                              splits=list(acfg.eval_splits), episodes=acfg.eval_episodes, workers=acfg.eval_workers,
-                              seed=1000 + int(seed), max_steps=acfg.max_steps, etc=base.data.etc, etc_splits=["val"],
-                              etc_samples=acfg.etc_samples, data=base.data.episodes,
-                              data_split=base.data.val_split, action_samples=acfg.action_samples,
-                              cameras=list(base.data.cameras) or ["primary"])
-            ev = evaluate(ecfg, progress=progress)
-            cka_rows = [r for n in ("stage2", "stage3") for r in read_metrics(Path(cfg.out) / n / "metrics.jsonl")
-                        if isinstance(r.get("cka"), dict)]
-            cl = (ev.get("closed_loop") or {}).get("per_split", {})
-            runs.append({
-                "variant": v, "seed": int(seed), "out": cfg.out, "train_s": round(train_s, 1),
-                "steps": sum(s.steps for _, s in cfg.stages.items() if s.enabled),
-                "val_action_loss": (ev.get("actions") or {}).get("action_loss"),
-                "val_action_accuracy": (ev.get("actions") or {}).get("action_accuracy"),
-                "val_chunk_mse": (ev.get("actions") or {}).get("chunk_mse_norm"),
-                "etc_parse_rate": ((ev.get("etc") or {}).get("summary") or {}).get("parse_rate"),
-                "etc_point_error_px": ((ev.get("etc") or {}).get("summary") or {}).get("point_error_px"),
-                "success": {s: d["success_rate"] for s, d in cl.items()},
-                "cka_final": cka_rows[-1]["cka_mean"] if cka_rows else None,
-                "cka_reference": cka_rows[-1].get("cka_reference") if cka_rows else None,
-                "cka_curve": [(r["global_step"], r["cka_mean"]) for r in cka_rows],
-            })
-            _write(out, acfg, runs, time.perf_counter() - t0)
-    res = _write(out, acfg, runs, time.perf_counter() - t0)
+        cfg = variant_config(seed_cfg, v, acfg.budget, ood, acfg.ood_etc_share)
+        cfg.out = str(out / v / f"seed{seed}")
+        say(f"[ablate] {v} seed {seed} -> {cfg.out}")
+        tr = time.perf_counter()
+        summ = run_recipe(cfg, progress=progress, log=None)
+        if summ.get("status") != "done":
+            raise RecipeError(f"{cfg.out}: training did not finish ({summ.get('status')})")
+        walls = [r.get("wall_s") for r in (summ.get("stages") or {}).values()]
+        train_s = sum(walls) if walls and all(isinstance(w, (int, float)) for w in walls) else \
+            time.perf_counter() - tr
+        te = time.perf_counter()
+        ecfg = EvalConfig(checkpoint=summ["final_policy"], out=str(Path(cfg.out) / "eval"), splits=list(splits),
+                          episodes=acfg.eval_episodes if splits else 0, workers=acfg.eval_workers,
+                          seed=1000 + int(seed), max_steps=acfg.max_steps, families=list(acfg.families),
+                          etc=etc_eval if etc_eval_splits else None, etc_splits=etc_eval_splits or ["val"],
+                          etc_samples=acfg.etc_samples, data=acfg.val_data or base.data.episodes,
+                          data_split=acfg.val_split or base.data.val_split, action_samples=acfg.action_samples,
+                          cameras=list(base.data.cameras) or ["primary"])
+        ev = _evaluate_run(ecfg, progress)
+        eval_s = float(ev.get("seconds") or (time.perf_counter() - te))
+        cka_rows = [r for n in ("stage2", "stage3") for r in read_metrics(Path(cfg.out) / n / "metrics.jsonl")
+                    if isinstance(r.get("cka"), dict)]
+        cl = (ev.get("closed_loop") or {}).get("per_split", {})
+        runs.append({
+            "variant": v, "seed": int(seed), "out": cfg.out, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1),
+            "steps": sum(s.steps for _, s in cfg.stages.items() if s.enabled),
+            "etc_sources": _etc_summary(cfg),
+            "val_action_loss": (ev.get("actions") or {}).get("action_loss"),
+            "val_action_accuracy": (ev.get("actions") or {}).get("action_accuracy"),
+            "val_chunk_mse": (ev.get("actions") or {}).get("chunk_mse_norm"),
+            "etc_parse_rate": ((ev.get("etc") or {}).get("summary") or {}).get("parse_rate"),
+            "etc_point_error_px": ((ev.get("etc") or {}).get("summary") or {}).get("point_error_px"),
+            "success": {s: d["success_rate"] for s, d in cl.items()},
+            "success_counts": {s: [int(d["successes"]), int(d["episodes"])] for s, d in cl.items()},
+            "cka_final": cka_rows[-1]["cka_mean"] if cka_rows else None,
+            "cka_reference": cka_rows[-1].get("cka_reference") if cka_rows else None,
+            "cka_curve": [(r["global_step"], r["cka_mean"]) for r in cka_rows],
+        })
+        _write(out, acfg, runs, time.perf_counter() - t0, meta)
+    res = _write(out, acfg, runs, time.perf_counter() - t0, meta)
     say(f"[ablate] done in {res['seconds']} s: {out / 'ablation.md'}")
     return res
 
@@ -161,10 +408,26 @@ def build_init_policy(cfg: TrainConfig, init_dir: Path) -> Path:
     return init_dir
 
 
-def _table(acfg: AblationConfig, runs: list[dict]) -> tuple[list[str], list[dict]]:
-    splits = list(acfg.eval_splits) if acfg.eval_episodes > 0 else []
+def pooled_success(runs: list[dict], split: str) -> dict | None:
+    """Closed-loop success on `split` pooled over the runs (seeds): successes, episodes, rate and the 95 % Wilson
+    interval; None when no run recorded its counts."""
+    from etc_training.recipe.evaluate import wilson_interval
+
+    counts = [r["success_counts"][split] for r in runs if split in (r.get("success_counts") or {})]
+    if not counts:
+        return None
+    k, n = sum(int(c[0]) for c in counts), sum(int(c[1]) for c in counts)
+    lo, hi = wilson_interval(k, n)
+    return {"successes": k, "episodes": n, "rate": k / n if n else None, "ci95": [round(lo, 4), round(hi, 4)],
+            "seeds": len(counts)}
+
+
+def _table(acfg: AblationConfig, runs: list[dict], splits: list[str] | None = None) -> tuple[list[str], list[dict]]:
+    if splits is None:
+        splits = list(acfg.eval_splits)
+    splits = splits if acfg.eval_episodes > 0 else []
     rows = []
-    for v in acfg.variants:
+    for v in expand_variants(list(acfg.variants)):
         rs = [r for r in runs if r["variant"] == v]
         if not rs:
             continue
@@ -174,6 +437,9 @@ def _table(acfg: AblationConfig, runs: list[dict]) -> tuple[list[str], list[dict
             row[k] = _mean_std([r.get(k) for r in rs])
         for s in splits:
             row[f"success:{s}"] = _mean_std([r["success"].get(s) for r in rs])
+            row[f"pooled:{s}"] = pooled_success(rs, s)
+        row["train_min"] = _mean_std([r["train_s"] / 60 if r.get("train_s") is not None else None for r in rs])
+        row["eval_min"] = _mean_std([r["eval_s"] / 60 if r.get("eval_s") is not None else None for r in rs])
         rows.append(row)
     return splits, rows
 
@@ -185,27 +451,60 @@ def _cell(ms, nd=3) -> str:
     return f"{m:.{nd}f} ± {s:.{nd}f}"
 
 
-def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float) -> dict:
+def _pooled_cell(p: dict | None) -> str:
+    if not p or not p["episodes"]:
+        return "-"
+    lo, hi = p["ci95"]
+    return f"{p['rate']:.2f} [{lo:.2f}, {hi:.2f}] ({p['successes']}/{p['episodes']})"
+
+
+def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, meta: dict | None = None) -> dict:
     from etc_ros.core.io import atomic_write_json, atomic_write_text
 
-    splits, rows = _table(acfg, runs)
+    meta = dict(meta or {})
+    splits, rows = _table(acfg, runs, meta.get("eval_splits"))
+    seeds = sorted({r["seed"] for r in runs})
     head = ["variant", "seeds", "steps", "val action loss ↓", "val chunk MSE ↓", "val token acc ↑",
-            "ETC parse rate ↑", "ETC point err px ↓", "final CKA ↑"] + [f"success {s} ↑" for s in splits]
-    md = ["# ETC ablation at tiny scale", "",
+            "ETC parse rate ↑", "ETC point err px ↓", "final CKA ↑"] + [f"success {s} ↑" for s in splits] + \
+           ["train min / run", "eval min / run"]
+    md = ["# ETC ablation", "",
           f"Same data, same initial model per seed, budget `{acfg.budget}`; mean ± std over seeds "
-          f"{sorted({r['seed'] for r in runs})}. CKA: mean linear CKA over decoder layers to the reference "
+          f"{seeds}. CKA: mean linear CKA over decoder layers to the reference "
           "(Stage-1 model when the variant has Stage 1, else its starting model).", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["variant"], str(r["seeds"]), str(r["steps"]), _cell(r["val_action_loss"]), _cell(r["val_chunk_mse"]),
                  _cell(r["val_action_accuracy"]), _cell(r["etc_parse_rate"]), _cell(r["etc_point_error_px"], 1),
-                 _cell(r["cka_final"])] + [_cell(r[f"success:{s}"], 2) for s in splits]
+                 _cell(r["cka_final"])] + [_cell(r[f"success:{s}"], 2) for s in splits] + \
+                [_cell(r["train_min"], 1), _cell(r["eval_min"], 1)]
         md.append("| " + " | ".join(cells) + " |")
+    if splits:
+        fam = ", ".join(acfg.families) if acfg.families else "the sim's task mix"
+        md += ["", "## Closed-loop success per split, pooled over seeds", "",
+               f"{acfg.eval_episodes} seeded scenes per split and run ({fam}; scene i of a run with training seed s is "
+               "`reset(seed=(1000 + s) * 100000 + i)`, the same scenes for every variant). Pooled: successes / "
+               "episodes over the seeds with the 95 % Wilson interval; then mean ± std of the per-seed rates.", "",
+               "| variant | " + " | ".join(splits) + " |", "|" + "---|" * (len(splits) + 1)]
+        for r in rows:
+            md.append("| " + " | ".join([r["variant"]] + [f"{_pooled_cell(r[f'pooled:{s}'])}; "
+                                                          f"{_cell(r[f'success:{s}'], 2)}" for s in splits]) + " |")
+    notes = []
+    for s, why in (meta.get("skipped_splits") or {}).items():
+        notes.append(f"- split `{s}` not evaluated: {why}")
+    if meta.get("ood_etc"):
+        o = meta["ood_etc"]
+        notes.append(f"- three_stage_ood: Stage-3 OOD ETC from `{o['path']}` splits {o['splits']} (scenes whose "
+                     f"actions no variant trains on), {o['share']:.0%} of the Stage-3 ETC batch")
+    if any(v in CATEGORY_VARIANTS for v in acfg.variants):
+        notes.append("- etc_<category>: three_stage with every ETC source restricted to that category (same ETC batch "
+                     "sizes); three_stage is the all-three reference (Fig. 3b)")
+    if notes:
+        md += [""] + notes
     md += ["", f"Per run: `ablation.json`. Plots: `ablation.png`, `cka_ablation.png`. Total {seconds:.0f} s.", ""]
     atomic_write_text(out / "ablation.md", "\n".join(md))
     res = {"config": {k: getattr(acfg, k) for k in acfg.__dataclass_fields__}, "runs": runs,
            "table": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
-           "seconds": round(seconds, 1)}
+           "seconds": round(seconds, 1), **meta}
     atomic_write_json(out / "ablation.json", res)
     try:
         _plot(out, acfg, rows, runs, splits)
@@ -225,22 +524,34 @@ def _plot(out: Path, acfg: AblationConfig, rows: list[dict], runs: list[dict], s
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4))
     axes = np.atleast_1d(axes)
     names = [r["variant"] for r in rows]
+    palette = ["#999999", "#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
+    colors = [palette[i % len(palette)] for i in range(len(rows))]
     for ax, (k, label) in zip(axes, metrics):
-        m = [r[k][0] if r[k][0] is not None else 0.0 for r in rows]
-        s = [r[k][1] or 0.0 for r in rows]
-        ax.bar(range(len(rows)), m, yerr=s, capsize=3, color=["#999999", "#4C72B0", "#DD8452", "#55A868"][:len(rows)])
+        if k.startswith("success:") and all(r.get("pooled:" + k[8:]) for r in rows):
+            # closed-loop success: pooled rate with its Wilson interval
+            ps = [r["pooled:" + k[8:]] for r in rows]
+            m = [p["rate"] or 0.0 for p in ps]
+            err = np.array([[max(0.0, mi - p["ci95"][0]) for mi, p in zip(m, ps)],
+                            [max(0.0, p["ci95"][1] - mi) for mi, p in zip(m, ps)]])
+        else:
+            m = [r[k][0] if r[k][0] is not None else 0.0 for r in rows]
+            err = [r[k][1] or 0.0 for r in rows]
+        ax.bar(range(len(rows)), m, yerr=err, capsize=3, color=colors)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(label + (" (pooled, Wilson 95 %)" if k.startswith("success:") and isinstance(err, np.ndarray)
+                              else ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "ablation.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for v in acfg.variants:
+    plotted = 0
+    for v in expand_variants(list(acfg.variants)):
         curves = [r["cka_curve"] for r in runs if r["variant"] == v and r["cka_curve"]]
         if not curves:
             continue
+        plotted += 1
         n = min(len(c) for c in curves)
         xs = [c[0] for c in curves[0][:n]]
         ys = np.mean([[c[1] for c in cur[:n]] for cur in curves], axis=0)
@@ -249,7 +560,8 @@ def _plot(out: Path, acfg: AblationConfig, rows: list[dict], runs: list[dict], s
     ax.set_ylabel("mean linear CKA to reference")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if plotted:
+        ax.legend(fontsize=8)
     ax.set_title("Representation drift (cf. paper Fig. 3a)")
     fig.tight_layout()
     fig.savefig(out / "cka_ablation.png", dpi=110)

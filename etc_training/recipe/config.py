@@ -195,6 +195,7 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
     if not enabled:
         raise RecipeError("all three stages are disabled: enable at least one of stages.stage1/2/3")
     from etc_ros.core.normalize import MODES
+    from etc_training.etc.mixture import CATEGORIES
 
     for key, mode in cfg.model.norm.items():
         if key not in ("action", "state"):
@@ -226,6 +227,12 @@ def check_config(cfg: TrainConfig) -> TrainConfig:
         for j, src in enumerate(s.etc_sources):
             if src.weight < 0:
                 raise RecipeError(f"{k}.etc_sources[{j}].weight must be >= 0, got {src.weight}")
+            bad = [c for c in src.categories if c not in CATEGORIES]
+            if bad:
+                raise RecipeError(f"{k}.etc_sources[{j}].categories: unknown ETC categor(ies) {bad}; choose from "
+                                  f"{list(CATEGORIES)}")
+            if src.categories and src.kind != "etc":
+                raise RecipeError(f"{k}.etc_sources[{j}].categories: only ETC sources (kind etc) have categories")
         if s.action_batch > 0 and not s.action_splits:
             raise RecipeError(f"{k}.action_splits is empty but action_batch is {s.action_batch}")
         if s.lr <= 0 or s.min_lr < 0 or s.min_lr > s.lr:

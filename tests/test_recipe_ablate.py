@@ -1,0 +1,259 @@
+"""The ETC ablation's variants beyond the pathway of the paper's Table (issue 17, item 1): three_stage_ood (OOD ETC
+in Stage 3, from scenes whose actions the policy never trains on; refused without such ETC) and the category
+variants etc_<category> (every ETC source restricted to one category, checked on real generated ETC, down to the
+records the stage sampler draws), the existing variants unchanged, the closed-loop splits a task family can make,
+the success pooled over seeds with a Wilson interval in the table, and a tiny end-to-end run that resumes."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from etc_ros.core.config import to_dict
+from etc_training.etc.mixture import CATEGORIES, SUBTYPE_CATEGORY
+from etc_training.recipe import ablate
+from etc_training.recipe.ablate import (
+    CATEGORY_VARIANTS,
+    AblationConfig,
+    ood_etc_source,
+    variant_config,
+)
+from etc_training.recipe.config import RecipeError, SourceConfig, load_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "config/train_tiny.yaml")
+PICKUP = str(ROOT / "config/ablation_pickup.yaml")
+TARGET_ONLY = "stages.stage3.etc_sources=[{name: target, kind: etc, splits: [target], weight: 1.0}]"
+OLD = ("action_only", "etc_stage2", "three_stage", "db_action_only")
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory):
+    """Generated tiny episodes + their ETC (splits train / val / target / ood, all three categories)."""
+    from etc_training.recipe.data import make_synthetic_data
+
+    root = tmp_path_factory.mktemp("ablate")
+    cfg = load_train_config(TINY, ["data.synthetic.episodes=3", "data.synthetic.val_episodes=1",
+                                   "data.synthetic.target_episodes=1", "data.synthetic.ood_episodes=1",
+                                   "data.synthetic.etc_stride=8"])
+    eps, etc = make_synthetic_data(root / "data", cfg.data.synthetic)
+    return {"root": root, "eps": str(eps), "etc": str(etc), "data": [f"data.episodes={eps}", f"data.etc={etc}"]}
+
+
+def _ood(splits=("ood",)) -> SourceConfig:
+    return SourceConfig(name="ood", kind="etc", splits=list(splits))
+
+
+# ---------------------------------------------------------------- variant configurations
+@pytest.mark.parametrize("path,ov", [(PICKUP, []), (TINY, [TARGET_ONLY])])
+def test_new_variants_change_only_their_part(path, ov):
+    base = load_train_config(path, ov)
+    full = to_dict(variant_config(base, "three_stage"))
+    ood = variant_config(base, "three_stage_ood", ood_source=_ood(), ood_share=0.1)
+    s3 = ood.stages.stage3
+    assert [s.name for s in s3.etc_sources][-1] == "ood" and s3.etc_sources[-1].splits == ["ood"]
+    assert s3.etc_sources[-1].weight / sum(s.weight for s in s3.etc_sources) == pytest.approx(0.1)
+    d = to_dict(ood)
+    d["stages"]["stage3"]["etc_sources"].pop()
+    assert d == full  # three_stage + the OOD source, nothing else (same ETC batch: the same compute)
+    for cat in CATEGORIES:
+        c = variant_config(base, f"etc_{cat}")
+        srcs = [s for _, st in c.stages.items() for s in st.etc_sources]
+        assert srcs and all(s.categories == [cat] for s in srcs)
+        d = to_dict(c)
+        for _, st in d["stages"].items():
+            for s in st["etc_sources"]:
+                s["categories"] = []
+        assert d == full  # three_stage with the category filter, nothing else
+    for v in OLD + ("three_stage_ood",) + CATEGORY_VARIANTS:  # the OOD source only in three_stage_ood
+        c = variant_config(base, v, ood_source=_ood())
+        has = any("ood" in s.splits for _, st in c.stages.items() for s in st.etc_sources)
+        assert has == (v == "three_stage_ood"), v
+        if v in OLD:  # the existing variants ignore the new arguments
+            assert to_dict(c) == to_dict(variant_config(base, v))
+        if v not in CATEGORY_VARIANTS:
+            assert all(not s.categories for _, st in c.stages.items() for s in st.etc_sources)
+
+
+def test_existing_variants_unchanged_on_the_tiny_recipe():
+    base = load_train_config(TINY)
+    s1, s2, s3 = base.stages.stage1, base.stages.stage2, base.stages.stage3
+    for v in OLD:
+        for budget in ("stages", "total"):
+            c = variant_config(base, v, budget)
+            has1 = v in ("three_stage", "db_action_only")
+            assert c.stages.stage1.enabled == has1
+            assert c.stages.stage2.steps == s2.steps + (s1.steps if budget == "total" and not has1 else 0)
+            etc = v in ("etc_stage2", "three_stage")
+            assert c.stages.stage2.resolved_etc_batch() == (s2.resolved_etc_batch() if etc else 0)
+            assert c.stages.stage3.resolved_etc_batch() == (s3.resolved_etc_batch() if etc else 0)
+            assert to_dict(c.stages.stage3.etc_sources) == to_dict(s3.etc_sources)  # target 0.9 / ood 0.1 kept
+
+
+def test_pickup_ablation_config_same_budget_per_variant():
+    base = load_train_config(PICKUP)
+    assert not any("ood" in "".join(s.splits) for _, st in base.stages.items() for s in st.etc_sources)
+    steps = set()
+    for v in ablate.VARIANTS:
+        c = variant_config(base, v, "total", ood_source=_ood(["ood_color"]))
+        steps.add(sum(s.steps for _, s in c.stages.items() if s.enabled))
+        etc = v not in ("action_only", "db_action_only")
+        assert c.stages.stage2.resolved_etc_batch() == (8 if etc else 0) and c.stages.stage2.grounding_batch == 16
+        assert c.stages.stage3.action_splits == ["train"] and c.model.head == "regression"
+    assert steps == {5400}
+
+
+def test_bad_categories_and_ood_arguments_are_refused():
+    base = load_train_config(TINY, [TARGET_ONLY])
+    with pytest.raises(RecipeError, match="unknown ETC categor"):
+        load_train_config(TINY, ["stages.stage2.etc_sources=[{name: e, kind: etc, categories: [spatial]}]"])
+    with pytest.raises(RecipeError, match="needs an OOD ETC source"):
+        variant_config(base, "three_stage_ood")
+    with pytest.raises(RecipeError, match=r"must be in \(0, 1\)"):
+        variant_config(base, "three_stage_ood", ood_source=_ood(), ood_share=1.0)
+    with pytest.raises(RecipeError, match="already draws from the OOD"):  # train_tiny's Stage 3 mixes OOD ETC
+        variant_config(load_train_config(TINY), "three_stage_ood", ood_source=_ood())
+    with pytest.raises(RecipeError, match="limited to the categories"):
+        b = load_train_config(TINY, ["stages.stage2.etc_sources=[{name: e, kind: etc, categories: [task_oriented]}]"])
+        variant_config(b, "etc_scene_grounding")
+    with pytest.raises(RecipeError, match="give the category no weight"):
+        b = load_train_config(TINY, ["stages.stage2.etc_sources=[{name: e, kind: etc, groups: {trajectory: 1.0}}]"])
+        variant_config(b, "etc_scene_grounding")
+    assert ablate.expand_variants(["three_stage", "pathway", "categories"]) == \
+        ["three_stage", "action_only", "etc_stage2", "three_stage_ood"] + list(CATEGORY_VARIANTS)
+
+
+# ---------------------------------------------------------------- category filter on real ETC
+def test_category_variant_draws_only_its_category(syn):
+    from etc_training.recipe.data import StageData, load_language_source
+
+    base = load_train_config(TINY, syn["data"] + [TARGET_ONLY])
+
+    def drawn(cfg) -> Counter:
+        cats: Counter = Counter()
+        for _, st in cfg.stages.items():
+            srcs = [(load_language_source(s, cfg.data.etc), s.weight) for s in st.etc_sources]
+            data = StageData(None, None, srcs, 0, 16, seed=3, etc_groups=[dict(s.groups) or None
+                                                                        for s in st.etc_sources])
+            for _ in range(25):
+                for k, i in data.draw()[1]:
+                    rec = data.sources[k].records[i]
+                    assert SUBTYPE_CATEGORY[rec["subtype"]] == rec["category"]
+                    cats[rec["category"]] += 1
+        return cats
+
+    assert set(drawn(variant_config(base, "three_stage"))) == set(CATEGORIES)  # all three in the full pathway
+    for cat in CATEGORIES:
+        c = drawn(variant_config(base, f"etc_{cat}"))
+        assert set(c) == {cat} and sum(c.values()) == 3 * 25 * 16  # the same ETC batches, one category
+
+
+# ---------------------------------------------------------------- OOD ETC: found or refused
+def test_ood_etc_source_found_or_refused(syn, tmp_path):
+    from etc_training.etc.store import FORMAT
+    from etc_training.recipe.data import load_language_source
+
+    base = load_train_config(TINY, syn["data"] + [TARGET_ONLY])
+    src = ood_etc_source(base, AblationConfig())
+    assert src.splits == ["ood"] and src.path is None  # the ood split of data.etc, whose actions no stage uses
+    cfg = variant_config(base, "three_stage_ood", ood_source=src)
+    recs = load_language_source(cfg.stages.stage3.etc_sources[-1], syn["etc"]).records
+    assert recs and {r["split"] for r in recs} == {"ood"}
+    assert ablate.etc_split_counts(syn["etc"])["ood"] == len(recs)
+    with pytest.raises(RecipeError, match=r"no ETC in split\(s\) \['ood_color'\]"):
+        ood_etc_source(base, AblationConfig(ood_etc_splits=["ood_color"]))
+    with pytest.raises(RecipeError, match=r"trains on the actions of split\(s\) \['target'\]"):
+        ood_etc_source(base, AblationConfig(ood_etc_splits=["target"]))
+    # an ETC with no OOD split (train only): refused, naming what is there and how to make OOD ETC
+    only = tmp_path / "etc_train_only"
+    only.mkdir()
+    (only / "index.json").write_text(json.dumps({"format": FORMAT, "files": [
+        {"path": "samples/train/scene_grounding.jsonl", "split": "train", "category": "scene_grounding",
+         "count": 5}]}))
+    with pytest.raises(RecipeError, match=r"has no OOD ETC split \(splits present: \['train'\]\).*--ood-etc"):
+        ood_etc_source(base, AblationConfig(ood_etc=str(only)))
+    with pytest.raises(RecipeError, match="not found"):
+        ood_etc_source(base, AblationConfig(ood_etc=str(tmp_path / "nope")))
+    # the ablation refuses before any training starts
+    with pytest.raises(RecipeError, match="has no OOD ETC split"):
+        ablate.run_ablation(base, AblationConfig(out=str(tmp_path / "abl"), variants=["three_stage_ood"], seeds=[0],
+                                                 eval_episodes=0, ood_etc=str(only)), progress=False, log=None)
+    assert not (tmp_path / "abl" / "three_stage_ood").exists()
+
+
+# ---------------------------------------------------------------- evaluation splits and the table
+def test_eval_splits_skip_what_the_family_cannot_make():
+    keep, skipped = ablate.eval_splits(AblationConfig(eval_splits=["all"], families=["pick_up"]))
+    assert keep == ["train", "ood_color", "ood_distractor", "ood_phrase"] and list(skipped) == ["ood_combo"]
+    assert "target" in skipped["ood_combo"]
+    keep, skipped = ablate.eval_splits(AblationConfig(eval_splits=["all"]))
+    assert "ood_combo" in keep and not skipped
+    with pytest.raises(RecipeError, match="unknown sim split"):
+        ablate.eval_splits(AblationConfig(eval_splits=["ood_weather"]))
+    with pytest.raises(RecipeError, match="unknown task family"):
+        ablate.eval_splits(AblationConfig(eval_splits=["train"], families=["juggle"]))
+
+
+def test_table_pools_success_over_seeds_with_a_wilson_interval(tmp_path):
+    from etc_training.recipe.evaluate import wilson_interval
+
+    acfg = AblationConfig(out=str(tmp_path), variants=["action_only", "three_stage_ood"], seeds=[0, 1, 2],
+                          eval_episodes=50, eval_splits=["all"], families=["pick_up"])
+    runs = []
+    for v, ks in (("action_only", (20, 25, 30)), ("three_stage_ood", (40, 45, 50))):
+        for s, k in enumerate(ks):
+            runs.append({"variant": v, "seed": s, "steps": 5400, "train_s": 4020.0 + 60 * s, "eval_s": 360.0,
+                         "val_action_loss": 0.1, "success": {"train": k / 50, "ood_color": k / 100},
+                         "success_counts": {"train": [k, 50], "ood_color": [k // 2, 50]}, "cka_curve": []})
+    meta = {"eval_splits": ["train", "ood_color"], "skipped_splits": {"ood_combo": "needs a target"},
+            "ood_etc": {"path": "d/etc_ood", "splits": ["ood_color"], "share": 0.1}}
+    res = ablate._write(tmp_path, acfg, runs, 100.0, meta)
+    lo, hi = wilson_interval(75, 150)
+    row = {r["variant"]: r for r in res["table"]}
+    p = row["action_only"]["pooled:train"]
+    assert (p["successes"], p["episodes"], p["seeds"]) == (75, 150, 3) and p["rate"] == pytest.approx(0.5)
+    assert p["ci95"] == [round(lo, 4), round(hi, 4)]
+    assert row["three_stage_ood"]["pooled:ood_color"]["successes"] == 20 + 22 + 25
+    assert row["action_only"]["train_min"][0] == pytest.approx(68.0)  # run time per variant, minutes
+    md = (tmp_path / "ablation.md").read_text()
+    assert f"0.50 [{lo:.2f}, {hi:.2f}] (75/150); 0.50 ± 0.10" in md  # pooled + Wilson next to mean ± std
+    assert "| three_stage_ood | 3 | 5400 |" in md and "68.0 ± 1.0 | 6.0 ± 0.0 |" in md
+    assert "`ood_combo` not evaluated: needs a target" in md and "10% of the Stage-3 ETC batch" in md
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert saved["skipped_splits"] == {"ood_combo": "needs a target"} and saved["table"][0]["pooled:train"] == p
+    # runs without counts (older results) still give mean ± std and no pooled cell
+    for r in runs:
+        del r["success_counts"]
+    _, rows = ablate._table(acfg, runs, ["train"])
+    assert rows[0]["pooled:train"] is None and rows[0]["success:train"][0] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- end to end, tiny
+@pytest.mark.usefixtures("torch_one_thread")
+def test_tiny_ablation_runs_the_new_variants_and_resumes(syn):
+    fast = ["run.threads=1", "run.progress=false", "run.log_every=1", "cka.probe_size=4", "cka.every=1",
+            "model.overrides={image_size: 64, patch_size: 16}", "stages.stage1.steps=2", "stages.stage2.steps=2",
+            "stages.stage3.steps=2", "stages.stage1.etc_batch=2", "stages.stage2.action_batch=2",
+            "stages.stage3.action_batch=2", "stages.stage2.etc_ratio=1.0", "stages.stage3.etc_ratio=1.0"]
+    base = load_train_config(TINY, syn["data"] + [TARGET_ONLY] + fast)
+    out = syn["root"] / "abl"
+    acfg = AblationConfig(out=str(out), variants=["etc_action_planning", "three_stage_ood"], seeds=[0],
+                          eval_episodes=0, etc_samples=2, action_samples=2, ood_etc_share=0.5)
+    res = ablate.run_ablation(base, acfg, progress=False, log=None)
+    assert [r["variant"] for r in res["runs"]] == ["three_stage_ood", "etc_action_planning"]  # pathway first
+    assert res["ood_etc"]["splits"] == ["ood"]
+    runs = {r["variant"]: r for r in res["runs"]}
+    s3 = runs["three_stage_ood"]["etc_sources"]["stage3"]
+    assert [s["name"] for s in s3["sources"]] == ["target", "ood"] and s3["etc_batch"] == 2
+    rows = [json.loads(x) for x in (out / "three_stage_ood/seed0/stage3/metrics.jsonl").read_text().splitlines()]
+    assert max(r.get("counts", {}).get("ood", 0) for r in rows) > 0  # OOD ETC drawn in Stage 3
+    assert all(s["categories"] == ["action_planning"]
+               for st in runs["etc_action_planning"]["etc_sources"].values() for s in st["sources"])
+    assert runs["three_stage_ood"]["val_action_loss"] is not None and runs["three_stage_ood"]["train_s"] > 0
+    again = ablate.run_ablation(base, acfg, progress=False, log=None)  # a rerun resumes: nothing is retrained
+    assert [r["train_s"] for r in again["runs"]] == [r["train_s"] for r in res["runs"]]
+    assert [r["eval_s"] for r in again["runs"]] == [r["eval_s"] for r in res["runs"]]  # evaluations reused
+    assert json.loads((out / "three_stage_ood/seed0/eval/eval.json").read_text())["seconds"] == \
+        pytest.approx(runs["three_stage_ood"]["eval_s"], abs=0.051)
