@@ -187,7 +187,10 @@ def closed_loop(policy, heads: Mapping[str, DiffusionActionHead], splits: Sequen
             for k, split in enumerate(splits):
                 eps = []
                 for i in range(episodes):
-                    head.reset_noise()
+                    # noise seeded by the scene: independent across scenes (one noise stream shared by all of them
+                    # gave every episode the same first chunk noise: teacher-10 5/50 here vs 23/50 in etc-vla eval),
+                    # paired across variants
+                    head.reset_noise(seed + 1000 * k + i)
                     with use_head(policy, head):
                         eps.append(run_episode(env, policy, cams, seed + 1000 * k + i, split, exec_horizon,
                                                reach_tol, families[i % len(families)] if families else None))

@@ -236,14 +236,16 @@ class DiffusionSampling:
     def make_noise(self, batch: int, device: Any = "cpu") -> torch.Tensor:
         """Initial noise. With noise_seed set, draws come from a head-owned generator (reproducible runs)."""
         shape = (int(batch), self.horizon, self.action_dim)
-        if self.noise_seed is None:
-            return torch.randn(shape, device=device)
         if self._rng is None:
+            if self.noise_seed is None:
+                return torch.randn(shape, device=device)
             self._rng = torch.Generator().manual_seed(int(self.noise_seed))
         return torch.randn(shape, generator=self._rng).to(device)
 
-    def reset_noise(self) -> None:
-        self._rng = None
+    def reset_noise(self, seed: int | None = None) -> None:
+        """Restart the head's noise stream: from noise_seed, or from `seed` (e.g. one per evaluation scene, so
+        the scenes get independent noise and every compared variant the same noise on the same scene)."""
+        self._rng = None if seed is None else torch.Generator().manual_seed(int(seed))
 
     def sample(self, cond: torch.Tensor, noise: torch.Tensor | None = None, sampler: str | None = None,
                num_inference_steps: int | None = None) -> torch.Tensor:
