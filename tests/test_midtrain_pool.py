@@ -76,6 +76,61 @@ def test_counting_answer_matches_meta():
         assert rec["conversations"][1]["value"] == str(rec["meta"]["count"])
 
 
+def test_general_scene_sources_have_exact_answers():
+    """The five general-scene sources: objects never occlude each other (their boxes are disjoint), every answer
+    point lies in its object's box, counts are the objects of that kind, the sign's word is the answer."""
+    from etc_training.midtrain.builtin_pool import SCENE_SOURCES, _outdoor_scene
+
+    for i in range(40):
+        rng = np.random.default_rng([5, i])
+        img, objs, sky, word = _outdoor_scene(rng, sign=True)
+        assert objs and sky in ("clear", "cloudy", "sunset") and word
+        for k, a in enumerate(objs):
+            x0, y0, x1, y1 = a["box"]
+            assert x0 <= a["px"] <= x1 and y0 <= a["py"] <= y1
+            for b in objs[k + 1:]:
+                assert a["box"][2] < b["box"][0] or b["box"][2] < a["box"][0] or \
+                    a["box"][3] < b["box"][1] or b["box"][3] < a["box"][1], (i, a["name"], b["name"])
+    pts = re.compile(r"\((\d\.\d{3}), (\d\.\d{3})\)")
+    for src in SCENE_SOURCES:
+        for i in range(15):
+            img, rec = make_record(src, i, seed=2)
+            q, a = rec["conversations"][0]["value"], rec["conversations"][1]["value"]
+            assert q.startswith("<image>\n") and a and not rec["robot_like"]
+            if src == "scene_counting":
+                assert a == str(rec["meta"]["count"])
+            if src == "scene_pointing":
+                assert len(pts.findall(a)) == rec["meta"]["n_points"] >= 1
+            if src == "sign_text":
+                assert a == rec["meta"]["word"]
+
+
+def test_pool_sources_default_all_and_unknown():
+    from etc_training.midtrain.builtin_pool import ALL_SOURCES, SCENE_SOURCES, source_list
+    from etc_training.midtrain.config import load_midtrain_config
+
+    assert source_list(["default"]) == SOURCES and source_list(["all"]) == ALL_SOURCES
+    assert source_list(["counting", "default"])[0] == "counting"
+    with pytest.raises(MidtrainError, match="unknown built-in pool source 'nope'"):
+        source_list(["nope"])
+    # a source's samples are seeded by its index in ALL_SOURCES: the six keep theirs, so the default pool (and the
+    # figures made on it) does not change when sources are added
+    assert ALL_SOURCES[:len(SOURCES)] == SOURCES
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_midtrain_config(str(root / "config" / "midtrain_pool100k.yaml"))
+    n = cfg.pool.n_per_source * len(source_list(cfg.pool.sources))
+    assert n >= 100_000 and set(SCENE_SOURCES) <= set(source_list(cfg.pool.sources))
+    with pytest.raises(MidtrainError, match="unknown built-in pool source"):
+        load_midtrain_config(str(root / "config" / "midtrain.yaml"), ["pool.sources=[default, paintings]"])
+
+
+def test_builtin_pool_with_scene_sources(tmp_path):
+    pool = read_pool(make_builtin_pool(tmp_path, n_per_source=2, seed=0, sources=("counting", "sign_text"),
+                                       progress=False))
+    assert pool.sources() == ["counting", "sign_text"] and len(pool) == 4
+    assert all(pool.image_path(r).is_file() for r in pool.records)
+
+
 def _llava_fixture(tmp_path: Path) -> tuple[Path, Path, list]:
     root = tmp_path / "imgs"
     (root / "coco").mkdir(parents=True)

@@ -1,6 +1,6 @@
 """`etc-vla midtrain ...`: the mid-training data engine (EmbodiedMidtrain).
 
-    etc-vla midtrain pool builtin --out DIR [--n-per-source 150] [--seed 0]      offline pool, labelled sources
+    etc-vla midtrain pool builtin --out DIR [--n-per-source 150] [--seed 0] [--sources all]  offline pool
     etc-vla midtrain pool import-llava FILE.json --out POOL.jsonl [--images ROOT] [--source NAME]
     etc-vla midtrain pool export-llava POOL --out FILE.json --images ROOT
     etc-vla midtrain pool info POOL
@@ -33,6 +33,9 @@ def register(p: argparse.ArgumentParser) -> None:
     b.add_argument("--out", required=True, help="output directory (pool.jsonl, pool.json, images/)")
     b.add_argument("--n-per-source", type=int, default=150)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--sources", default="default",
+                   help="comma-separated sources, 'default' (the six of config/midtrain.yaml) or 'all' (+ the five "
+                        "general-scene sources)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_pool_builtin)
     i = psub.add_parser("import-llava", help="LLaVA-style JSON list -> pool JSONL")
@@ -134,10 +137,11 @@ def _threads(n: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- pool
 def _pool_builtin(args) -> int:
-    from etc_training.midtrain.builtin_pool import make_builtin_pool
+    from etc_training.midtrain.builtin_pool import make_builtin_pool, source_list
     from etc_training.midtrain.pool import read_pool
 
-    p = make_builtin_pool(args.out, args.n_per_source, args.seed, progress=not args.no_progress)
+    p = make_builtin_pool(args.out, args.n_per_source, args.seed, source_list(args.sources.split(",")),
+                          progress=not args.no_progress)
     pool = read_pool(p)
     print(json.dumps({"pool": str(p), "n": len(pool), "sources": pool.sources(),
                       "robot_like_sources": pool.manifest.get("robot_like_sources")}))

@@ -12,6 +12,18 @@ Sources (all answers are exact: every image is drawn from the values the answer 
 | `tabletop_pointing` | tabletop scenes (wall, table, objects) | "Locate a point on the red cube." -> [(x, y)] | yes |
 | `tabletop_relation` | tabletop scenes | left/right/closest-object relations | yes |
 
+General scenes rendered unlike the robot tabletop (outdoor: sky, ground, houses, trees, cars, a sign), five
+task types on them; not in the default six (config/midtrain.yaml keeps the six its published figures came from),
+used by the >= 100k pool (config/midtrain_pool100k.yaml: 11 sources x 9,091 = 100,001 candidates):
+
+| source | conversations | robot-like |
+|---|---|---|
+| `scene_caption` | "Describe the image." -> "Two trees, a red house and a blue car under a cloudy sky." | no |
+| `scene_vqa` | object colour, left/right of two objects | no |
+| `scene_counting` | "How many trees are there?" | no |
+| `scene_pointing` | "Point to the red house." -> [(x, y)] (the robot-like answer format on an unlike image) | no |
+| `sign_text` | "What does the sign say?" -> the word on it | no |
+
 "Robot-like" (the ground truth of precision@K) = the two tabletop sources: spatial grounding on manipulation-style
 scenes, the kind of VLM data the EmbodiedMidtrain paper found closest to robot data (spatial pointing QA with
 normalized point answers like [(0.976, 0.244)]); text-centric sources (book covers, charts) are the far end.
@@ -31,6 +43,8 @@ import numpy as np
 from etc_training.midtrain import MidtrainError
 
 SOURCES = ("doc_text", "chart_qa", "shape_caption", "counting", "tabletop_pointing", "tabletop_relation")
+SCENE_SOURCES = ("scene_caption", "scene_vqa", "scene_counting", "scene_pointing", "sign_text")
+ALL_SOURCES = SOURCES + SCENE_SOURCES  # a source's index here seeds its samples: append, never reorder
 ROBOT_LIKE = ("tabletop_pointing", "tabletop_relation")
 
 PALETTE = {"red": (214, 45, 45), "green": (46, 170, 70), "blue": (45, 80, 215), "yellow": (228, 205, 45),
@@ -289,6 +303,147 @@ def _tabletop_relation(rng: np.random.Generator, idx: int) -> tuple:
     return img, [(q, a)], {"relation": ("left_of", "nearest", "side")[kind], "n_objects": len(objs)}
 
 
+# ---------------------------------------------------------------------------------------------- general scenes
+SCENE_KINDS = ("house", "tree", "car")
+SIGN_WORDS = ("STOP", "EXIT", "OPEN", "PARK", "CAFE", "BANK", "HOTEL", "SALE", "NORTH", "RIVER", "MARKET", "BUS",
+              "TAXI", "PHARMACY", "BAKERY", "LIBRARY", "SCHOOL", "GARDEN")
+_SKIES = {"clear": ((90, 150, 230), (175, 210, 245)), "cloudy": ((150, 160, 175), (205, 210, 215)),
+          "sunset": ((235, 120, 70), (250, 200, 120))}
+
+
+def _outdoor_scene(rng: np.random.Generator, w: int = 160, h: int = 120, sign: bool = False):
+    """An outdoor scene seen from eye level: sky, horizon, grass or road, houses, trees and cars (no table, no
+    gripper). Returns (image, objects [{"kind", "color", "name", "x", "y"}], sky, sign word or None)."""
+    from PIL import Image, ImageDraw
+
+    sky = _pick(rng, tuple(_SKIES))
+    top, bot = (np.asarray(c, np.float32) for c in _SKIES[sky])
+    horizon = int(h * rng.uniform(0.45, 0.6))
+    t = np.linspace(0, 1, horizon, dtype=np.float32)[:, None, None]
+    arr = np.empty((h, w, 3), np.float32)
+    arr[:horizon] = (top * (1 - t) + bot * t) * np.ones((1, w, 1), np.float32)
+    ground = _pick(rng, ((70, 150, 60), (95, 160, 75), (105, 105, 110)))
+    arr[horizon:] = np.asarray(ground, np.float32) + rng.integers(-10, 11, 3)
+    arr += rng.normal(0, 4, arr.shape)
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(img)
+    if sky == "cloudy":
+        for _ in range(int(rng.integers(2, 5))):
+            cx, cy = float(rng.uniform(0, w)), float(rng.uniform(4, horizon * 0.6))
+            d.ellipse([cx - 14, cy - 5, cx + 14, cy + 5], fill=(232, 234, 238))
+    elif sky == "clear":
+        sx, sy = float(rng.uniform(12, w - 12)), float(rng.uniform(8, horizon * 0.4))
+        d.ellipse([sx - 7, sy - 7, sx + 7, sy + 7], fill=(250, 225, 90))
+    objs: list[dict] = []
+    for _ in range(int(rng.integers(3, 7)) * 3):
+        if len(objs) >= 6:
+            break
+        kind = _pick(rng, SCENE_KINDS)
+        base = horizon + float(rng.uniform(2, h - horizon - 4))  # the object stands on the ground at y = base
+        scale = 0.6 + 0.8 * (base - horizon) / max(1.0, h - horizon)  # nearer = lower = larger
+        half = {"house": 16.0, "tree": 8.0, "car": 12.0}[kind] * scale
+        cx = float(rng.uniform(half + 4, w - half - 4))
+        height = {"house": 36.0, "tree": 28.4, "car": 13.0}[kind] * scale  # roof / crown / cabin included
+        box = (cx - half - 3, base - height, cx + half + 3, base + scale)
+        if any(box[0] < o["box"][2] + 1 and o["box"][0] < box[2] + 1 and box[1] < o["box"][3] + 1
+               and o["box"][1] < box[3] + 1 for o in objs):
+            continue  # no occlusion: every object is fully visible (counts and points stay exact)
+        if kind == "house":
+            color = _pick(rng, ("red", "yellow", "white", "blue", "brown"))
+            hh = 22 * scale
+            d.rectangle([cx - half, base - hh, cx + half, base], fill=_color(color, rng))
+            d.polygon([(cx - half - 3, base - hh), (cx, base - hh - 14 * scale), (cx + half + 3, base - hh)],
+                      fill=_color(_pick(rng, ("brown", "gray", "red")), rng))
+            d.rectangle([cx - 3 * scale, base - 9 * scale, cx + 3 * scale, base], fill=(70, 45, 30))
+            cy = base - hh / 2
+        elif kind == "tree":
+            color = "green"
+            d.rectangle([cx - 2 * scale, base - 14 * scale, cx + 2 * scale, base], fill=(105, 70, 40))
+            r = 9 * scale
+            d.ellipse([cx - r, base - 14 * scale - 1.6 * r, cx + r, base - 14 * scale + 0.4 * r],
+                      fill=_color("green", rng))
+            cy = base - 14 * scale - 0.6 * r
+        else:
+            color = _pick(rng, ("red", "blue", "yellow", "black", "white", "orange"))
+            ch = 8 * scale
+            d.rectangle([cx - half, base - ch, cx + half, base - 2 * scale], fill=_color(color, rng))
+            d.rectangle([cx - half * 0.5, base - ch - 5 * scale, cx + half * 0.5, base - ch], fill=_color(color, rng))
+            for wx in (cx - half * 0.6, cx + half * 0.6):
+                d.ellipse([wx - 3 * scale, base - 5 * scale, wx + 3 * scale, base + scale], fill=(20, 20, 20))
+            cy = base - ch / 2
+        objs.append({"kind": kind, "color": color, "name": f"{color} {kind}" if kind != "tree" else "tree",
+                     "px": cx, "py": cy, "box": box,
+                     "x": round(min(max(cx / w, 0.0), 1.0), 3), "y": round(min(max(cy / h, 0.0), 1.0), 3)})
+    word = None
+    if sign:
+        word = _pick(rng, SIGN_WORDS)
+        sx = float(rng.uniform(10, w - 70))
+        sy = float(rng.uniform(6, max(7.0, horizon - 30)))
+        d.rectangle([sx, sy, sx + 8 + 8 * len(word), sy + 18], fill=_color(_pick(rng, ("white", "yellow")), rng),
+                    outline=(30, 30, 30))
+        d.text((sx + 4, sy + 3), word, fill=(20, 20, 20), font=_font(12))
+    return img, objs, sky, word
+
+
+def _scene_caption(rng: np.random.Generator, idx: int) -> tuple:
+    img, objs, sky, _ = _outdoor_scene(rng)
+    counts: dict[str, int] = {}
+    for o in objs:
+        counts[o["name"]] = counts.get(o["name"], 0) + 1
+    words = ("a", "two", "three", "four", "five", "six")
+    parts = [f"{words[n - 1]} {name}{'s' if n > 1 else ''}" for name, n in counts.items()]
+    things = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    cap = f"{things[0].upper() + things[1:]} under a {sky} sky."
+    q = _pick(rng, ("Describe the image.", "What do you see in this picture?", "Write a short caption."))
+    return img, [(q, cap)], {"sky": sky, "n_objects": len(objs)}
+
+
+def _scene_vqa(rng: np.random.Generator, idx: int) -> tuple:
+    """A question whose answer is unambiguous in the scene: the colour of an object kind seen once, the side of one
+    uniquely named object relative to another, else the weather."""
+    img, objs, sky, _ = _outdoor_scene(rng)
+    names = [o["name"] for o in objs]
+    unique = [o for o in objs if names.count(o["name"]) == 1]
+    once = [o for o in objs if o["kind"] != "tree" and sum(p["kind"] == o["kind"] for p in objs) == 1]
+    kind = int(rng.integers(3))
+    if kind == 0 and once:
+        o = _pick(rng, once)
+        q, a = f"What colour is the {o['kind']}?", o["color"].capitalize() + "."
+    elif kind == 1 and len(unique) >= 2:
+        p, o = _pick(rng, unique, k=2)
+        side = "left" if p["px"] < o["px"] else "right"
+        q, a = f"Is the {p['name']} to the left or to the right of the {o['name']}?", f"To the {side}."
+    else:
+        q, a = "What is the weather like?", {"clear": "Sunny.", "cloudy": "Cloudy.", "sunset": "It is sunset."}[sky]
+    return img, [(q, a)], {"sky": sky, "n_objects": len(objs)}
+
+
+def _scene_counting(rng: np.random.Generator, idx: int) -> tuple:
+    img, objs, sky, _ = _outdoor_scene(rng)
+    kind = _pick(rng, SCENE_KINDS)
+    n = sum(o["kind"] == kind for o in objs)
+    plural = {"house": "houses", "tree": "trees", "car": "cars"}[kind]
+    return img, [(f"How many {plural} are there in the image?", str(n))], {"sky": sky, "count": n}
+
+
+def _scene_pointing(rng: np.random.Generator, idx: int) -> tuple:
+    """Points on every object of one name (one point per instance, left to right)."""
+    img, objs, sky, _ = _outdoor_scene(rng)
+    name = _pick(rng, [o["name"] for o in objs])
+    hits = sorted((o for o in objs if o["name"] == name), key=lambda o: o["px"])
+    fmt = "Answer with a list of (x, y) points, coordinates normalized to [0, 1]."
+    what = f"the {name}" if len(hits) == 1 else f"each {name}"
+    q = _pick(rng, (f"Point to {what}. {fmt}", f"Locate a point on {what}. {fmt}"))
+    pts = ", ".join(f"({o['x']:.3f}, {o['y']:.3f})" for o in hits)
+    return img, [(q, f"[{pts}]")], {"sky": sky, "n_objects": len(objs), "n_points": len(hits)}
+
+
+def _sign_text(rng: np.random.Generator, idx: int) -> tuple:
+    img, objs, sky, word = _outdoor_scene(rng, sign=True)
+    q = _pick(rng, ("What does the sign say?", "Read the text on the sign."))
+    return img, [(q, str(word))], {"sky": sky, "word": word}
+
+
 GENERATORS: dict[str, Callable] = {
     "doc_text": _doc_text,
     "chart_qa": _chart_qa,
@@ -296,6 +451,11 @@ GENERATORS: dict[str, Callable] = {
     "counting": _counting,
     "tabletop_pointing": _tabletop_pointing,
     "tabletop_relation": _tabletop_relation,
+    "scene_caption": _scene_caption,
+    "scene_vqa": _scene_vqa,
+    "scene_counting": _scene_counting,
+    "scene_pointing": _scene_pointing,
+    "sign_text": _sign_text,
 }
 
 
@@ -303,7 +463,7 @@ def make_record(source: str, i: int, seed: int = 0) -> tuple:
     """(PIL image, record without the image path) of sample i of a source; deterministic in (seed, source, i)."""
     if source not in GENERATORS:
         raise MidtrainError(f"unknown built-in pool source {source!r}; known: {list(GENERATORS)}")
-    rng = np.random.default_rng([int(seed), SOURCES.index(source), int(i)])
+    rng = np.random.default_rng([int(seed), ALL_SOURCES.index(source), int(i)])
     img, pairs, meta = GENERATORS[source](rng, i)
     conv = []
     for k, (q, a) in enumerate(pairs):
@@ -311,6 +471,21 @@ def make_record(source: str, i: int, seed: int = 0) -> tuple:
     rec = {"id": f"{source}/{i:06d}", "source": source, "conversations": conv,
            "robot_like": source in ROBOT_LIKE, "meta": meta}
     return img, rec
+
+
+def source_list(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Built-in source names from a config list: "default" -> the six, "all" -> all eleven, else the names."""
+    out: list[str] = []
+    for n in names:
+        add = SOURCES if n == "default" else ALL_SOURCES if n == "all" else (n,)
+        for a in add:
+            if a not in GENERATORS:
+                raise MidtrainError(f"unknown built-in pool source {a!r}; known: {list(GENERATORS)}, default, all")
+            if a not in out:
+                out.append(a)
+    if not out:
+        raise MidtrainError("no built-in pool source named")
+    return tuple(out)
 
 
 def make_builtin_pool(out_dir: str | Path, n_per_source: int = 200, seed: int = 0,
@@ -357,4 +532,5 @@ def make_builtin_pool(out_dir: str | Path, n_per_source: int = 200, seed: int = 
     return write_pool(out / POOL_FILE, recs, manifest)
 
 
-__all__ = ["SOURCES", "ROBOT_LIKE", "GENERATORS", "make_record", "make_builtin_pool"]
+__all__ = ["SOURCES", "SCENE_SOURCES", "ALL_SOURCES", "ROBOT_LIKE", "GENERATORS", "make_record", "make_builtin_pool",
+           "source_list"]

@@ -17,6 +17,7 @@ from etc_training.recipe.config import SyntheticConfig
 class PoolCfg:
     path: str | None = None  # pool JSONL / dir / parquet; null -> the built-in pool under OUT/pool
     n_per_source: int = 150  # built-in pool: candidates per source
+    sources: list[str] = field(default_factory=lambda: ["default"])  # built-in sources; default | all | names
     seed: int = 0
     robot_like_sources: list[str] = field(default_factory=list)  # ground truth for precision@K (empty: manifest)
 
@@ -135,6 +136,9 @@ def load_midtrain_config(path: str | None = None, overrides: Sequence[str] = ())
     for v in cfg.train.variants:
         if v not in ("selected", "random", "none"):
             raise MidtrainError(f"train.variants: unknown variant {v!r} (selected, random, none)")
+    from etc_training.midtrain.builtin_pool import source_list
+
+    source_list(cfg.pool.sources)  # unknown names fail here, before anything runs
     if cfg.pool.n_per_source < 1 or cfg.features.batch_size < 1:
         raise MidtrainError("pool.n_per_source and features.batch_size must be >= 1")
     if not 0 < cfg.train.general_weight < 1:

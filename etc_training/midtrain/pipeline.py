@@ -97,12 +97,12 @@ def _robot_data(cfg: MidtrainConfig, out: Path, progress: bool) -> tuple[str, st
 def load_inputs(cfg: MidtrainConfig, out: Path, progress: bool) -> Inputs:
     """The pool (built-in under OUT/pool unless pool.path), its robot-like sources, and the robot samples
     (robot.max_items of them, a seeded subsample, when set)."""
-    from etc_training.midtrain.builtin_pool import make_builtin_pool
+    from etc_training.midtrain.builtin_pool import make_builtin_pool, source_list
     from etc_training.midtrain.pool import pool_items, read_pool, robot_items
     from etc_training.midtrain.report import robot_like_sources
 
     pool_path = cfg.pool.path or make_builtin_pool(out / "pool", cfg.pool.n_per_source, cfg.pool.seed,
-                                                   progress=progress)
+                                                   source_list(cfg.pool.sources), progress=progress)
     pool = read_pool(pool_path)
     positives = robot_like_sources(pool, cfg.pool.robot_like_sources)
     etc_path, episodes = _robot_data(cfg, out, progress)
