@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from etc_ros.core.config import to_dict
@@ -228,6 +229,40 @@ def test_table_pools_success_over_seeds_with_a_wilson_interval(tmp_path):
         del r["success_counts"]
     _, rows = ablate._table(acfg, runs, ["train"])
     assert rows[0]["pooled:train"] is None and rows[0]["success:train"][0] == pytest.approx(0.5)
+
+
+def test_paired_difference_pairs_the_same_scenes_of_the_same_seed(tmp_path):
+    """three_stage minus action_only is computed on (training seed, scene) pairs: scenes only one variant ran, or a
+    seed the reference lacks, are not paired; the interval is the paired bootstrap's, in points."""
+    from etc_training.recipe.evaluate import paired_bootstrap
+
+    def ev(outcomes, split="train"):
+        return {"closed_loop": {"episodes": [{"split": split, "seed": 100 + i, "success": o}
+                                             for i, o in enumerate(outcomes)]}}
+
+    a0, b0 = [1, 1, 0, 1, 0, 1], [0, 1, 0, 0, 0, 1]
+    a1, b1 = [1, 0, 1, 1], [1, 0, 0, 0]
+    runs = [{"variant": "action_only", "seed": 0, "episode_success": ablate.episode_outcomes(ev(b0))},
+            {"variant": "action_only", "seed": 1, "episode_success": ablate.episode_outcomes(ev(b1 + [True]))},
+            {"variant": "three_stage", "seed": 0, "episode_success": ablate.episode_outcomes(ev(a0))},
+            {"variant": "three_stage", "seed": 1, "episode_success": ablate.episode_outcomes(ev(a1))},
+            {"variant": "three_stage", "seed": 2, "episode_success": ablate.episode_outcomes(ev([1, 1]))}]
+    d = ablate.paired_differences(runs, ["train", "ood_color"])
+    a, b = np.array(a0 + a1, float), np.array(b0 + b1, float)
+    lo, hi = paired_bootstrap(a, b)
+    assert set(d) == {"three_stage"} and set(d["three_stage"]) == {"train"}
+    assert d["three_stage"]["train"] == {"points": round(100 * (a.mean() - b.mean()), 2),
+                                         "ci95_points": [round(100 * lo, 2), round(100 * hi, 2)], "pairs": 10}
+    assert d["three_stage"]["train"]["points"] == pytest.approx(40.0)
+    for r in runs:
+        r.update(steps=10, train_s=1.0, eval_s=1.0, success={"train": 0.5}, success_counts={"train": [1, 2]},
+                 cka_curve=[], failure_mode={"train": {"median_horizontal_miss_m": 0.031, "never_closed": 0}})
+    acfg = AblationConfig(out=str(tmp_path), variants=["action_only", "three_stage"], seeds=[0, 1, 2],
+                          eval_episodes=6, eval_splits=["train"])
+    res = ablate._write(tmp_path, acfg, runs, 1.0, {"eval_splits": ["train"]})
+    md = (tmp_path / "ablation.md").read_text()
+    assert res["paired_vs_action_only"] == d and "| three_stage | +40.0 [" in md and "(10) |" in md
+    assert "| three_stage | 31 |" in md  # failure mode: median miss at the first close, mm
 
 
 # ---------------------------------------------------------------- end to end, tiny

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from etc_training.distill.sdm import DistillError
+from etc_training.recipe.evaluate import paired_bootstrap
 
 SPEEDUP_KINDS = ("head_torch", "sampler_onnx", "policy_bundle head graph", "policy_torch", "policy_bundle")
 
@@ -28,16 +29,6 @@ def _wilson(k: int, n: int) -> tuple[float, float]:
     from etc_training.recipe.evaluate import wilson_interval
 
     return wilson_interval(k, n)
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, reps: int = 10000, seed: int = 0) -> tuple[float, float]:
-    """95 % interval of mean(a - b) resampling the pairs (a_i, b_i) with replacement."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    if d.size == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(reps, d.size))].mean(axis=1)
-    return (round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4))
 
 
 def _episodes(report: dict, variant: str, split: str) -> dict[int, bool]:

@@ -376,6 +376,8 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
             "etc_point_error_px": ((ev.get("etc") or {}).get("summary") or {}).get("point_error_px"),
             "success": {s: d["success_rate"] for s, d in cl.items()},
             "success_counts": {s: [int(d["successes"]), int(d["episodes"])] for s, d in cl.items()},
+            "episode_success": episode_outcomes(ev),
+            "failure_mode": {s: d.get("failure_mode") for s, d in cl.items()},
             "cka_final": cka_rows[-1]["cka_mean"] if cka_rows else None,
             "cka_reference": cka_rows[-1].get("cka_reference") if cka_rows else None,
             "cka_curve": [(r["global_step"], r["cka_mean"]) for r in cka_rows],
@@ -420,6 +422,39 @@ def pooled_success(runs: list[dict], split: str) -> dict | None:
     lo, hi = wilson_interval(k, n)
     return {"successes": k, "episodes": n, "rate": k / n if n else None, "ci95": [round(lo, 4), round(hi, 4)],
             "seeds": len(counts)}
+
+
+def episode_outcomes(ev: dict) -> dict[str, dict[str, bool]]:
+    """{split: {scene seed: success}} of one run's closed-loop evaluation (the pairing key across variants)."""
+    out: dict[str, dict[str, bool]] = {}
+    for e in (ev.get("closed_loop") or {}).get("episodes") or []:
+        out.setdefault(str(e["split"]), {})[str(e["seed"])] = bool(e["success"])
+    return out
+
+
+def paired_differences(runs: list[dict], splits: list[str], reference: str = "action_only") -> dict:
+    """Per variant other than `reference` and split: success minus the reference's on the same scenes of the same
+    training seed (same initial model, same scene seeds), pooled over seeds, with a paired-bootstrap 95 % interval
+    in points. {} without the reference or per-episode outcomes."""
+    from etc_training.recipe.evaluate import paired_bootstrap
+
+    ref = {r["seed"]: r.get("episode_success") or {} for r in runs if r["variant"] == reference}
+    out: dict[str, dict] = {}
+    for v in dict.fromkeys(r["variant"] for r in runs if r["variant"] != reference):
+        for s in splits:
+            a, b = [], []
+            for r in runs:
+                if r["variant"] != v or r["seed"] not in ref:
+                    continue
+                mine, theirs = (r.get("episode_success") or {}).get(s) or {}, ref[r["seed"]].get(s) or {}
+                for scene in sorted(set(mine) & set(theirs)):
+                    a.append(float(mine[scene]))
+                    b.append(float(theirs[scene]))
+            if a:
+                lo, hi = paired_bootstrap(np.array(a), np.array(b))
+                out.setdefault(v, {})[s] = {"points": round(100 * (float(np.mean(a)) - float(np.mean(b))), 2),
+                                            "ci95_points": [round(100 * lo, 2), round(100 * hi, 2)], "pairs": len(a)}
+    return out
 
 
 def _table(acfg: AblationConfig, runs: list[dict], splits: list[str] | None = None) -> tuple[list[str], list[dict]]:
@@ -488,6 +523,27 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
         for r in rows:
             md.append("| " + " | ".join([r["variant"]] + [f"{_pooled_cell(r[f'pooled:{s}'])}; "
                                                           f"{_cell(r[f'success:{s}'], 2)}" for s in splits]) + " |")
+    paired = paired_differences(runs, splits) if splits else {}
+    if paired:
+        md += ["", "## Paired difference vs action_only (points)", "",
+               "Success minus action_only's on the same scenes of the same training seed (same initial model), pooled "
+               "over seeds; 95 % paired-bootstrap interval; pairs = scenes x seeds.", "",
+               "| variant | " + " | ".join(splits) + " |", "|" + "---|" * (len(splits) + 1)]
+        for v, per in paired.items():
+            md.append("| " + " | ".join([v] + [f"{per[s]['points']:+.1f} [{per[s]['ci95_points'][0]:+.1f}, "
+                                               f"{per[s]['ci95_points'][1]:+.1f}] ({per[s]['pairs']})"
+                                               if s in per else "-" for s in splits]) + " |")
+    misses = [(r["variant"], s, (fm or {}).get("median_horizontal_miss_m"), (fm or {}).get("never_closed"))
+              for r in runs for s, fm in (r.get("failure_mode") or {}).items()]
+    if any(m[2] is not None for m in misses):
+        md += ["", "## Failure mode: median horizontal miss at the first gripper close (mm), mean over seeds", "",
+               "| variant | " + " | ".join(splits) + " |", "|" + "---|" * (len(splits) + 1)]
+        for v in dict.fromkeys(r["variant"] for r in runs):
+            cells = []
+            for s in splits:
+                vals = [m[2] for m in misses if m[0] == v and m[1] == s and m[2] is not None]
+                cells.append(f"{1000 * float(np.mean(vals)):.0f}" if vals else "-")
+            md.append("| " + " | ".join([v] + cells) + " |")
     notes = []
     for s, why in (meta.get("skipped_splits") or {}).items():
         notes.append(f"- split `{s}` not evaluated: {why}")
@@ -504,7 +560,7 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
     atomic_write_text(out / "ablation.md", "\n".join(md))
     res = {"config": {k: getattr(acfg, k) for k in acfg.__dataclass_fields__}, "runs": runs,
            "table": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
-           "seconds": round(seconds, 1), **meta}
+           "paired_vs_action_only": paired, "seconds": round(seconds, 1), **meta}
     atomic_write_json(out / "ablation.json", res)
     try:
         _plot(out, acfg, rows, runs, splits)

@@ -73,6 +73,17 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, c - h), min(1.0, c + h))
 
 
+def paired_bootstrap(a, b, reps: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of mean(a - b), resampling the pairs (a_i, b_i) with replacement (the same scenes run by two
+    policies: paired success differences)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if d.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(reps, d.size))].mean(axis=1)
+    return (round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4))
+
+
 # ---------------------------------------------------------------------------------------------- closed loop
 _WORKER: dict[str, Any] = {}
 
