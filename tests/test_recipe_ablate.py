@@ -231,6 +231,29 @@ def test_table_pools_success_over_seeds_with_a_wilson_interval(tmp_path):
     assert rows[0]["pooled:train"] is None and rows[0]["success:train"][0] == pytest.approx(0.5)
 
 
+def test_retentive_variants_adapt_one_policy_in_stage3_only(syn):
+    """s3_*: Stages 1-2 off, Stage 3 from model.init with the same steps; ETC only where named, OOD ETC only in
+    s3_etc_ood; refused without a trained policy to start from or without Stage-3 ETC."""
+    base = load_train_config(TINY, syn["data"] + [TARGET_ONLY, "model.init=" + str(syn["root"])])
+    ood = SourceConfig(name="ood", kind="etc", splits=["ood"])
+    cfgs = {v: variant_config(base, v, "total", ood, 0.1) for v in ablate.expand_variants(["retentive"])}
+    assert list(cfgs) == ["s3_action_only", "s3_etc", "s3_etc_ood"]
+    for v, c in cfgs.items():
+        assert not c.stages.stage1.enabled and not c.stages.stage2.enabled and c.stages.stage3.enabled
+        assert c.stages.stage3.steps == base.stages.stage3.steps and c.model.init == base.model.init
+    assert cfgs["s3_action_only"].stages.stage3.resolved_etc_batch() == 0
+    assert cfgs["s3_etc"].stages.stage3.resolved_etc_batch() == base.stages.stage3.resolved_etc_batch() > 0
+    assert [s.name for s in cfgs["s3_etc"].stages.stage3.etc_sources] == \
+        [s.name for s in base.stages.stage3.etc_sources]
+    assert [s.name for s in cfgs["s3_etc_ood"].stages.stage3.etc_sources][-1] == "ood"
+    no_init = load_train_config(TINY, syn["data"] + [TARGET_ONLY])
+    with pytest.raises(RecipeError, match="set model.init"):
+        variant_config(no_init, "s3_etc", "total", ood)
+    no_etc = load_train_config(TINY, syn["data"] + [TARGET_ONLY, "model.init=x", "stages.stage3.etc_ratio=0"])
+    with pytest.raises(RecipeError, match="Stage 3 has no ETC"):
+        variant_config(no_etc, "s3_etc", "total", ood)
+
+
 def test_paired_difference_pairs_the_same_scenes_of_the_same_seed(tmp_path):
     """three_stage minus action_only is computed on (training seed, scene) pairs: scenes only one variant ran, or a
     seed the reference lacks, are not paired; the interval is the paired bootstrap's, in points."""
@@ -261,7 +284,8 @@ def test_paired_difference_pairs_the_same_scenes_of_the_same_seed(tmp_path):
                           eval_episodes=6, eval_splits=["train"])
     res = ablate._write(tmp_path, acfg, runs, 1.0, {"eval_splits": ["train"]})
     md = (tmp_path / "ablation.md").read_text()
-    assert res["paired_vs_action_only"] == d and "| three_stage | +40.0 [" in md and "(10) |" in md
+    assert res["paired_vs_reference"] == d and res["paired_reference"] == "action_only"
+    assert "| three_stage | +40.0 [" in md and "(10) |" in md
     assert "| three_stage | 31 |" in md  # failure mode: median miss at the first close, mm
 
 

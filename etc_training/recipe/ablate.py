@@ -11,6 +11,13 @@ several seeds:
                      action_planning): each category alone against all three (Fig. 3b); same ETC batch sizes
     db_action_only   (optional) Stage 1, then action-only Stages 2/3: with three_stage, the CKA-drift pair of Fig. 3a
 
+Retentive Adaptation alone (`retentive`): Stage 3 only, every variant from the same trained policy (model.init,
+e.g. the working recipe's stage2/final), the same Stage-3 steps; the paired reference is s3_action_only:
+
+    s3_action_only   Stage 3 on actions (+ the config's grounding questions), no ETC
+    s3_etc           Stage 3 with the configured target-scene ETC
+    s3_etc_ood       s3_etc + OOD ETC (as three_stage_ood)
+
 budget "stages" (default, as in the paper): every variant makes the same Stage-2 and Stage-3 steps; Stage 1 is
 extra. budget "total": variants without Stage 1 add its steps to Stage 2, so all make the same number of optimizer
 steps. For each run: held-out action loss / decoded-chunk MSE (val data), ETC answer quality (held-out ETC),
@@ -37,9 +44,14 @@ from etc_training.recipe.config import RecipeError, SourceConfig, TrainConfig, c
 
 CATEGORY_VARIANTS = tuple(f"etc_{c}" for c in CATEGORIES)
 PATHWAY_VARIANTS = ("action_only", "etc_stage2", "three_stage", "three_stage_ood")
-VARIANTS = ("action_only", "etc_stage2", "three_stage", "db_action_only", "three_stage_ood") + CATEGORY_VARIANTS
+# Retentive Adaptation alone: Stage 3 from one trained policy (model.init), Stages 1-2 off; the same steps
+RETENTIVE_VARIANTS = ("s3_action_only", "s3_etc", "s3_etc_ood")
+VARIANTS = ("action_only", "etc_stage2", "three_stage", "db_action_only", "three_stage_ood") + CATEGORY_VARIANTS + \
+    RETENTIVE_VARIANTS
+OOD_VARIANTS = ("three_stage_ood", "s3_etc_ood")  # the variants that add the OOD ETC source to Stage 3
 DEFAULT_VARIANTS = ("action_only", "etc_stage2", "three_stage")
-VARIANT_GROUPS = {"pathway": PATHWAY_VARIANTS, "categories": CATEGORY_VARIANTS}  # --variants shorthands
+VARIANT_GROUPS = {"pathway": PATHWAY_VARIANTS, "categories": CATEGORY_VARIANTS,  # --variants shorthands
+                  "retentive": RETENTIVE_VARIANTS}
 OOD_PREFIX = "ood"  # ETC splits named ood* are OOD scenes (etc-vla sim collect --split ood_color, synthetic "ood")
 
 
@@ -92,6 +104,20 @@ def variant_config(base: TrainConfig, variant: str, budget: str = "stages", ood_
         raise RecipeError(f"budget must be 'stages' or 'total', got {budget!r}")
     cfg = copy.deepcopy(base)
     s1, s2, s3 = cfg.stages.stage1, cfg.stages.stage2, cfg.stages.stage3
+    if variant in RETENTIVE_VARIANTS:
+        if not cfg.model.init:
+            raise RecipeError(f"{variant}: the retentive variants adapt one trained policy in Stage 3; set model.init "
+                              "to it (e.g. a working recipe's stage2/final)")
+        s1.enabled = s2.enabled = False
+        s3.enabled = True
+        if variant == "s3_action_only":
+            s3.etc_batch = 0
+            s3.etc_ratio = 0.0
+        elif s3.resolved_etc_batch() <= 0 or not s3.etc_sources:
+            raise RecipeError(f"{variant}: Stage 3 has no ETC (set stages.stage3.etc_ratio and etc_sources)")
+        if variant == "s3_etc_ood":
+            _add_ood_source(cfg, ood_source, ood_share)
+        return check_config(cfg)
     if variant in ("action_only", "etc_stage2"):
         if budget == "total" and s1.enabled:
             s2.steps += s1.steps
@@ -322,7 +348,7 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
 
         eps, etc = make_synthetic_data(out / "data", base.data.synthetic)
         base.data.episodes, base.data.etc = str(eps), str(etc)
-    ood = ood_etc_source(base, acfg) if "three_stage_ood" in acfg.variants else None
+    ood = ood_etc_source(base, acfg) if set(OOD_VARIANTS) & set(acfg.variants) else None
     # every variant's configuration is checked before the first (long) training starts
     for v in acfg.variants:
         variant_config(base, v, acfg.budget, ood, acfg.ood_etc_share)
@@ -523,10 +549,11 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
         for r in rows:
             md.append("| " + " | ".join([r["variant"]] + [f"{_pooled_cell(r[f'pooled:{s}'])}; "
                                                           f"{_cell(r[f'success:{s}'], 2)}" for s in splits]) + " |")
-    paired = paired_differences(runs, splits) if splits else {}
+    ref = next((v for v in ("action_only", "s3_action_only") if any(r["variant"] == v for r in runs)), None)
+    paired = paired_differences(runs, splits, ref) if splits and ref else {}
     if paired:
-        md += ["", "## Paired difference vs action_only (points)", "",
-               "Success minus action_only's on the same scenes of the same training seed (same initial model), pooled "
+        md += ["", f"## Paired difference vs {ref} (points)", "",
+               f"Success minus {ref}'s on the same scenes of the same training seed (same initial model), pooled "
                "over seeds; 95 % paired-bootstrap interval; pairs = scenes x seeds.", "",
                "| variant | " + " | ".join(splits) + " |", "|" + "---|" * (len(splits) + 1)]
         for v, per in paired.items():
@@ -549,8 +576,8 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
         notes.append(f"- split `{s}` not evaluated: {why}")
     if meta.get("ood_etc"):
         o = meta["ood_etc"]
-        notes.append(f"- three_stage_ood: Stage-3 OOD ETC from `{o['path']}` splits {o['splits']} (scenes whose "
-                     f"actions no variant trains on), {o['share']:.0%} of the Stage-3 ETC batch")
+        notes.append(f"- three_stage_ood / s3_etc_ood: Stage-3 OOD ETC from `{o['path']}` splits {o['splits']} "
+                     f"(scenes whose actions no variant trains on), {o['share']:.0%} of the Stage-3 ETC batch")
     if any(v in CATEGORY_VARIANTS for v in acfg.variants):
         notes.append("- etc_<category>: three_stage with every ETC source restricted to that category (same ETC batch "
                      "sizes); three_stage is the all-three reference (Fig. 3b)")
@@ -560,7 +587,7 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
     atomic_write_text(out / "ablation.md", "\n".join(md))
     res = {"config": {k: getattr(acfg, k) for k in acfg.__dataclass_fields__}, "runs": runs,
            "table": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
-           "paired_vs_action_only": paired, "seconds": round(seconds, 1), **meta}
+           "paired_reference": ref, "paired_vs_reference": paired, "seconds": round(seconds, 1), **meta}
     atomic_write_json(out / "ablation.json", res)
     try:
         _plot(out, acfg, rows, runs, splits)
