@@ -98,12 +98,20 @@ def test_pickup_ablation_config_same_budget_per_variant():
     assert not any("ood" in "".join(s.splits) for _, st in base.stages.items() for s in st.etc_sources)
     steps = set()
     for v in ablate.VARIANTS:
+        if v in ablate.RETENTIVE_VARIANTS:
+            continue
         c = variant_config(base, v, "total", ood_source=_ood(["ood_color"]))
         steps.add(sum(s.steps for _, s in c.stages.items() if s.enabled))
         etc = v not in ("action_only", "db_action_only")
         assert c.stages.stage2.resolved_etc_batch() == (8 if etc else 0) and c.stages.stage2.grounding_batch == 16
         assert c.stages.stage3.action_splits == ["train"] and c.model.head == "regression"
     assert steps == {5400}
+    # the retentive variants: Stage 3 alone (1800 steps) from one trained policy, ETC 8 of 56 except s3_action_only
+    init = load_train_config(PICKUP, ["model.init=runs/policy_pickup/stage2/final"])
+    for v in ablate.RETENTIVE_VARIANTS:
+        c = variant_config(init, v, "total", ood_source=_ood(["ood_color"]))
+        assert [n for n, s in c.stages.items() if s.enabled] == ["stage3"] and c.stages.stage3.steps == 1800
+        assert c.stages.stage3.resolved_etc_batch() == (0 if v == "s3_action_only" else 8)
 
 
 def test_bad_categories_and_ood_arguments_are_refused():
