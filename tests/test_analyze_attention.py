@@ -150,3 +150,39 @@ def test_the_command_writes_its_report_on_two_scenes(tmp_path, policy, monkeypat
     pol0.save(tmp_path / "nospatial")
     assert cli.main(["analyze", "attention", "--checkpoint", str(tmp_path / "nospatial"), "--out",
                      str(tmp_path / "x"), "--scenes", "1", "--no-progress"]) == 2
+
+
+def test_compare_pairs_the_same_scenes_and_reports_the_target_ratio_difference(tmp_path):
+    """Two policies x two seeds: the pooled target ratio is mass over area summed over seeds and scenes; the
+    difference vs the reference is paired on (seed, scene) and a scene only one policy saw is not paired."""
+    from etc_training.commands import analyze
+
+    def write(d, masses, seeds):
+        d.mkdir(parents=True)
+        rows = [{"split": "ood_distractor", "seed": s, "target_visible": True, "target_area": 0.01,
+                 "distractor_area": 0.1, "mean": {"target_mass": m, "distractor_mass": 0.05}}
+                for s, m in zip(seeds, masses)]
+        (d / "scenes.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        return str(d)
+
+    ref = [write(tmp_path / "a0", [0.01, 0.02], [1, 2]), write(tmp_path / "a1", [0.01, 0.01], [1, 2])]
+    ood = [write(tmp_path / "b0", [0.02, 0.03, 0.9], [1, 2, 3]), write(tmp_path / "b1", [0.01, 0.03], [1, 2])]
+    cmp = attention.compare_attention({"s3_etc": ref, "s3_etc_ood": ood}, "s3_etc", resamples=200)
+    v = cmp["splits"]["ood_distractor"]["s3_etc_ood"]
+    assert v["pairs"] == 4  # scene 3 of seed 0 has no reference partner
+    assert v["target_ratio"] == pytest.approx((0.02 + 0.03 + 0.01 + 0.03) / 0.04)
+    assert v["target_ratio_minus_reference"]["value"] == pytest.approx((0.01 + 0.01 + 0.0 + 0.02) / 0.04)
+    lo, hi = v["target_ratio_minus_reference"]["ci95"]
+    assert 0 <= lo <= v["target_ratio_minus_reference"]["value"] <= hi
+    assert cmp["splits"]["ood_distractor"]["s3_etc"]["target_ratio_minus_reference"]["value"] == 0
+    with pytest.raises(attention.UserError, match="same number of runs"):
+        attention.compare_attention({"s3_etc": ref, "s3_etc_ood": ood[:1]}, "s3_etc")
+    with pytest.raises(attention.UserError, match="reference 'x'"):
+        attention.compare_attention({"s3_etc": ref}, "x")
+    parser = __import__("argparse").ArgumentParser()
+    analyze.register(parser)
+    args = parser.parse_args(["attention-compare", "--runs", "s3_etc=" + ",".join(ref), "--runs",
+                              "s3_etc_ood=" + ",".join(ood), "--reference", "s3_etc", "--out", str(tmp_path / "c"),
+                              "--bootstrap", "100"])
+    assert args.func(args) == 0
+    assert "| ood_distractor | s3_etc_ood | 4 | 2.250 | 0.500 | +1.000 [" in (tmp_path / "c" / "compare.md").read_text()

@@ -627,3 +627,73 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         L += ["", "Overlays (image + boxes, mean heatmap, each head; target green, distractors red): "
               + ", ".join(f"`{p}`" for p in report["overlays"])]
     return "\n".join(L) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+def _scene_rows(run_dir: str | Path) -> list[dict]:
+    p = Path(run_dir) / "scenes.jsonl"
+    if not p.is_file():
+        raise UserError(f"{p}: not an `etc-vla analyze attention` output (no scenes.jsonl)")
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+
+
+def compare_attention(groups: Mapping[str, Sequence[str | Path]], reference: str, resamples: int = 2000,
+                      seed: int = 0) -> dict:
+    """Attention of several policies (`groups`: label -> analysis directories, one per training seed, the k-th of
+    every label made with the same scenes) against `reference`: per split and label the target and distractor
+    ratios pooled over seeds and scenes (mass / area, ratio of sums), and the paired difference of the target ratio
+    vs the reference on the same (seed, scene) pairs, with a bootstrap 95 % interval over pairs. Mean over heads."""
+    if reference not in groups:
+        raise UserError(f"reference {reference!r} is not one of {list(groups)}")
+    rows = {label: [_scene_rows(d) for d in dirs] for label, dirs in groups.items()}
+    n_runs = {label: len(r) for label, r in rows.items()}
+    if len(set(n_runs.values())) != 1:
+        raise UserError(f"every label needs the same number of runs (seeds), got {n_runs}")
+
+    def keyed(label: str) -> dict[tuple[int, str, int], dict]:
+        return {(k, r["split"], int(r["seed"])): r for k, run in enumerate(rows[label]) for r in run
+                if r.get("target_visible", True) and r.get("mean")}
+
+    ref = keyed(reference)
+    splits = sorted({k[1] for k in ref})
+    out: dict[str, Any] = {"reference": reference, "runs": {k: [str(d) for d in v] for k, v in groups.items()},
+                           "splits": {}}
+    for split in splits:
+        per: dict[str, Any] = {}
+        for label in groups:
+            mine = keyed(label)
+            pairs = sorted(k for k in mine if k[1] == split and k in ref)
+            if not pairs:
+                continue
+            tm = np.array([mine[k]["mean"]["target_mass"] for k in pairs])
+            dm = np.array([mine[k]["mean"]["distractor_mass"] for k in pairs])
+            ta = np.array([mine[k]["target_area"] for k in pairs])
+            da = np.array([mine[k]["distractor_area"] for k in pairs])
+            tm_ref = np.array([ref[k]["mean"]["target_mass"] for k in pairs])
+            idx = bootstrap_indices(len(pairs), resamples, seed)
+            diff = (tm[idx] - tm_ref[idx]).sum(1) / ta[idx].sum(1)
+            per[label] = {"pairs": len(pairs), "target_ratio": _r(tm.sum() / ta.sum()),
+                          "distractor_ratio": _r(dm.sum() / da.sum()) if da.sum() > 0 else None,
+                          "target_ratio_minus_reference": {"value": _r((tm - tm_ref).sum() / ta.sum()),
+                                                           "ci95": _ci(diff)}}
+        out["splits"][split] = per
+    return out
+
+
+def compare_markdown(cmp: Mapping[str, Any]) -> str:
+    ref = cmp["reference"]
+    md = ["# Attention of the action prediction: policies compared", "",
+          "Mean over heads, first observation of each scene; ratios = attention mass / box area share (1 = uniform), "
+          "pooled over seeds and scenes; the difference is paired on the same (seed, scene) with a bootstrap 95 % "
+          f"interval; reference `{ref}`.", "",
+          "| split | policy | pairs | target ratio | distractor ratio | target ratio minus reference |",
+          "|---|---|---|---|---|---|"]
+    for split, per in cmp["splits"].items():
+        for label, v in per.items():
+            d = v["target_ratio_minus_reference"]
+            ci = d["ci95"]
+            dd = "-" if label == ref else f"{d['value']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+            dr = "-" if v["distractor_ratio"] is None else f"{v['distractor_ratio']:.3f}"
+            md.append(f"| {split} | {label} | {v['pairs']} | {v['target_ratio']:.3f} | {dr} | {dd} |")
+    md += ["", "Runs: " + "; ".join(f"`{k}`: " + ", ".join(v) for k, v in cmp["runs"].items()), ""]
+    return "\n".join(md)

@@ -7,6 +7,9 @@
         on the target object's box and on the distractors' boxes against the boxes' area (uniform attention), with
         bootstrap intervals, and the instruction-swap control (the same frame, the instruction naming a distractor);
         OUT/report.json, OUT/report.md, OUT/scenes.jsonl, OUT/overlays/*.png (etc_training/analysis/attention.py).
+    etc-vla analyze attention-compare --runs LABEL=DIR,DIR,... [--runs ...] --reference LABEL --out DIR
+        Several policies' analyses (one DIR per training seed, made on the same scenes) against a reference: target
+        / distractor ratios pooled over seeds and the paired target-ratio difference with a bootstrap interval.
 """
 from __future__ import annotations
 
@@ -37,7 +40,36 @@ def register(p: argparse.ArgumentParser) -> None:
     a.add_argument("--threads", type=int, default=1, help="torch threads")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_attention)
+    c = sub.add_parser("attention-compare", help="several policies' attention analyses against a reference, "
+                       "paired on the same scenes")
+    c.add_argument("--runs", action="append", required=True, metavar="LABEL=DIR[,DIR...]",
+                   help="a policy and its `analyze attention` outputs, one per training seed (repeat per policy)")
+    c.add_argument("--reference", required=True, help="the LABEL the others are compared with")
+    c.add_argument("--out", required=True, help="output directory: compare.json, compare.md")
+    c.add_argument("--bootstrap", type=int, default=2000)
+    c.set_defaults(func=_attention_compare)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _attention_compare(args) -> int:
+    from pathlib import Path
+
+    from etc_ros.core.errors import UserError
+    from etc_ros.core.io import atomic_write_json, atomic_write_text
+    from etc_training.analysis.attention import compare_attention, compare_markdown
+
+    groups = {}
+    for spec in args.runs:
+        label, sep, dirs = spec.partition("=")
+        if not sep or not label or not _csv(dirs):
+            raise UserError(f"--runs {spec!r}: expected LABEL=DIR[,DIR...]")
+        groups[label] = _csv(dirs)
+    cmp = compare_attention(groups, args.reference, resamples=args.bootstrap)
+    out = Path(args.out)
+    atomic_write_json(out / "compare.json", cmp)
+    atomic_write_text(out / "compare.md", compare_markdown(cmp))
+    print(compare_markdown(cmp))
+    return 0
 
 
 def _attention(args) -> int:
