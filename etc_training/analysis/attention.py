@@ -650,18 +650,15 @@ def compare_attention(groups: Mapping[str, Sequence[str | Path]], reference: str
     if len(set(n_runs.values())) != 1:
         raise UserError(f"every label needs the same number of runs (seeds), got {n_runs}")
 
-    def keyed(label: str) -> dict[tuple[int, str, int], dict]:
-        return {(k, r["split"], int(r["seed"])): r for k, run in enumerate(rows[label]) for r in run
-                if r.get("target_visible", True) and r.get("mean")}
-
-    ref = keyed(reference)
+    keyed = {label: {(k, r["split"], int(r["seed"])): r for k, run in enumerate(runs) for r in run
+                     if r.get("target_visible", True) and r.get("mean")} for label, runs in rows.items()}
+    ref = keyed[reference]
     splits = sorted({k[1] for k in ref})
     out: dict[str, Any] = {"reference": reference, "runs": {k: [str(d) for d in v] for k, v in groups.items()},
                            "splits": {}}
     for split in splits:
         per: dict[str, Any] = {}
-        for label in groups:
-            mine = keyed(label)
+        for label, mine in keyed.items():
             pairs = sorted(k for k in mine if k[1] == split and k in ref)
             if not pairs:
                 continue

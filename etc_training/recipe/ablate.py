@@ -560,7 +560,7 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
             md.append("| " + " | ".join([v] + [f"{per[s]['points']:+.1f} [{per[s]['ci95_points'][0]:+.1f}, "
                                                f"{per[s]['ci95_points'][1]:+.1f}] ({per[s]['pairs']})"
                                                if s in per else "-" for s in splits]) + " |")
-    misses = [(r["variant"], s, (fm or {}).get("median_horizontal_miss_m"), (fm or {}).get("never_closed"))
+    misses = [(r["variant"], s, (fm or {}).get("median_horizontal_miss_m"))
               for r in runs for s, fm in (r.get("failure_mode") or {}).items()]
     if any(m[2] is not None for m in misses):
         md += ["", "## Failure mode: median horizontal miss at the first gripper close (mm), mean over seeds", "",
