@@ -120,6 +120,10 @@ def test_pool_sources_default_all_and_unknown():
     cfg = load_midtrain_config(str(root / "config" / "midtrain_pool100k.yaml"))
     n = cfg.pool.n_per_source * len(source_list(cfg.pool.sources))
     assert n >= 100_000 and set(SCENE_SOURCES) <= set(source_list(cfg.pool.sources))
+    # the downstream comparison scores that same pool (built under its OUT/pool) with the working policy's VLM
+    down = load_midtrain_config(str(root / "config" / "midtrain_pickup100k.yaml"))
+    assert Path(down.pool.path).parent == Path(cfg.out) / "pool" and down.model.path and down.robot.etc
+    assert set(down.select.methods) == {"learned", "random", "distance"} == set(cfg.select.methods)
     with pytest.raises(MidtrainError, match="unknown built-in pool source"):
         load_midtrain_config(str(root / "config" / "midtrain.yaml"), ["pool.sources=[default, paintings]"])
 

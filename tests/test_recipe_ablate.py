@@ -324,3 +324,92 @@ def test_tiny_ablation_runs_the_new_variants_and_resumes(syn):
     assert [r["eval_s"] for r in again["runs"]] == [r["eval_s"] for r in res["runs"]]  # evaluations reused
     assert json.loads((out / "three_stage_ood/seed0/eval/eval.json").read_text())["seconds"] == \
         pytest.approx(runs["three_stage_ood"]["eval_s"], abs=0.051)
+
+
+# ---------------------------------------------------------------- EmbodiedMidtrain downstream (issue 17, item 4)
+def _selections(root: Path, methods=("learned", "random", "distance")) -> Path:
+    d = root / "selection"
+    d.mkdir(parents=True, exist_ok=True)
+    for m in methods:
+        (d / f"{m}.jsonl").write_text(json.dumps({"id": f"{m}/0", "image": "x.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "a box"}]}) + "\n")
+    return d
+
+
+def test_midtrain_variants_midtrain_on_their_selection_then_fine_tune_as_s3_action_only(tmp_path):
+    """mt_<method>: Stage 1 draws only the selection <method>.jsonl (general data, no actions, no grounding), Stage 2
+    off, and Stage 3 is exactly s3_action_only's; refused without the selections, a method's file or a start."""
+    sel = _selections(tmp_path)
+    base = load_train_config(PICKUP, ["model.init=runs/x"])
+    ref = variant_config(base, "s3_action_only")
+    assert ablate.expand_variants(["midtrain"]) == ["s3_action_only", "mt_learned", "mt_random", "mt_distance"]
+    for m in ("learned", "random", "distance"):
+        c = variant_config(base, f"mt_{m}", midtrain_selections=str(sel))
+        s1 = c.stages.stage1
+        assert s1.enabled and not c.stages.stage2.enabled and c.model.init == "runs/x"
+        assert s1.action_batch == 0 and s1.grounding_batch == 0
+        assert s1.resolved_etc_batch() == base.stages.stage1.resolved_etc_batch() > 0
+        assert [(s.kind, s.path) for s in s1.etc_sources] == [("general", str(sel / f"{m}.jsonl"))]
+        assert s1.steps == base.stages.stage1.steps and s1.lr == base.stages.stage1.lr
+        assert to_dict(c.stages.stage3) == to_dict(ref.stages.stage3)
+    with pytest.raises(RecipeError, match="no mid-training selections"):
+        variant_config(base, "mt_random")
+    (sel / "distance.jsonl").unlink()
+    with pytest.raises(RecipeError, match="selection file not found"):
+        variant_config(base, "mt_distance", midtrain_selections=str(sel))
+    with pytest.raises(RecipeError, match="set model.init"):
+        variant_config(load_train_config(PICKUP), "mt_random", midtrain_selections=str(sel))
+
+
+def test_eval_checkpoints_must_be_stage3_checkpoints():
+    cfg = variant_config(load_train_config(PICKUP, ["model.init=x", "run.checkpoint_every=200",
+                                                    "stages.stage3.steps=600"]), "s3_action_only")
+    assert ablate.checkpoint_steps(cfg, [400, 200, 200]) == [200, 400] and ablate.checkpoint_steps(cfg, []) == []
+    for bad in ([300], [600], [0], [-200]):
+        with pytest.raises(RecipeError, match="multiple of run.checkpoint_every"):
+            ablate.checkpoint_steps(cfg, bad)
+    cfg.stages.stage3.enabled = False
+    with pytest.raises(RecipeError, match="no Stage 3"):
+        ablate.checkpoint_steps(cfg, [200])
+
+
+def test_step_curves_pool_seeds_and_pair_the_same_step_and_scenes(tmp_path):
+    """Success vs fine-tuning step: pooled over seeds per step with the Wilson interval, the mean CKA at the step,
+    and the paired difference vs the reference at the SAME step on the same scenes (a step the reference lacks is
+    not paired); written to the table and the JSON."""
+    from etc_training.recipe.evaluate import paired_bootstrap, wilson_interval
+
+    def curve(per_step):  # {step: outcomes}
+        return [{"step": k, "split": "train", "successes": int(sum(o)), "episodes": len(o), "rate": sum(o) / len(o),
+                 "episode_success": {str(100 + i): bool(x) for i, x in enumerate(o)}, "cka": 1.0 - k / 1000}
+                for k, o in per_step.items()]
+
+    ref0, ref1 = {0: [1, 0, 1, 0], 200: [1, 1, 0, 0]}, {0: [0, 0, 1, 1], 200: [1, 1, 1, 0]}
+    mt0, mt1 = {0: [0, 0, 0, 0], 200: [1, 1, 1, 1], 400: [1, 1, 1, 1]}, {0: [1, 0, 0, 0], 200: [1, 1, 1, 1]}
+    runs = [{"variant": "s3_action_only", "seed": 0, "curve": curve(ref0)},
+            {"variant": "s3_action_only", "seed": 1, "curve": curve(ref1)},
+            {"variant": "mt_learned", "seed": 0, "curve": curve(mt0)},
+            {"variant": "mt_learned", "seed": 1, "curve": curve(mt1)}]
+    c = ablate.step_curves(runs, "s3_action_only")
+    assert sorted(c) == ["mt_learned", "s3_action_only"] and sorted(c["mt_learned"]) == [0, 200, 400]
+    cell = c["mt_learned"][200]
+    assert (cell["successes"], cell["episodes"], cell["seeds"]) == (8, 8, 2)
+    assert cell["ci95"] == [round(x, 4) for x in wilson_interval(8, 8)] and cell["cka"] == pytest.approx(0.8)
+    a, b = np.ones(8), np.array(ref0[200] + ref1[200], float)
+    lo, hi = paired_bootstrap(a, b)
+    assert cell["paired"] == {"points": round(100 * (a.mean() - b.mean()), 2),
+                              "ci95_points": [round(100 * lo, 2), round(100 * hi, 2)], "pairs": 8}
+    assert c["mt_learned"][0]["paired"]["points"] == pytest.approx(100 * (1 / 8 - 4 / 8))
+    assert "paired" not in c["mt_learned"][400] and "paired" not in c["s3_action_only"][0]
+    for r in runs:
+        r.update(steps=10, train_s=1.0, eval_s=1.0, success={"train": 0.5}, success_counts={"train": [1, 2]},
+                 episode_success={}, cka_curve=[])
+    acfg = AblationConfig(out=str(tmp_path), variants=["midtrain"], seeds=[0, 1], eval_episodes=4,
+                          eval_splits=["train"], midtrain_selections="sel")
+    res = ablate._write(tmp_path, acfg, runs, 1.0, {"eval_splits": ["train"]})
+    md = (tmp_path / "ablation.md").read_text()
+    assert res["step_curves"]["mt_learned"][200] == cell
+    assert "## Success vs fine-tuning step (train)" in md and "| variant | step 0 | step 200 | step 400 |" in md
+    assert "| mt_learned | 0.12 [0.02, 0.47]; CKA 1.000; -37.5 [" in md  # step 0: pooled 1/8, paired 1/8 - 4/8
+    assert "CKA 0.800; +37.5 [" in md  # step 200: 8/8 vs the reference's 5/8
+    assert (tmp_path / "success_vs_step.png").is_file()

@@ -19,7 +19,9 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: action_only, etc_stage2, three_stage, three_stage_ood, db_action_only, "
                         "etc_scene_grounding, etc_task_oriented, etc_action_planning, s3_action_only, s3_etc, "
                         "s3_etc_ood; shorthands: pathway (the first four), categories (the three etc_<category>), "
-                        "retentive (the three s3_*: Stage 3 only, from model.init)")
+                        "retentive (the three s3_*: Stage 3 only, from model.init), midtrain (s3_action_only + "
+                        "mt_learned, mt_random, mt_distance: mid-training on a selection, then s3_action_only's "
+                        "Stage 3)")
     p.add_argument("--budget", default="stages", choices=["stages", "total"],
                    help="stages: same Stage-2/3 steps (Stage 1 extra); total: same number of optimizer steps")
     p.add_argument("--episodes", type=int, default=2, help="closed-loop episodes per split and run (0 = skip)")
@@ -44,6 +46,13 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-data", default=None,
                    help="episode dataset for the held-out action metrics (default: data.episodes)")
     p.add_argument("--val-split", default=None, help="its split (default: data.val_split)")
+    p.add_argument("--midtrain-selections", default=None,
+                   help="mt_<method>: directory of the mid-training selections <method>.jsonl (`etc-vla midtrain "
+                        "report` writes OUT/selection)")
+    p.add_argument("--eval-checkpoints", default="",
+                   help="success vs fine-tuning step: Stage-3 steps (comma-separated, multiples of "
+                        "run.checkpoint_every) whose checkpoints are evaluated on the first split, with step 0 and "
+                        "the final policy")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe config overrides")
     p.set_defaults(func=run)
@@ -63,16 +72,22 @@ def run(args) -> int:
         seeds = [int(s) for s in _csv(args.seeds)]
     except ValueError:
         raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    try:
+        checkpoints = [int(s) for s in _csv(args.eval_checkpoints)]
+    except ValueError:
+        raise UserError(f"--eval-checkpoints must be comma-separated integers, got {args.eval_checkpoints!r}") from None
     acfg = AblationConfig(out=args.out, variants=expand_variants(_csv(args.variants)), seeds=seeds,
                           budget=args.budget, eval_episodes=args.episodes, eval_splits=_csv(args.splits),
                           eval_workers=args.workers, etc_samples=args.etc_samples, action_samples=args.action_samples,
                           max_steps=args.max_steps, families=_csv(args.families), ood_etc=args.ood_etc,
                           ood_etc_splits=_csv(args.ood_etc_splits), ood_etc_share=args.ood_etc_share,
                           etc_eval=args.etc_eval, etc_eval_splits=_csv(args.etc_eval_splits),
-                          val_data=args.val_data, val_split=args.val_split)
+                          val_data=args.val_data, val_split=args.val_split,
+                          midtrain_selections=args.midtrain_selections, eval_checkpoints=checkpoints)
     bad = [v for v in acfg.variants if v not in VARIANTS]
     if bad:
-        raise UserError(f"unknown variant(s) {bad}; choose from {list(VARIANTS)} (or pathway, categories)")
+        raise UserError(f"unknown variant(s) {bad}; choose from {list(VARIANTS)} (or pathway, categories, "
+                        "retentive, midtrain)")
     res = run_ablation(base, acfg, progress=not args.no_progress)
     print(open(f"{args.out}/ablation.md").read())
     return 0 if res.get("runs") else 1

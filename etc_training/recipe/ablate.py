@@ -18,6 +18,20 @@ e.g. the working recipe's stage2/final), the same Stage-3 steps; the paired refe
     s3_etc           Stage 3 with the configured target-scene ETC
     s3_etc_ood       s3_etc + OOD ETC (as three_stage_ood)
 
+EmbodiedMidtrain downstream in the same retentive form (`midtrain`: s3_action_only + the three below): mid-training
+of the same trained policy's VLM on a selection of general VLM data (Stage 1 with the config's Stage-1 batch and
+schedule, one "general" source: `midtrain_selections`/<method>.jsonl as `etc-vla midtrain report` writes them, no
+action data), then exactly s3_action_only's Stage 3 (the fine-tuning); s3_action_only is the no-mid-training
+reference:
+
+    mt_learned       mid-training on the learned proximity estimator's top K
+    mt_random        ... on K random pool candidates
+    mt_distance      ... on the feature-distance baseline's top K
+
+`eval_checkpoints` (steps of Stage 3) adds success vs fine-tuning step: the policy entering Stage 3 (step 0: the
+mid-trained model, or model.init), the exported Stage-3 checkpoints and the final policy, on the first evaluation
+split, the same scenes for every variant (EmbodiedMidtrain Fig. 3), next to the CKA drift at the same steps.
+
 budget "stages" (default, as in the paper): every variant makes the same Stage-2 and Stage-3 steps; Stage 1 is
 extra. budget "total": variants without Stage 1 add its steps to Stage 2, so all make the same number of optimizer
 steps. For each run: held-out action loss / decoded-chunk MSE (val data), ETC answer quality (held-out ETC),
@@ -46,12 +60,15 @@ CATEGORY_VARIANTS = tuple(f"etc_{c}" for c in CATEGORIES)
 PATHWAY_VARIANTS = ("action_only", "etc_stage2", "three_stage", "three_stage_ood")
 # Retentive Adaptation alone: Stage 3 from one trained policy (model.init), Stages 1-2 off; the same steps
 RETENTIVE_VARIANTS = ("s3_action_only", "s3_etc", "s3_etc_ood")
+# EmbodiedMidtrain downstream: Stage 1 on a general-data selection (mt_<method>: selection/<method>.jsonl), then
+# s3_action_only's Stage 3
+MIDTRAIN_VARIANTS = ("mt_learned", "mt_random", "mt_distance")
 VARIANTS = ("action_only", "etc_stage2", "three_stage", "db_action_only", "three_stage_ood") + CATEGORY_VARIANTS + \
-    RETENTIVE_VARIANTS
+    RETENTIVE_VARIANTS + MIDTRAIN_VARIANTS
 OOD_VARIANTS = ("three_stage_ood", "s3_etc_ood")  # the variants that add the OOD ETC source to Stage 3
 DEFAULT_VARIANTS = ("action_only", "etc_stage2", "three_stage")
 VARIANT_GROUPS = {"pathway": PATHWAY_VARIANTS, "categories": CATEGORY_VARIANTS,  # --variants shorthands
-                  "retentive": RETENTIVE_VARIANTS}
+                  "retentive": RETENTIVE_VARIANTS, "midtrain": ("s3_action_only",) + MIDTRAIN_VARIANTS}
 OOD_PREFIX = "ood"  # ETC splits named ood* are OOD scenes (etc-vla sim collect --split ood_color, synthetic "ood")
 
 
@@ -77,6 +94,11 @@ class AblationConfig:
     etc_eval_splits: list[str] = field(default_factory=lambda: ["val"])  # offline ETC eval, skipped when absent
     val_data: str | None = None
     val_split: str | None = None
+    # mt_<method>: the directory of the mid-training selections (<method>.jsonl, `etc-vla midtrain report`)
+    midtrain_selections: str | None = None
+    # success vs fine-tuning step: Stage-3 steps whose exported checkpoints are evaluated (with step 0 and the final
+    # policy) on the first evaluation split; each a multiple of run.checkpoint_every, below the Stage-3 steps
+    eval_checkpoints: list[int] = field(default_factory=list)
 
 
 def expand_variants(names: list[str]) -> list[str]:
@@ -95,15 +117,33 @@ def variant_category(variant: str) -> str | None:
 
 
 def variant_config(base: TrainConfig, variant: str, budget: str = "stages", ood_source: SourceConfig | None = None,
-                   ood_share: float = 0.1) -> TrainConfig:
+                   ood_share: float = 0.1, midtrain_selections: str | None = None) -> TrainConfig:
     """The training configuration of one ablation variant (a modified deep copy of `base`). three_stage_ood needs
-    `ood_source` (see ood_etc_source), added to Stage 3 with `ood_share` of its ETC batch."""
+    `ood_source` (see ood_etc_source), added to Stage 3 with `ood_share` of its ETC batch; mt_<method> needs
+    `midtrain_selections` (the directory holding <method>.jsonl)."""
     if variant not in VARIANTS:
         raise RecipeError(f"unknown ablation variant {variant!r}; choose from {list(VARIANTS)}")
     if budget not in ("stages", "total"):
         raise RecipeError(f"budget must be 'stages' or 'total', got {budget!r}")
     cfg = copy.deepcopy(base)
     s1, s2, s3 = cfg.stages.stage1, cfg.stages.stage2, cfg.stages.stage3
+    if variant in MIDTRAIN_VARIANTS:
+        cfg = variant_config(base, "s3_action_only")
+        s1 = cfg.stages.stage1
+        if not midtrain_selections:
+            raise RecipeError(f"{variant}: no mid-training selections; pass the directory `etc-vla midtrain report` "
+                              "wrote them to (OUT/selection, --midtrain-selections)")
+        sel = Path(midtrain_selections) / f"{variant[len('mt_'):]}.jsonl"
+        if not sel.is_file():
+            raise RecipeError(f"{variant}: selection file not found: {sel} (select.methods of the midtrain config "
+                              "names the selections written)")
+        if s1.resolved_etc_batch() <= 0:
+            raise RecipeError(f"{variant}: Stage 1 has no batch to mid-train with (set stages.stage1.etc_batch)")
+        s1.enabled = True
+        s1.action_batch = s1.grounding_batch = 0
+        s1.etc_batch = s1.resolved_etc_batch()
+        s1.etc_sources = [SourceConfig(name="midtrain", kind="general", path=str(sel))]
+        return check_config(cfg)
     if variant in RETENTIVE_VARIANTS:
         if not cfg.model.init:
             raise RecipeError(f"{variant}: the retentive variants adapt one trained policy in Stage 3; set model.init "
@@ -351,7 +391,8 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
     ood = ood_etc_source(base, acfg) if set(OOD_VARIANTS) & set(acfg.variants) else None
     # every variant's configuration is checked before the first (long) training starts
     for v in acfg.variants:
-        variant_config(base, v, acfg.budget, ood, acfg.ood_etc_share)
+        checkpoint_steps(variant_config(base, v, acfg.budget, ood, acfg.ood_etc_share, acfg.midtrain_selections),
+                         acfg.eval_checkpoints)
     etc_eval = acfg.etc_eval or base.data.etc
     etc_eval_splits = [s for s in acfg.etc_eval_splits if etc_eval and etc_split_counts(etc_eval).get(s)]
     if etc_eval and not etc_eval_splits:
@@ -368,8 +409,10 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
         seed_cfg.seed = int(seed)
         if not seed_cfg.model.init:
             seed_cfg.model.init = str(build_init_policy(seed_cfg, init_dir))
-        cfg = variant_config(seed_cfg, v, acfg.budget, ood, acfg.ood_etc_share)
+        cfg = variant_config(seed_cfg, v, acfg.budget, ood, acfg.ood_etc_share, acfg.midtrain_selections)
         cfg.out = str(out / v / f"seed{seed}")
+        if acfg.eval_checkpoints:
+            cfg.run.export_checkpoints = True
         say(f"[ablate] {v} seed {seed} -> {cfg.out}")
         tr = time.perf_counter()
         summ = run_recipe(cfg, progress=progress, log=None)
@@ -408,10 +451,59 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
             "cka_reference": cka_rows[-1].get("cka_reference") if cka_rows else None,
             "cka_curve": [(r["global_step"], r["cka_mean"]) for r in cka_rows],
         })
+        if acfg.eval_checkpoints and splits:
+            runs[-1]["curve"] = _checkpoint_curve(cfg, acfg, splits[0], ecfg, ev, cka_rows, progress)
         _write(out, acfg, runs, time.perf_counter() - t0, meta)
     res = _write(out, acfg, runs, time.perf_counter() - t0, meta)
     say(f"[ablate] done in {res['seconds']} s: {out / 'ablation.md'}")
     return res
+
+
+def checkpoint_steps(cfg: TrainConfig, steps: list[int]) -> list[int]:
+    """The Stage-3 steps of success vs fine-tuning step, checked against the variant's configuration."""
+    s3 = cfg.stages.stage3
+    if not steps:
+        return []
+    if not s3.enabled:
+        raise RecipeError("eval_checkpoints: the variant has no Stage 3 to take checkpoints from")
+    every = cfg.run.checkpoint_every
+    bad = [int(k) for k in steps if not (0 < int(k) < s3.steps) or every <= 0 or int(k) % every]
+    if bad:
+        raise RecipeError(f"eval_checkpoints {bad}: each must be a multiple of run.checkpoint_every ({every}) in "
+                          f"(0, {s3.steps}) (0 and the final step are always evaluated)")
+    return sorted({int(k) for k in steps})
+
+
+def _stage3_start(cfg: TrainConfig) -> tuple[str, int]:
+    """(the policy Stage 3 starts from, the optimizer steps made before Stage 3)."""
+    before = [(n, st) for n, st in cfg.stages.items() if st.enabled and n != "stage3"]
+    start = str(Path(cfg.out) / before[-1][0] / "final") if before else str(cfg.model.init)
+    return start, sum(st.steps for _, st in before)
+
+
+def _checkpoint_curve(cfg: TrainConfig, acfg: AblationConfig, split: str, ecfg, final_ev: dict, cka_rows: list[dict],
+                      progress: bool) -> list[dict]:
+    """Success on `split` at Stage-3 step 0, at each eval_checkpoints step and at the end (the run's evaluation),
+    the same scenes as the final evaluation, with the CKA drift measured at that step (None where none was)."""
+    import dataclasses
+
+    start, offset = _stage3_start(cfg)
+    cka_at = {int(r["global_step"]) - offset: float(r["cka_mean"]) for r in cka_rows}
+    final_step = cfg.stages.stage3.steps
+    curve = []
+    for step in [0] + checkpoint_steps(cfg, acfg.eval_checkpoints) + [final_step]:
+        if step == final_step:
+            ev = final_ev
+        else:
+            policy = start if step == 0 else str(Path(cfg.out) / "stage3" / "policies" / f"step_{step:06d}")
+            ev = _evaluate_run(dataclasses.replace(ecfg, checkpoint=policy, splits=[split], etc=None, data=None,
+                                                   videos=0, out=str(Path(cfg.out) / "eval_steps" / f"step_{step}")),
+                               progress)
+        d = ((ev.get("closed_loop") or {}).get("per_split") or {})[split]
+        curve.append({"step": step, "split": split, "successes": int(d["successes"]), "episodes": int(d["episodes"]),
+                      "rate": d["success_rate"], "episode_success": episode_outcomes(ev).get(split, {}),
+                      "cka": cka_at.get(step, 1.0 if step == 0 else None)})
+    return curve
 
 
 def build_init_policy(cfg: TrainConfig, init_dir: Path) -> Path:
@@ -571,6 +663,29 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
                 vals = [m[2] for m in misses if m[0] == v and m[1] == s and m[2] is not None]
                 cells.append(f"{1000 * float(np.mean(vals)):.0f}" if vals else "-")
             md.append("| " + " | ".join([v] + cells) + " |")
+    curves = step_curves(runs, ref)
+    if curves:
+        steps = sorted({int(k) for c in curves.values() for k in c})
+        split = next(c["split"] for r in runs for c in r.get("curve") or [])
+        md += ["", f"## Success vs fine-tuning step ({split}), pooled over seeds", "",
+               "Stage-3 step 0 = the policy entering the fine-tuning (mid-trained, or the shared start); the same "
+               f"scenes at every step. Cell: pooled success [95 % Wilson]; mean CKA to the reference at that step; "
+               f"then the paired difference vs {ref} on the same scenes in points [95 % paired bootstrap].", "",
+               "| variant | " + " | ".join(f"step {k}" for k in steps) + " |", "|" + "---|" * (len(steps) + 1)]
+        for v, per in curves.items():
+            cells = []
+            for k in steps:
+                c = per.get(k)
+                if not c:
+                    cells.append("-")
+                    continue
+                cell = f"{c['rate']:.2f} [{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]"
+                cell += f"; CKA {c['cka']:.3f}" if c.get("cka") is not None else ""
+                if c.get("paired"):
+                    pd = c["paired"]
+                    cell += f"; {pd['points']:+.1f} [{pd['ci95_points'][0]:+.1f}, {pd['ci95_points'][1]:+.1f}]"
+                cells.append(cell)
+            md.append("| " + " | ".join([v] + cells) + " |")
     notes = []
     for s, why in (meta.get("skipped_splits") or {}).items():
         notes.append(f"- split `{s}` not evaluated: {why}")
@@ -578,6 +693,10 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
         o = meta["ood_etc"]
         notes.append(f"- three_stage_ood / s3_etc_ood: Stage-3 OOD ETC from `{o['path']}` splits {o['splits']} "
                      f"(scenes whose actions no variant trains on), {o['share']:.0%} of the Stage-3 ETC batch")
+    if any(v in MIDTRAIN_VARIANTS for v in acfg.variants):
+        notes.append(f"- mt_<method>: Stage 1 mid-training on `{acfg.midtrain_selections}`/<method>.jsonl (general VLM "
+                     "data, no actions), then s3_action_only's Stage 3; s3_action_only is the no-mid-training "
+                     "reference")
     if any(v in CATEGORY_VARIANTS for v in acfg.variants):
         notes.append("- etc_<category>: three_stage with every ETC source restricted to that category (same ETC batch "
                      "sizes); three_stage is the all-three reference (Fig. 3b)")
@@ -587,13 +706,81 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
     atomic_write_text(out / "ablation.md", "\n".join(md))
     res = {"config": {k: getattr(acfg, k) for k in acfg.__dataclass_fields__}, "runs": runs,
            "table": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
-           "paired_reference": ref, "paired_vs_reference": paired, "seconds": round(seconds, 1), **meta}
+           "paired_reference": ref, "paired_vs_reference": paired, "step_curves": curves,
+           "seconds": round(seconds, 1), **meta}
     atomic_write_json(out / "ablation.json", res)
     try:
         _plot(out, acfg, rows, runs, splits)
+        if curves:
+            _plot_curves(out, curves)
     except Exception as e:  # noqa: BLE001 - plots must not lose the table
         res["plot_error"] = str(e)
     return res
+
+
+def step_curves(runs: list[dict], reference: str | None = None) -> dict[str, dict[int, dict]]:
+    """{variant: {Stage-3 step: pooled success over seeds (rate, Wilson ci95), mean CKA, and the paired difference
+    vs `reference` at the same step on the same scenes}} of the runs that carry a checkpoint curve."""
+    from etc_training.recipe.evaluate import paired_bootstrap, wilson_interval
+
+    ref = {r["seed"]: {c["step"]: c for c in r.get("curve") or []} for r in runs if r["variant"] == reference}
+    out: dict[str, dict[int, dict]] = {}
+    for v in dict.fromkeys(r["variant"] for r in runs if r.get("curve")):
+        rs = [r for r in runs if r["variant"] == v and r.get("curve")]
+        for step in sorted({c["step"] for r in rs for c in r["curve"]}):
+            cs = [(r["seed"], c) for r in rs for c in r["curve"] if c["step"] == step]
+            k, n = sum(c["successes"] for _, c in cs), sum(c["episodes"] for _, c in cs)
+            lo, hi = wilson_interval(k, n)
+            ckas = [c["cka"] for _, c in cs if c.get("cka") is not None]
+            cell: dict[str, Any] = {"successes": k, "episodes": n, "rate": k / n if n else None,
+                                    "ci95": [round(lo, 4), round(hi, 4)], "seeds": len(cs),
+                                    "cka": float(np.mean(ckas)) if ckas else None}
+            a, b = [], []
+            for seed, c in cs:
+                theirs = (ref.get(seed) or {}).get(step)
+                if v == reference or not theirs:
+                    continue
+                for scene in sorted(set(c["episode_success"]) & set(theirs["episode_success"])):
+                    a.append(float(c["episode_success"][scene]))
+                    b.append(float(theirs["episode_success"][scene]))
+            if a:
+                plo, phi = paired_bootstrap(np.array(a), np.array(b))
+                cell["paired"] = {"points": round(100 * (float(np.mean(a)) - float(np.mean(b))), 2),
+                                  "ci95_points": [round(100 * plo, 2), round(100 * phi, 2)], "pairs": len(a)}
+            out.setdefault(v, {})[int(step)] = cell
+    return out
+
+
+def _plot_curves(out: Path, curves: dict[str, dict[int, dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for v, per in curves.items():
+        steps = sorted(per)
+        rate = np.array([per[k]["rate"] or 0.0 for k in steps])
+        lo = np.array([per[k]["ci95"][0] for k in steps])
+        hi = np.array([per[k]["ci95"][1] for k in steps])
+        line = axes[0].plot(steps, rate, marker="o", ms=4, label=v)[0]
+        axes[0].fill_between(steps, lo, hi, alpha=0.12, color=line.get_color())
+        ck = [(k, per[k]["cka"]) for k in steps if per[k].get("cka") is not None]
+        if ck:
+            axes[1].plot([c[1] for c in ck], [per[c[0]]["rate"] or 0.0 for c in ck], marker="o", ms=4, label=v,
+                         color=line.get_color())
+    axes[0].set_xlabel("fine-tuning step (Stage 3)")
+    axes[0].set_ylabel("closed-loop success (pooled, Wilson 95 %)")
+    axes[0].set_title("Success vs fine-tuning step (cf. EmbodiedMidtrain Fig. 3)", fontsize=9)
+    axes[1].set_xlabel("mean linear CKA to the reference")
+    axes[1].set_ylabel("closed-loop success")
+    axes[1].set_title("Representation drift vs success, same checkpoints", fontsize=9)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "success_vs_step.png", dpi=110)
+    plt.close(fig)
 
 
 def _plot(out: Path, acfg: AblationConfig, rows: list[dict], runs: list[dict], splits: list[str]) -> None:

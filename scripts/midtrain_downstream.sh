@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# EmbodiedMidtrain downstream at working quality (research issue 17, item 4), shrunk to fit one session of this
+# 2-core CPU in the retentive form of scripts/etc_ablation_cpu.sh (training a policy from scratch to working
+# success takes ~50 min per run here; 12 such runs do not fit).
+#
+# 1. `etc-vla midtrain report --config config/midtrain_pickup100k.yaml`: the 100,001-candidate pool scored with the
+#    frozen features of the VLM that is mid-trained below (the working pick_up policy's Stage-2 VLM) against its own
+#    robot data (pick_up ETC); selections of K = 10 % = 10,000 candidates: learned estimator, random, feature distance.
+# 2. `etc-vla ablate --variants midtrain`: from the SAME trained policy (INIT, default runs/policy_pickup/stage2/final,
+#    32 % success), mt_<method> mid-trains its VLM for MT_STEPS Stage-1 steps on one selection (32 general VLM
+#    samples per step, no action data, lr MT_LR), then fine-tunes exactly like s3_action_only (FT_STEPS Stage-3 steps
+#    of actions + grounding questions); s3_action_only (no mid-training) is the paired reference. 3 seeds each;
+#    success vs fine-tuning step at steps 0 / 200 / 400 / FT_STEPS on 50 new train-split scenes per seed, and the
+#    final policy on the train and ood_color splits (50 scenes each per seed), with the CKA drift at the same steps.
+#
+# Two streams side by side (one thread each) into one OUT (finished runs are resumed), then one gathering call with
+# the same settings writes OUT/ablation.md / .json / success_vs_step.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+export MUJOCO_GL="${MUJOCO_GL:-egl}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-${MUJOCO_GL:-egl}}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+OUT="${OUT:-runs/midtrain_downstream}"
+DATA="${DATA:-runs/abl17/data}"          # scripts/etc_ablation_cpu.sh builds the pick_up ETC there
+EPISODES_DIR="${EPISODES_DIR:-runs/data/pickup}"
+VAL_DIR="${VAL_DIR:-runs/data/pickup_val}"
+INIT="${INIT:-runs/policy_pickup/stage2/final}"
+SEL="${SEL:-runs/midtrain_pickup100k/selection}"
+MT_STEPS="${MT_STEPS:-200}"
+MT_LR="${MT_LR:-3.0e-4}"
+FT_STEPS="${FT_STEPS:-600}"
+mkdir -p "$OUT"
+cli() { "$PY" -m etc_training.cli "$@"; }
+[ -f "$DATA/etc/index.json" ] || cli etc build --episodes "$EPISODES_DIR" --out "$DATA/etc" --workers 2 overlays=0
+[ -f "$DATA/etc_val/index.json" ] || cli etc build --episodes "$VAL_DIR" --out "$DATA/etc_val" --workers 2 overlays=0
+ablate() {  # variants seeds
+  cli ablate --config config/ablation_pickup.yaml --out "$OUT" --seeds "$2" --variants "$1" --episodes 50 \
+    --splits train,ood_color --family pick_up --workers 1 --etc-eval "$DATA/etc_val" --etc-eval-splits train \
+    --val-data "$VAL_DIR" --val-split train --no-progress --midtrain-selections "$SEL" --eval-checkpoints 200,400 \
+    "model.init=$INIT" "stages.stage1.steps=$MT_STEPS" "stages.stage1.lr=$MT_LR" stages.stage1.warmup=20 \
+    "stages.stage3.steps=$FT_STEPS" run.checkpoint_every=200 cka.every=200 \
+    "data.episodes=$EPISODES_DIR" "data.etc=$DATA/etc" run.threads=1
+}
+stream() {  # "variant seed" ...
+  for run in "$@"; do
+    # shellcheck disable=SC2086
+    set -- $run
+    ablate "$1" "$2"
+  done
+}
+# one run (the selections must exist for mt_*): scripts/midtrain_downstream.sh one VARIANT SEED
+if [ "${1:-}" = one ]; then ablate "$2" "$3"; exit; fi
+[ -f "$SEL/distance.jsonl" ] || cli midtrain report --config config/midtrain_pickup100k.yaml --no-progress \
+  "model.path=$INIT" "robot.etc=$DATA/etc"
+stream "s3_action_only 0" "mt_learned 0" "s3_action_only 1" "mt_random 1" "s3_action_only 2" "mt_distance 2" \
+  > "$OUT/stream_a.log" 2>&1 &
+A=$!
+stream "mt_random 0" "mt_distance 0" "mt_learned 1" "mt_distance 1" "mt_learned 2" "mt_random 2" \
+  > "$OUT/stream_b.log" 2>&1 &
+B=$!
+wait $A $B
+ablate midtrain 0,1,2 2>&1 | tee "$OUT/ablate.log"
