@@ -12,6 +12,8 @@
 #    of actions + grounding questions); s3_action_only (no mid-training) is the paired reference. 3 seeds each;
 #    success vs fine-tuning step at steps 0 / 200 / 400 / FT_STEPS on 50 new train-split scenes per seed, and the
 #    final policy on the train and ood_color splits (50 scenes each per seed), with the CKA drift at the same steps.
+# 3. s3_etc (target-scene ETC in the same Stage 3, the ETC ablation's variant) with the same checkpoints: the CKA
+#    drift of ETC co-training vs action-only next to the success of the same checkpoints (ETC Fig. 3a, item 2).
 #
 # Two streams side by side (one thread each) into one OUT (finished runs are resumed), then one gathering call with
 # the same settings writes OUT/ablation.md / .json / success_vs_step.png.
@@ -53,10 +55,10 @@ if [ "${1:-}" = one ]; then ablate "$2" "$3"; exit; fi
 [ -f "$SEL/distance.jsonl" ] || cli midtrain report --config config/midtrain_pickup100k.yaml --no-progress \
   "model.path=$INIT" "robot.etc=$DATA/etc"
 stream "s3_action_only 0" "mt_learned 0" "s3_action_only 1" "mt_random 1" "s3_action_only 2" "mt_distance 2" \
-  > "$OUT/stream_a.log" 2>&1 &
+  "s3_etc 0" "s3_etc 1" > "$OUT/stream_a.log" 2>&1 &
 A=$!
-stream "mt_random 0" "mt_distance 0" "mt_learned 1" "mt_distance 1" "mt_learned 2" "mt_random 2" \
+stream "mt_random 0" "mt_distance 0" "mt_learned 1" "mt_distance 1" "mt_learned 2" "mt_random 2" "s3_etc 2" \
   > "$OUT/stream_b.log" 2>&1 &
 B=$!
 wait $A $B
-ablate midtrain 0,1,2 2>&1 | tee "$OUT/ablate.log"
+ablate midtrain,s3_etc 0,1,2 2>&1 | tee "$OUT/ablate.log"
