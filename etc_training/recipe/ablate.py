@@ -669,8 +669,10 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
         split = next(c["split"] for r in runs for c in r.get("curve") or [])
         md += ["", f"## Success vs fine-tuning step ({split}), pooled over seeds", "",
                "Stage-3 step 0 = the policy entering the fine-tuning (mid-trained, or the shared start); the same "
-               f"scenes at every step. Cell: pooled success [95 % Wilson]; mean CKA to the reference at that step; "
-               f"then the paired difference vs {ref} on the same scenes in points [95 % paired bootstrap].", "",
+               "scenes at every step. Cell: pooled success [95 % Wilson]; mean CKA to the variant's CKA reference at "
+               "that step (its Stage-1 model when it has Stage 1, e.g. the mid-trained one; else its starting policy)"
+               + (f"; then the paired difference vs {ref} on the same scenes in points [95 % paired bootstrap]."
+                  if ref else "."), "",
                "| variant | " + " | ".join(f"step {k}" for k in steps) + " |", "|" + "---|" * (len(steps) + 1)]
         for v, per in curves.items():
             cells = []
