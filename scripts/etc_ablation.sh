@@ -28,11 +28,7 @@
 # Env vars: OUT (runs/ablation_pickup), EPISODES (1200), OOD_EPISODES (200 per split), VAL_EPISODES (60),
 # SEEDS (0,1,2), VARIANTS (pathway,categories), EVAL_EPISODES (50), WORKERS (2; e.g. 12 on a 16-core GPU machine).
 # Extra arguments go to `etc-vla ablate`: its options first, then recipe overrides key=value (e.g. run.device=cuda).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY="${PYTHON:-.venv/bin/python}"
-export MUJOCO_GL="${MUJOCO_GL:-egl}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-${MUJOCO_GL:-egl}}"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+source "$(dirname "$0")/research_env.sh"   # repo root, PY, cli, stream, headless GL, passive OpenMP
 OUT="${OUT:-runs/ablation_pickup}"
 EPISODES="${EPISODES:-1200}"
 OOD_EPISODES="${OOD_EPISODES:-200}"
@@ -43,7 +39,6 @@ EVAL_EPISODES="${EVAL_EPISODES:-50}"
 WORKERS="${WORKERS:-2}"
 D="$OUT/data"
 mkdir -p "$D"
-cli() { "$PY" -m etc_training.cli "$@"; }
 
 # 1-3. demonstrations: train (actions + ETC), OOD scenes (ETC only), held-out (metrics); a finished collection
 # leaves its summary JSON (delete the dataset and the JSON to collect again)

@@ -16,11 +16,7 @@
 # scenes (100 per OOD split, seed 1) and every ETC directory are made here. Two streams run side by side, one thread
 # each, into one OUT (finished runs are resumed), then one gathering call with the same evaluation settings (so
 # every evaluation is reused) writes OUT/ablation.md / .json / .png.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY="${PYTHON:-.venv/bin/python}"
-export MUJOCO_GL="${MUJOCO_GL:-egl}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-${MUJOCO_GL:-egl}}"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+source "$(dirname "$0")/research_env.sh"   # repo root, PY, cli, stream, headless GL, passive OpenMP
 MODE="${MODE:-retentive}"
 OUT="${OUT:-runs/abl17_$MODE}"
 DATA="${DATA:-runs/abl17/data}"
@@ -29,7 +25,6 @@ VAL_DIR="${VAL_DIR:-runs/data/pickup_val}"
 INIT="${INIT:-runs/policy_pickup/stage2/final}"
 STAGE3_STEPS="${STAGE3_STEPS:-800}"
 mkdir -p "$DATA" "$OUT"
-cli() { "$PY" -m etc_training.cli "$@"; }
 [ -f "$DATA/etc/index.json" ] || cli etc build --episodes "$EPISODES_DIR" --out "$DATA/etc" --workers 2 overlays=0
 [ -f "$DATA/etc_val/index.json" ] || cli etc build --episodes "$VAL_DIR" --out "$DATA/etc_val" --workers 2 overlays=0
 if [ "$MODE" = retentive ]; then
@@ -49,18 +44,11 @@ else
   STREAM_B=("action_only 1" "action_only 0" "three_stage 2")  # one seed's initial model at once
   ALL=action_only,three_stage
 fi
-ablate() {  # variants seeds workers threads
+ablate() {  # variants seeds [workers threads], 1 and 1 by default (one per stream)
   cli ablate --config config/ablation_pickup.yaml --out "$OUT" --seeds "$2" --variants "$1" --budget total \
-    --episodes 50 --splits all --family pick_up --workers "$3" --etc-eval "$DATA/etc_val" --etc-eval-splits train \
+    --episodes 50 --splits all --family pick_up --workers "${3:-1}" --etc-eval "$DATA/etc_val" --etc-eval-splits train \
     --val-data "$VAL_DIR" --val-split train --no-progress "${EXTRA[@]}" \
-    "data.episodes=$EPISODES_DIR" "data.etc=$DATA/etc" "run.threads=$4"
-}
-stream() {  # "variant seed" ...
-  for run in "$@"; do
-    # shellcheck disable=SC2086
-    set -- $run
-    ablate "$1" "$2" 1 1
-  done
+    "data.episodes=$EPISODES_DIR" "data.etc=$DATA/etc" "run.threads=${4:-1}"
 }
 stream "${STREAM_A[@]}" > "$OUT/stream_a.log" 2>&1 &
 A=$!

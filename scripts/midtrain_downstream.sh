@@ -17,11 +17,7 @@
 #
 # Two streams side by side (one thread each) into one OUT (finished runs are resumed), then one gathering call with
 # the same settings writes OUT/ablation.md / .json / success_vs_step.png.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY="${PYTHON:-.venv/bin/python}"
-export MUJOCO_GL="${MUJOCO_GL:-egl}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-${MUJOCO_GL:-egl}}"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+source "$(dirname "$0")/research_env.sh"   # repo root, PY, cli, stream, headless GL, passive OpenMP
 OUT="${OUT:-runs/midtrain_downstream}"
 DATA="${DATA:-runs/abl17/data}"          # scripts/etc_ablation_cpu.sh builds the pick_up ETC there
 EPISODES_DIR="${EPISODES_DIR:-runs/data/pickup}"
@@ -32,7 +28,6 @@ MT_STEPS="${MT_STEPS:-200}"
 MT_LR="${MT_LR:-3.0e-4}"
 FT_STEPS="${FT_STEPS:-600}"
 mkdir -p "$OUT"
-cli() { "$PY" -m etc_training.cli "$@"; }
 [ -f "$DATA/etc/index.json" ] || cli etc build --episodes "$EPISODES_DIR" --out "$DATA/etc" --workers 2 overlays=0
 [ -f "$DATA/etc_val/index.json" ] || cli etc build --episodes "$VAL_DIR" --out "$DATA/etc_val" --workers 2 overlays=0
 ablate() {  # variants seeds
@@ -42,13 +37,6 @@ ablate() {  # variants seeds
     "model.init=$INIT" "stages.stage1.steps=$MT_STEPS" "stages.stage1.lr=$MT_LR" stages.stage1.warmup=20 \
     "stages.stage3.steps=$FT_STEPS" run.checkpoint_every=200 cka.every=200 \
     "data.episodes=$EPISODES_DIR" "data.etc=$DATA/etc" run.threads=1
-}
-stream() {  # "variant seed" ...
-  for run in "$@"; do
-    # shellcheck disable=SC2086
-    set -- $run
-    ablate "$1" "$2"
-  done
 }
 # one run (the selections must exist for mt_*): scripts/midtrain_downstream.sh one VARIANT SEED
 if [ "${1:-}" = one ]; then ablate "$2" "$3"; exit; fi

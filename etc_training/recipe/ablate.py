@@ -125,8 +125,6 @@ def variant_config(base: TrainConfig, variant: str, budget: str = "stages", ood_
         raise RecipeError(f"unknown ablation variant {variant!r}; choose from {list(VARIANTS)}")
     if budget not in ("stages", "total"):
         raise RecipeError(f"budget must be 'stages' or 'total', got {budget!r}")
-    cfg = copy.deepcopy(base)
-    s1, s2, s3 = cfg.stages.stage1, cfg.stages.stage2, cfg.stages.stage3
     if variant in MIDTRAIN_VARIANTS:
         cfg = variant_config(base, "s3_action_only")
         s1 = cfg.stages.stage1
@@ -144,6 +142,8 @@ def variant_config(base: TrainConfig, variant: str, budget: str = "stages", ood_
         s1.etc_batch = s1.resolved_etc_batch()
         s1.etc_sources = [SourceConfig(name="midtrain", kind="general", path=str(sel))]
         return check_config(cfg)
+    cfg = copy.deepcopy(base)
+    s1, s2, s3 = cfg.stages.stage1, cfg.stages.stage2, cfg.stages.stage3
     if variant in RETENTIVE_VARIANTS:
         if not cfg.model.init:
             raise RecipeError(f"{variant}: the retentive variants adapt one trained policy in Stage 3; set model.init "
