@@ -98,8 +98,8 @@ def test_pickup_ablation_config_same_budget_per_variant():
     assert not any("ood" in "".join(s.splits) for _, st in base.stages.items() for s in st.etc_sources)
     steps = set()
     for v in ablate.VARIANTS:
-        if v in ablate.RETENTIVE_VARIANTS + ablate.MIDTRAIN_VARIANTS:  # from a trained policy (tested below)
-            continue
+        if v in ablate.RETENTIVE_VARIANTS + ablate.RETENTIVE_CATEGORY_VARIANTS + ablate.MIDTRAIN_VARIANTS:
+            continue  # from a trained policy (tested below)
         c = variant_config(base, v, "total", ood_source=_ood(["ood_color"]))
         steps.add(sum(s.steps for _, s in c.stages.items() if s.enabled))
         etc = v not in ("action_only", "db_action_only")
@@ -108,7 +108,7 @@ def test_pickup_ablation_config_same_budget_per_variant():
     assert steps == {5400}
     # the retentive variants: Stage 3 alone (1800 steps) from one trained policy, ETC 8 of 56 except s3_action_only
     init = load_train_config(PICKUP, ["model.init=runs/policy_pickup/stage2/final"])
-    for v in ablate.RETENTIVE_VARIANTS:
+    for v in ablate.RETENTIVE_VARIANTS + ablate.RETENTIVE_CATEGORY_VARIANTS:
         c = variant_config(init, v, "total", ood_source=_ood(["ood_color"]))
         assert [n for n, s in c.stages.items() if s.enabled] == ["stage3"] and c.stages.stage3.steps == 1800
         assert c.stages.stage3.resolved_etc_batch() == (0 if v == "s3_action_only" else 8)
@@ -157,6 +157,31 @@ def test_category_variant_draws_only_its_category(syn):
     for cat in CATEGORIES:
         c = drawn(variant_config(base, f"etc_{cat}"))
         assert set(c) == {cat} and sum(c.values()) == 3 * 25 * 16  # the same ETC batches, one category
+    # the retentive form: s3_etc_<category> is s3_etc (Stage 3 only, from model.init) with one category
+    init = load_train_config(TINY, syn["data"] + [TARGET_ONLY, "model.init=" + str(syn["root"])])
+    full = variant_config(init, "s3_etc")
+    assert set(drawn(full)) == set(CATEGORIES)
+    for cat in CATEGORIES:
+        one = variant_config(init, f"s3_etc_{cat}")
+        c = drawn(one)
+        assert set(c) == {cat} and sum(c.values()) == 3 * 25 * 16
+        d_one, d_full = to_dict(one), to_dict(full)
+        for d in (d_one, d_full):
+            for st in d["stages"].values():
+                for src in st["etc_sources"]:
+                    src.pop("categories")
+        assert d_one == d_full  # nothing else differs from s3_etc: same stages, steps, batches, init
+        assert [s.categories for s in one.stages.stage3.etc_sources] == [[cat]]
+        assert one.stages.stage3.resolved_etc_batch() == full.stages.stage3.resolved_etc_batch() > 0
+    assert ablate.expand_variants(["retentive_categories"]) == \
+        ["s3_action_only", "s3_etc"] + [f"s3_etc_{c}" for c in CATEGORIES]
+    order = ablate._run_order(["s3_etc_task_oriented", "s3_action_only", "s3_etc"], [0, 1])
+    assert order == [("s3_action_only", 0), ("s3_etc", 0), ("s3_action_only", 1), ("s3_etc", 1),
+                     ("s3_etc_task_oriented", 0), ("s3_etc_task_oriented", 1)]  # references first
+    with pytest.raises(RecipeError, match="s3_etc_scene_grounding: .*give the category no weight"):
+        b = load_train_config(TINY, ["model.init=x",
+                                     "stages.stage3.etc_sources=[{name: e, kind: etc, groups: {trajectory: 1.0}}]"])
+        variant_config(b, "s3_etc_scene_grounding")
 
 
 # ---------------------------------------------------------------- OOD ETC: found or refused
@@ -413,3 +438,64 @@ def test_step_curves_pool_seeds_and_pair_the_same_step_and_scenes(tmp_path):
     assert "| mt_learned | 0.12 [0.02, 0.47]; CKA 1.000; -37.5 [" in md  # step 0: pooled 1/8, paired 1/8 - 4/8
     assert "CKA 0.800; +37.5 [" in md  # step 200: 8/8 vs the reference's 5/8
     assert (tmp_path / "success_vs_step.png").is_file()
+
+
+def test_category_table_pairs_each_category_with_its_all_three_reference(tmp_path):
+    """s3_etc_<category> is paired with s3_etc (all three) on the same scenes and seeds, besides the paired
+    difference vs s3_action_only (no ETC) that every variant gets; written to the table and the JSON."""
+    from etc_training.recipe.evaluate import paired_bootstrap
+
+    def es(outcomes):
+        return {"train": {str(100 + i): bool(o) for i, o in enumerate(outcomes)}}
+
+    none, full, task = [0, 0, 1, 0, 1, 0], [1, 0, 1, 1, 1, 0], [1, 1, 1, 1, 1, 0]
+    runs = [{"variant": v, "seed": 0, "episode_success": es(o)}
+            for v, o in (("s3_action_only", none), ("s3_etc", full), ("s3_etc_task_oriented", task))]
+    runs.append({"variant": "s3_etc_task_oriented", "seed": 1, "episode_success": es([1, 1])})  # no s3_etc seed 1
+    d = ablate.category_differences(runs, ["train"])
+    a, b = np.array(task, float), np.array(full, float)
+    lo, hi = paired_bootstrap(a, b)
+    assert d == {"s3_etc_task_oriented": {"train": {"points": round(100 * (a.mean() - b.mean()), 2),
+                                                    "ci95_points": [round(100 * lo, 2), round(100 * hi, 2)],
+                                                    "pairs": 6}}}
+    for r in runs:
+        r.update(steps=10, train_s=1.0, eval_s=1.0, success={"train": 0.5}, success_counts={"train": [1, 2]},
+                 cka_curve=[])
+    acfg = AblationConfig(out=str(tmp_path), variants=["retentive_categories"], seeds=[0, 1], eval_episodes=6,
+                          eval_splits=["train"])
+    res = ablate._write(tmp_path, acfg, runs, 1.0, {"eval_splits": ["train"]})
+    md = (tmp_path / "ablation.md").read_text()
+    assert res["category_vs_all"] == d and res["paired_reference"] == "s3_action_only"
+    assert res["paired_vs_reference"]["s3_etc_task_oriented"]["train"]["pairs"] == 6
+    assert "## Each ETC category alone vs all three (points)" in md
+    assert "| s3_etc_task_oriented - s3_etc | +16.7 [" in md and "(6) |" in md
+    assert "- s3_etc_<category>: s3_etc with every ETC source restricted" in md
+
+
+def test_an_evaluation_is_reused_through_a_linked_run_directory(tmp_path, monkeypatch):
+    """A reference run linked into another ablation's OUT keeps its evaluation (the paths are compared
+    resolved); a different checkpoint or setting is evaluated again."""
+    import dataclasses
+
+    from etc_training.recipe import evaluate as evaluate_mod
+    from etc_training.recipe.evaluate import EvalConfig
+
+    real = tmp_path / "ref" / "s3_etc" / "seed0"
+    (real / "eval").mkdir(parents=True)
+    (real / "stage3" / "final").mkdir(parents=True)
+    ecfg = EvalConfig(checkpoint=str(real / "stage3" / "final"), out=str(real / "eval"), episodes=50)
+    (real / "eval" / "eval.json").write_text(json.dumps(
+        {"config": {k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__}, "seconds": 12.0}))
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "s3_etc").symlink_to(real.parent)
+    linked = tmp_path / "cat" / "s3_etc" / "seed0"
+    calls = []
+    monkeypatch.setattr(evaluate_mod, "evaluate", lambda cfg, progress=True: calls.append(cfg) or {"seconds": 1.0})
+    via_link = dataclasses.replace(ecfg, checkpoint=str(linked / "stage3" / "final"), out=str(linked / "eval"))
+    got = ablate._evaluate_run(via_link, False)
+    assert got["reused"] is True and got["seconds"] == 12.0 and not calls
+    ablate._evaluate_run(dataclasses.replace(via_link, episodes=49), False)
+    other = tmp_path / "other"
+    other.mkdir()
+    ablate._evaluate_run(dataclasses.replace(via_link, checkpoint=str(other)), False)
+    assert [c.episodes for c in calls] == [49, 50]

@@ -18,10 +18,12 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default="action_only,etc_stage2,three_stage",
                    help="comma-separated: action_only, etc_stage2, three_stage, three_stage_ood, db_action_only, "
                         "etc_scene_grounding, etc_task_oriented, etc_action_planning, s3_action_only, s3_etc, "
-                        "s3_etc_ood; shorthands: pathway (the first four), categories (the three etc_<category>), "
-                        "retentive (the three s3_*: Stage 3 only, from model.init), midtrain (s3_action_only + "
-                        "mt_learned, mt_random, mt_distance: mid-training on a selection, then s3_action_only's "
-                        "Stage 3)")
+                        "s3_etc_ood, s3_etc_scene_grounding, s3_etc_task_oriented, s3_etc_action_planning; "
+                        "shorthands: pathway (the first four), categories (the three etc_<category>), "
+                        "retentive (s3_action_only, s3_etc, s3_etc_ood: Stage 3 only, from model.init), midtrain "
+                        "(s3_action_only + mt_learned, mt_random, mt_distance: mid-training on a selection, then "
+                        "s3_action_only's Stage 3), retentive_categories (s3_action_only, s3_etc and the three "
+                        "s3_etc_<category>)")
     p.add_argument("--budget", default="stages", choices=["stages", "total"],
                    help="stages: same Stage-2/3 steps (Stage 1 extra); total: same number of optimizer steps")
     p.add_argument("--episodes", type=int, default=2, help="closed-loop episodes per split and run (0 = skip)")

@@ -17,6 +17,8 @@ e.g. the working recipe's stage2/final), the same Stage-3 steps; the paired refe
     s3_action_only   Stage 3 on actions (+ the config's grounding questions), no ETC
     s3_etc           Stage 3 with the configured target-scene ETC
     s3_etc_ood       s3_etc + OOD ETC (as three_stage_ood)
+    s3_etc_<category>  s3_etc with the ETC restricted to one category: each category alone against all three
+                     (s3_etc) and none (s3_action_only), Fig. 3b in the retentive form (`retentive_categories`)
 
 EmbodiedMidtrain downstream in the same retentive form (`midtrain`: s3_action_only + the three below): mid-training
 of the same trained policy's VLM on a selection of general VLM data (Stage 1 with the config's Stage-1 batch and
@@ -60,15 +62,20 @@ CATEGORY_VARIANTS = tuple(f"etc_{c}" for c in CATEGORIES)
 PATHWAY_VARIANTS = ("action_only", "etc_stage2", "three_stage", "three_stage_ood")
 # Retentive Adaptation alone: Stage 3 from one trained policy (model.init), Stages 1-2 off; the same steps
 RETENTIVE_VARIANTS = ("s3_action_only", "s3_etc", "s3_etc_ood")
+RETENTIVE_CATEGORY_VARIANTS = tuple(f"s3_etc_{c}" for c in CATEGORIES)
 # EmbodiedMidtrain downstream: Stage 1 on a general-data selection (mt_<method>: selection/<method>.jsonl), then
 # s3_action_only's Stage 3
 MIDTRAIN_VARIANTS = ("mt_learned", "mt_random", "mt_distance")
 VARIANTS = ("action_only", "etc_stage2", "three_stage", "db_action_only", "three_stage_ood") + CATEGORY_VARIANTS + \
-    RETENTIVE_VARIANTS + MIDTRAIN_VARIANTS
+    RETENTIVE_VARIANTS + RETENTIVE_CATEGORY_VARIANTS + MIDTRAIN_VARIANTS
 OOD_VARIANTS = ("three_stage_ood", "s3_etc_ood")  # the variants that add the OOD ETC source to Stage 3
 DEFAULT_VARIANTS = ("action_only", "etc_stage2", "three_stage")
 VARIANT_GROUPS = {"pathway": PATHWAY_VARIANTS, "categories": CATEGORY_VARIANTS,  # --variants shorthands
-                  "retentive": RETENTIVE_VARIANTS, "midtrain": ("s3_action_only",) + MIDTRAIN_VARIANTS}
+                  "retentive": RETENTIVE_VARIANTS, "midtrain": ("s3_action_only",) + MIDTRAIN_VARIANTS,
+                  "retentive_categories": ("s3_action_only", "s3_etc") + RETENTIVE_CATEGORY_VARIANTS}
+# the all-three-categories reference of each family of category variants (Fig. 3b)
+CATEGORY_REFERENCE = {**{v: "three_stage" for v in CATEGORY_VARIANTS},
+                      **{v: "s3_etc" for v in RETENTIVE_CATEGORY_VARIANTS}}
 OOD_PREFIX = "ood"  # ETC splits named ood* are OOD scenes (etc-vla sim collect --split ood_color, synthetic "ood")
 
 
@@ -112,8 +119,10 @@ def expand_variants(names: list[str]) -> list[str]:
 
 
 def variant_category(variant: str) -> str | None:
-    """The ETC category of a category variant (etc_<category>), else None."""
-    return variant[len("etc_"):] if variant in CATEGORY_VARIANTS else None
+    """The ETC category of a category variant (etc_<category>, s3_etc_<category>), else None."""
+    if variant in CATEGORY_VARIANTS:
+        return variant[len("etc_"):]
+    return variant[len("s3_etc_"):] if variant in RETENTIVE_CATEGORY_VARIANTS else None
 
 
 def variant_config(base: TrainConfig, variant: str, budget: str = "stages", ood_source: SourceConfig | None = None,
@@ -141,6 +150,10 @@ def variant_config(base: TrainConfig, variant: str, budget: str = "stages", ood_
         s1.action_batch = s1.grounding_batch = 0
         s1.etc_batch = s1.resolved_etc_batch()
         s1.etc_sources = [SourceConfig(name="midtrain", kind="general", path=str(sel))]
+        return check_config(cfg)
+    if variant in RETENTIVE_CATEGORY_VARIANTS:
+        cfg = variant_config(base, "s3_etc")
+        _restrict_category(cfg, str(variant_category(variant)), variant)
         return check_config(cfg)
     cfg = copy.deepcopy(base)
     s1, s2, s3 = cfg.stages.stage1, cfg.stages.stage2, cfg.stages.stage3
@@ -172,7 +185,7 @@ def variant_config(base: TrainConfig, variant: str, budget: str = "stages", ood_
         _add_ood_source(cfg, ood_source, ood_share)
     cat = variant_category(variant)
     if cat is not None:
-        _restrict_category(cfg, cat)
+        _restrict_category(cfg, cat, variant)
     return check_config(cfg)
 
 
@@ -206,7 +219,7 @@ def _add_ood_source(cfg: TrainConfig, ood: SourceConfig | None, share: float) ->
     s3.etc_sources.append(src)
 
 
-def _restrict_category(cfg: TrainConfig, cat: str) -> None:
+def _restrict_category(cfg: TrainConfig, cat: str, variant: str) -> None:
     from etc_training.etc.mixture import GROUP_CATEGORY
 
     n = 0
@@ -214,7 +227,7 @@ def _restrict_category(cfg: TrainConfig, cat: str) -> None:
         for j, src in enumerate(s.etc_sources):
             if src.kind != "etc":
                 continue  # general VLM data has no ETC category: kept as configured
-            where = f"etc_{cat}: stages.{name}.etc_sources[{j}] ({src.name!r})"
+            where = f"{variant}: stages.{name}.etc_sources[{j}] ({src.name!r})"
             if src.categories and cat not in src.categories:
                 raise RecipeError(f"{where} is limited to the categories {src.categories}")
             if src.groups and sum(v for g, v in src.groups.items() if GROUP_CATEGORY.get(g) == cat) <= 0:
@@ -222,7 +235,7 @@ def _restrict_category(cfg: TrainConfig, cat: str) -> None:
             src.categories = [cat]
             n += 1
     if n == 0:
-        raise RecipeError(f"etc_{cat}: the config has no ETC source to restrict to the category")
+        raise RecipeError(f"{variant}: the config has no ETC source to restrict to the category")
 
 
 def etc_split_counts(path: str | Path) -> dict[str, int]:
@@ -326,8 +339,8 @@ def _mean_std(vals: list) -> tuple[float | None, float | None]:
 
 def _run_order(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
     """Pathway (and other) variants for every seed first, then the category variants for every seed."""
-    first = [v for v in variants if v not in CATEGORY_VARIANTS]
-    cats = [v for v in variants if v in CATEGORY_VARIANTS]
+    first = [v for v in variants if v not in CATEGORY_REFERENCE]
+    cats = [v for v in variants if v in CATEGORY_REFERENCE]
     return [(v, s) for group in (first, cats) for s in seeds for v in group]
 
 
@@ -335,8 +348,18 @@ def _jsonable(d: dict) -> dict:
     return json.loads(json.dumps(d, default=str))
 
 
+_EVAL_PATHS = ("checkpoint", "out", "etc", "data")
+
+
+def _eval_key(cfg: dict) -> dict:
+    """An evaluation's settings with its paths resolved: a run directory reached through a link (an ablation
+    that reuses another's reference runs) is the same run."""
+    return {k: str(Path(v).resolve()) if k in _EVAL_PATHS and isinstance(v, str) and v else v for k, v in cfg.items()}
+
+
 def _evaluate_run(ecfg, progress: bool) -> dict:
-    """evaluate(ecfg), or the run's earlier evaluation when it was made with the same settings."""
+    """evaluate(ecfg), or the run's earlier evaluation when it was made with the same settings (paths compared
+    resolved)."""
     from etc_training.recipe.evaluate import evaluate
 
     prev = Path(ecfg.out) / "eval.json"
@@ -345,7 +368,8 @@ def _evaluate_run(ecfg, progress: bool) -> dict:
             old = json.loads(prev.read_text())
         except json.JSONDecodeError:
             old = {}
-        if old.get("config") == _jsonable({k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__}):
+        if isinstance(old.get("config"), dict) and _eval_key(old["config"]) == \
+                _eval_key(_jsonable({k: getattr(ecfg, k) for k in ecfg.__dataclass_fields__})):
             old["reused"] = True
             return old
     return evaluate(ecfg, progress=progress)
@@ -376,7 +400,8 @@ def run_ablation(base: TrainConfig, acfg: AblationConfig, progress: bool = True,
         raise RecipeError("the ablation needs at least one variant and one seed")
     bad = [v for v in acfg.variants if v not in VARIANTS]
     if bad:
-        raise RecipeError(f"unknown ablation variant(s) {bad}; choose from {list(VARIANTS)} (or pathway, categories)")
+        raise RecipeError(f"unknown ablation variant(s) {bad}; choose from {list(VARIANTS)} (or the groups "
+                          f"{list(VARIANT_GROUPS)})")
     splits, skipped = eval_splits(acfg) if acfg.eval_episodes > 0 else ([], {})
     for s, why in skipped.items():
         say(f"[ablate] split {s} skipped: {why}")
@@ -575,6 +600,24 @@ def paired_differences(runs: list[dict], splits: list[str], reference: str = "ac
     return out
 
 
+def category_differences(runs: list[dict], splits: list[str]) -> dict:
+    """Per category variant that ran beside its all-three reference (CATEGORY_REFERENCE): its paired difference
+    to that reference, as paired_differences."""
+    out: dict[str, dict] = {}
+    for v in dict.fromkeys(r["variant"] for r in runs if r["variant"] in CATEGORY_REFERENCE):
+        ref = CATEGORY_REFERENCE[v]
+        d = paired_differences([r for r in runs if r["variant"] in (v, ref)], splits, ref)
+        if v in d:
+            out[v] = d[v]
+    return out
+
+
+def _paired_cell(p: dict | None) -> str:
+    if not p:
+        return "-"
+    return f"{p['points']:+.1f} [{p['ci95_points'][0]:+.1f}, {p['ci95_points'][1]:+.1f}] ({p['pairs']})"
+
+
 def _table(acfg: AblationConfig, runs: list[dict], splits: list[str] | None = None) -> tuple[list[str], list[dict]]:
     if splits is None:
         splits = list(acfg.eval_splits)
@@ -649,9 +692,17 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
                "over seeds; 95 % paired-bootstrap interval; pairs = scenes x seeds.", "",
                "| variant | " + " | ".join(splits) + " |", "|" + "---|" * (len(splits) + 1)]
         for v, per in paired.items():
-            md.append("| " + " | ".join([v] + [f"{per[s]['points']:+.1f} [{per[s]['ci95_points'][0]:+.1f}, "
-                                               f"{per[s]['ci95_points'][1]:+.1f}] ({per[s]['pairs']})"
-                                               if s in per else "-" for s in splits]) + " |")
+            md.append("| " + " | ".join([v] + [_paired_cell(per.get(s)) for s in splits]) + " |")
+    by_cat = category_differences(runs, splits) if splits else {}
+    if by_cat:
+        md += ["", "## Each ETC category alone vs all three (points)", "",
+               "Success of a category variant minus its all-three reference's (three_stage for etc_<category>, "
+               "s3_etc for s3_etc_<category>) on the same scenes of the same training seed, pooled over seeds; 95 % "
+               "paired-bootstrap interval.", "",
+               "| variant | " + " | ".join(splits) + " |", "|" + "---|" * (len(splits) + 1)]
+        for v, per in by_cat.items():
+            md.append("| " + " | ".join([f"{v} - {CATEGORY_REFERENCE[v]}"] + [_paired_cell(per.get(s))
+                                                                              for s in splits]) + " |")
     misses = [(r["variant"], s, (fm or {}).get("median_horizontal_miss_m"))
               for r in runs for s, fm in (r.get("failure_mode") or {}).items()]
     if any(m[2] is not None for m in misses):
@@ -689,26 +740,30 @@ def _write(out: Path, acfg: AblationConfig, runs: list[dict], seconds: float, me
                 cells.append(cell)
             md.append("| " + " | ".join([v] + cells) + " |")
     notes = []
+    names = expand_variants(list(acfg.variants))
     for s, why in (meta.get("skipped_splits") or {}).items():
         notes.append(f"- split `{s}` not evaluated: {why}")
     if meta.get("ood_etc"):
         o = meta["ood_etc"]
         notes.append(f"- three_stage_ood / s3_etc_ood: Stage-3 OOD ETC from `{o['path']}` splits {o['splits']} "
                      f"(scenes whose actions no variant trains on), {o['share']:.0%} of the Stage-3 ETC batch")
-    if any(v in MIDTRAIN_VARIANTS for v in acfg.variants):
+    if any(v in MIDTRAIN_VARIANTS for v in names):
         notes.append(f"- mt_<method>: Stage 1 mid-training on `{acfg.midtrain_selections}`/<method>.jsonl (general VLM "
                      "data, no actions), then s3_action_only's Stage 3; s3_action_only is the no-mid-training "
                      "reference")
-    if any(v in CATEGORY_VARIANTS for v in acfg.variants):
+    if any(v in CATEGORY_VARIANTS for v in names):
         notes.append("- etc_<category>: three_stage with every ETC source restricted to that category (same ETC batch "
                      "sizes); three_stage is the all-three reference (Fig. 3b)")
+    if any(v in RETENTIVE_CATEGORY_VARIANTS for v in names):
+        notes.append("- s3_etc_<category>: s3_etc with every ETC source restricted to that category (same ETC batch "
+                     "sizes); s3_etc is the all-three reference, s3_action_only the no-ETC one (Fig. 3b)")
     if notes:
         md += [""] + notes
     md += ["", f"Per run: `ablation.json`. Plots: `ablation.png`, `cka_ablation.png`. Total {seconds:.0f} s.", ""]
     atomic_write_text(out / "ablation.md", "\n".join(md))
     res = {"config": {k: getattr(acfg, k) for k in acfg.__dataclass_fields__}, "runs": runs,
            "table": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in rows],
-           "paired_reference": ref, "paired_vs_reference": paired, "step_curves": curves,
+           "paired_reference": ref, "paired_vs_reference": paired, "category_vs_all": by_cat, "step_curves": curves,
            "seconds": round(seconds, 1), **meta}
     atomic_write_json(out / "ablation.json", res)
     try:
