@@ -17,24 +17,13 @@
 source "$(dirname "$0")/research_env.sh"   # repo root, PY, cli, stream, headless GL, passive OpenMP
 OUT="${OUT:-runs/category_retentive}"
 REF="${REF:-runs/midtrain_downstream}"
-DATA="${DATA:-runs/abl17/data}"          # scripts/etc_ablation_cpu.sh builds the pick_up ETC there
-EPISODES_DIR="${EPISODES_DIR:-runs/data/pickup}"
-VAL_DIR="${VAL_DIR:-runs/data/pickup_val}"
-INIT="${INIT:-runs/policy_pickup/stage2/final}"
 FT_STEPS="${FT_STEPS:-600}"
 mkdir -p "$OUT"
-[ -f "$DATA/etc/index.json" ] || cli etc build --episodes "$EPISODES_DIR" --out "$DATA/etc" --workers 2 overlays=0
-[ -f "$DATA/etc_val/index.json" ] || cli etc build --episodes "$VAL_DIR" --out "$DATA/etc_val" --workers 2 overlays=0
+pickup_data   # DATA, EPISODES_DIR, VAL_DIR, INIT and the pick_up ETC
 for v in s3_action_only s3_etc; do
   if [ -d "$REF/$v" ] && [ ! -e "$OUT/$v" ]; then ln -s "$(realpath "$REF/$v")" "$OUT/$v"; fi
 done
-ablate() {  # variants seeds (the training settings of scripts/midtrain_downstream.sh's Stage 3)
-  cli ablate --config config/ablation_pickup.yaml --out "$OUT" --seeds "$2" --variants "$1" --episodes 50 \
-    --splits train,ood_color --family pick_up --workers 1 --etc-eval "$DATA/etc_val" --etc-eval-splits train \
-    --val-data "$VAL_DIR" --val-split train --no-progress \
-    "model.init=$INIT" "stages.stage3.steps=$FT_STEPS" run.checkpoint_every=200 cka.every=200 \
-    "data.episodes=$EPISODES_DIR" "data.etc=$DATA/etc" run.threads=1
-}
+ablate() { stage3_ablate "$1" "$2"; }  # variants seeds (scripts/midtrain_downstream.sh's Stage-3 settings)
 # one run: scripts/category_retentive.sh one VARIANT SEED
 if [ "${1:-}" = one ]; then ablate "$2" "$3"; exit; fi
 stream "s3_etc_scene_grounding 0" "s3_etc_action_planning 0" "s3_etc_task_oriented 1" "s3_etc_scene_grounding 2" \

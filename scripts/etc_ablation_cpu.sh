@@ -19,14 +19,9 @@
 source "$(dirname "$0")/research_env.sh"   # repo root, PY, cli, stream, headless GL, passive OpenMP
 MODE="${MODE:-retentive}"
 OUT="${OUT:-runs/abl17_$MODE}"
-DATA="${DATA:-runs/abl17/data}"
-EPISODES_DIR="${EPISODES_DIR:-runs/data/pickup}"
-VAL_DIR="${VAL_DIR:-runs/data/pickup_val}"
-INIT="${INIT:-runs/policy_pickup/stage2/final}"
 STAGE3_STEPS="${STAGE3_STEPS:-800}"
-mkdir -p "$DATA" "$OUT"
-[ -f "$DATA/etc/index.json" ] || cli etc build --episodes "$EPISODES_DIR" --out "$DATA/etc" --workers 2 overlays=0
-[ -f "$DATA/etc_val/index.json" ] || cli etc build --episodes "$VAL_DIR" --out "$DATA/etc_val" --workers 2 overlays=0
+mkdir -p "$OUT"
+pickup_data   # DATA, EPISODES_DIR, VAL_DIR, INIT and the pick_up ETC
 if [ "$MODE" = retentive ]; then
   for split in ood_color ood_distractor ood_phrase; do
     [ -f "$DATA/collect_$split.json" ] || cli sim collect --split "$split" --seed 1 --episodes 100 \

@@ -19,24 +19,15 @@
 # the same settings writes OUT/ablation.md / .json / success_vs_step.png.
 source "$(dirname "$0")/research_env.sh"   # repo root, PY, cli, stream, headless GL, passive OpenMP
 OUT="${OUT:-runs/midtrain_downstream}"
-DATA="${DATA:-runs/abl17/data}"          # scripts/etc_ablation_cpu.sh builds the pick_up ETC there
-EPISODES_DIR="${EPISODES_DIR:-runs/data/pickup}"
-VAL_DIR="${VAL_DIR:-runs/data/pickup_val}"
-INIT="${INIT:-runs/policy_pickup/stage2/final}"
 SEL="${SEL:-runs/midtrain_pickup100k/selection}"
 MT_STEPS="${MT_STEPS:-200}"
 MT_LR="${MT_LR:-3.0e-4}"
 FT_STEPS="${FT_STEPS:-600}"
 mkdir -p "$OUT"
-[ -f "$DATA/etc/index.json" ] || cli etc build --episodes "$EPISODES_DIR" --out "$DATA/etc" --workers 2 overlays=0
-[ -f "$DATA/etc_val/index.json" ] || cli etc build --episodes "$VAL_DIR" --out "$DATA/etc_val" --workers 2 overlays=0
+pickup_data   # DATA, EPISODES_DIR, VAL_DIR, INIT and the pick_up ETC (scripts/etc_ablation_cpu.sh builds it too)
 ablate() {  # variants seeds
-  cli ablate --config config/ablation_pickup.yaml --out "$OUT" --seeds "$2" --variants "$1" --episodes 50 \
-    --splits train,ood_color --family pick_up --workers 1 --etc-eval "$DATA/etc_val" --etc-eval-splits train \
-    --val-data "$VAL_DIR" --val-split train --no-progress --midtrain-selections "$SEL" --eval-checkpoints 200,400 \
-    "model.init=$INIT" "stages.stage1.steps=$MT_STEPS" "stages.stage1.lr=$MT_LR" stages.stage1.warmup=20 \
-    "stages.stage3.steps=$FT_STEPS" run.checkpoint_every=200 cka.every=200 \
-    "data.episodes=$EPISODES_DIR" "data.etc=$DATA/etc" run.threads=1
+  stage3_ablate "$1" "$2" --midtrain-selections "$SEL" --eval-checkpoints 200,400 "stages.stage1.steps=$MT_STEPS" \
+    "stages.stage1.lr=$MT_LR" stages.stage1.warmup=20
 }
 # one run (the selections must exist for mt_*): scripts/midtrain_downstream.sh one VARIANT SEED
 if [ "${1:-}" = one ]; then ablate "$2" "$3"; exit; fi
